@@ -1,0 +1,123 @@
+"""Our generator checkpoints: safetensors with the config in the metadata, written atomically.
+
+Layout: the generator's state_dict (release parameter names) plus, optionally, ``body.valid_index`` (int64 [V']: the
+vertex ids eligible for the nearest-vertex lookup). Metadata keys: ``format`` = "aniportrait-generator",
+``version``, ``config`` (JSON of :class:`aniportrait.config.GeneratorConfig`), ``body`` ("procedural" or "smpl")
+and free-form ``note``. Licensed body-model arrays are never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from aniportrait.config import GeneratorConfig
+from aniportrait.models.generator import AniPortraitGenerator
+
+FORMAT = "aniportrait-generator"
+VERSION = "1"
+VALID_INDEX_KEY = "body.valid_index"
+BODIES = ("procedural", "smpl")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or does not fit the model; the message says which and what to do."""
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Write a safetensors file through a temporary file in the same folder and a rename: never a partial file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_generator(
+    path: str | os.PathLike,
+    generator: AniPortraitGenerator,
+    *,
+    body: str = "procedural",
+    valid_index: torch.Tensor | None = None,
+    note: str = "",
+) -> None:
+    """Save ``generator`` (and the valid-vertex index of the body it was made for) to ``path``."""
+    if body not in BODIES:
+        raise ValueError(f"body must be one of {', '.join(BODIES)}, got {body!r}")
+    tensors = dict(generator.state_dict())
+    if valid_index is not None:
+        tensors[VALID_INDEX_KEY] = valid_index.to(torch.int64)
+    metadata = {"format": FORMAT, "version": VERSION, "config": generator.config.to_json(), "body": body}
+    if note:
+        metadata["note"] = note
+    atomic_save(tensors, path, metadata)
+
+
+def _describe(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_generator(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[AniPortraitGenerator, dict[str, str], torch.Tensor | None]:
+    """Load a checkpoint written by :func:`save_generator`.
+
+    Returns:
+        (generator in eval mode on ``device``, metadata, valid_index or None).
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, not ours, or its tensors don't match the config.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        hint = (
+            " (an official .pt checkpoint? convert it with `aniportrait convert-official`)"
+            if path.endswith((".pt", ".pth"))
+            else ""
+        )
+        raise CheckpointError(f"{path}: not a readable safetensors file{hint}: {err}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an aniportrait generator checkpoint (metadata format is missing)")
+    if metadata.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {metadata.get('version')!r} is not supported ({VERSION})")
+    try:
+        config = GeneratorConfig.from_json(metadata["config"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable generator config in the metadata: {err}") from None
+    valid_index = tensors.pop(VALID_INDEX_KEY, None)
+    generator = AniPortraitGenerator(config)
+    expected = generator.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or misshaped:
+        problems = []
+        if missing:
+            problems.append(f"missing {_describe(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {_describe(unexpected)}")
+        if misshaped:
+            k = misshaped[0]
+            problems.append(
+                f"mis-shaped {_describe(misshaped)} (e.g. {k}: {list(tensors[k].shape)} vs {list(expected[k].shape)})"
+            )
+        raise CheckpointError(f"{path}: tensors do not match its config: {'; '.join(problems)}")
+    generator.load_state_dict(tensors)
+    return generator.to(device).eval(), metadata, valid_index

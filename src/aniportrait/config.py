@@ -1,0 +1,118 @@
+"""Generator configurations: the release's ``sshq512`` and a ``tiny`` one for tests and CPU demos.
+
+A config is a frozen dataclass. It travels inside our safetensors checkpoints as JSON metadata, and unknown keys
+are rejected when one is read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Sizes of the generator. The defaults are the release's ``SSHQ512_inf`` (curriculums.py)."""
+
+    hidden_dim: int = 256  # RadianceNet width
+    mapping_hidden_dim: int = 256  # RadianceNet and SR mapping width
+    hidden_dim_sample: int = 128  # SampleNet (scalar field) width
+    feature_dim: int = 32  # feature channels per manifold texel, fed to super-resolution with RGBA
+    deform_hidden_dim: int = 128  # DeformNet width (FiLM and mapping)
+    z_id_dim: int = 80  # 3DMM identity coefficients
+    z_noise_dim: int = 80  # Gaussian noise
+    z_exp_dim: int = 64  # 3DMM expression coefficients
+    betas_dim: int = 10  # SMPL shape
+    sr_nf: int = 64  # StyleRRDBNet trunk channels
+    sr_nb: int = 4  # StyleRRDBNet RRDB blocks
+    sr_gc: int = 32  # StyleRRDBNet growth channels
+    sr_up_channels: tuple[int, int] = (64, 32)  # channels after each x2 pixel shuffle
+    lr_img_size: int = 128  # side of the ray grid and of the manifold textures
+    hr_img_size: int = 512  # side of the super-resolved textures and the output image (4 x lr)
+    num_samples: int = 64  # samples per camera ray for inverse skinning
+    num_samples_fine: int = 256  # samples per ray after linear re-interpolation
+    num_manifolds: int = 24  # level sets (manifolds)
+    levels_start: float = 23.0  # first level (nearest the camera)
+    levels_end: float = 8.0  # last level
+    smoother_depth_kernel: int = 5  # LbsSmoother kernel along the samples
+    smoother_spatial_kernel: int = 9  # LbsSmoother kernel across the image
+    knn_stride: int = 2  # inverse skinning runs on every knn_stride-th row, column and sample
+
+    def __post_init__(self) -> None:
+        if self.hr_img_size != 4 * self.lr_img_size:
+            raise ValueError(f"hr_img_size must be 4 x lr_img_size (two x2 pixel shuffles), got {self.hr_img_size}")
+        for name in ("lr_img_size", "num_samples"):
+            if getattr(self, name) % self.knn_stride:
+                raise ValueError(f"{name} must be a multiple of knn_stride={self.knn_stride}")
+        if self.num_samples < 2 or self.num_samples_fine < 2 or self.num_manifolds < 1:
+            raise ValueError("need at least 2 samples per ray and 1 manifold")
+
+    @property
+    def z_dim(self) -> int:
+        """Width of the identity latent [z_id, z_noise] of RadianceNet and super-resolution."""
+        return self.z_id_dim + self.z_noise_dim
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GeneratorConfig:
+        """Build from a dict, rejecting unknown keys (a typo must not silently fall back to a default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {', '.join(unknown)}")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> GeneratorConfig:
+        return cls.from_dict(json.loads(text))
+
+
+SSHQ512 = GeneratorConfig()
+
+TINY = GeneratorConfig(
+    hidden_dim=32,
+    mapping_hidden_dim=32,
+    hidden_dim_sample=16,
+    feature_dim=4,
+    deform_hidden_dim=16,
+    sr_nf=8,
+    sr_nb=1,
+    sr_gc=4,
+    sr_up_channels=(8, 4),
+    lr_img_size=16,
+    hr_img_size=64,
+    num_samples=8,
+    num_samples_fine=16,
+    num_manifolds=6,
+)
+
+# The built-in default model: 32x32 ray grid, 128x128 video; a few hundred thousand parameters.
+SMALL = GeneratorConfig(
+    hidden_dim=64,
+    mapping_hidden_dim=64,
+    hidden_dim_sample=32,
+    feature_dim=8,
+    deform_hidden_dim=32,
+    sr_nf=16,
+    sr_nb=1,
+    sr_gc=8,
+    sr_up_channels=(16, 8),
+    lr_img_size=32,
+    hr_img_size=128,
+    num_samples=16,
+    num_samples_fine=32,
+    num_manifolds=12,
+)
+
+CONFIGS = {"sshq512": SSHQ512, "small": SMALL, "tiny": TINY}
+
+
+def get_config(name: str) -> GeneratorConfig:
+    """A named config (``sshq512``, ``small`` or ``tiny``)."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; expected one of {', '.join(CONFIGS)}")
+    return CONFIGS[name]

@@ -1,0 +1,103 @@
+"""DeformNet (``deform_net``, from AniFaceGAN): the expression deformation.
+
+Mapping z = [z_id(80), z_exp(64)] -> FiLM codes for three FiLM layers (7 -> 128 -> 128 -> 128), then Linear 128 -> 7
+whose first 3 outputs are d. The point input is ``[w(x_can), w(ref_deform) = 0, score = 0]``: AniFaceGAN zeroed the
+reference deformation ("doesn't help and cause the result flickering"). Release quirk kept for checkpoint parity
+(reference.md 1.5 caveat): d is in WARPED units, and synthesis adds the same d to unwarped x_can for the lookup.
+Reference: YueWuHKUST/AniPortraitGAN:generators/siren.py ``DeformNet``. Shape letters: ``B`` batch, ``P`` points.
+"""
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aniportrait.constants import WARP_SCALE
+from aniportrait.models.layers import (
+    FILM_MAPPING_LAST_GAIN,
+    FiLMLayer,
+    MappingNetwork,
+    film_frequencies,
+    first_layer_film_init_,
+    frequency_init_,
+    zero_init_,
+)
+
+# Only the first 3 outputs (and the first 3 inputs) carry data.
+DEFORM_DIM = 3
+
+
+class DeformNet(nn.Module):
+    """FiLM-SIREN displacement field; submodule names are the release's (checkpoint keys).
+
+    Args:
+        input_dim: per-point input channels of the first FiLM layer (7; only the first 3 are non-zero).
+        hidden_dim: FiLM width H (128).
+        z_dim: latent size (144 = z_id(80) + z_exp(64)).
+        output_dim: final-layer outputs (7; only the first 3 are used).
+        num_layers: number of FiLM layers (3).
+        mapping_hidden_dim: mapping-network width (128).
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 7,
+        hidden_dim: int = 128,
+        z_dim: int = 144,
+        output_dim: int = 7,
+        num_layers: int = 3,
+        mapping_hidden_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        if input_dim < DEFORM_DIM or output_dim < DEFORM_DIM:
+            raise ValueError(f"DeformNet needs input_dim and output_dim >= 3, got {input_dim}, {output_dim}")
+        self.hidden_dim = hidden_dim
+        self.network = nn.ModuleList(
+            [FiLMLayer(input_dim if k == 0 else hidden_dim, hidden_dim) for k in range(num_layers)]
+        )
+        self.final_layer = nn.Linear(hidden_dim, output_dim)
+        self.mapping_network = MappingNetwork(
+            z_dim, mapping_hidden_dim, num_layers * hidden_dim * 2, last_layer_gain=FILM_MAPPING_LAST_GAIN
+        )
+        for film in self.network:
+            frequency_init_(film.layer)
+        first_layer_film_init_(self.network[0].layer)
+        # Zero final layer: no deformation at init.
+        zero_init_(self.final_layer)
+
+    def mapping(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw codes (before ``15 f + 30``; never truncated): [B, z_dim] -> 2 x [B, num_layers * H] (384)."""
+        out = self.mapping_network(z)
+        half = out.shape[-1] // 2
+        return out[..., :half], out[..., half:]
+
+    def forward(self, x_can: Tensor, freq: Tensor, phase: Tensor) -> tuple[Tensor, Tensor]:
+        """Deform points (the release's ``anifacegan`` step).
+
+        Exact shortcuts: the 4 zero input channels are never built (FiLMLayer skips their weight columns) and only the
+        first 3 rows of ``final_layer`` are evaluated.
+
+        Args:
+            x_can: pose-canonical points (after inverse LBS), unwarped, [B, P, 3] (or [B, ..., 3]).
+            freq: raw frequencies from ``mapping``, [B, num_layers * H].
+            phase: raw phases, [B, num_layers * H].
+
+        Returns:
+            new_coords: ``w(x_can) + d`` in warped units, shaped like x_can.
+            d: the displacement in WARPED units, shaped like x_can.
+
+        Example:
+            >>> import torch
+            >>> net = DeformNet(hidden_dim=16, mapping_hidden_dim=16)
+            >>> freq, phase = net.mapping(torch.randn(2, 144))
+            >>> new_coords, d = net(torch.rand(2, 100, 3), freq, phase)
+            >>> bool((d == 0).all())  # zero-initialised final layer
+            True
+        """
+        hidden = self.hidden_dim
+        x_warped = x_can * WARP_SCALE
+        freq = film_frequencies(freq)
+        h = x_warped.reshape(x_can.shape[0], -1, DEFORM_DIM)
+        for k, layer in enumerate(self.network):
+            sl = slice(k * hidden, (k + 1) * hidden)
+            h = layer(h, freq[:, sl], phase[:, sl])
+        d = F.linear(h, self.final_layer.weight[:DEFORM_DIM], self.final_layer.bias[:DEFORM_DIM]).reshape(x_can.shape)
+        return x_warped + d, d

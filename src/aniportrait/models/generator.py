@@ -1,0 +1,350 @@
+"""AniPortraitGAN's generator: manifold super-resolution once per identity, then cheap per-frame synthesis.
+
+Submodule names and parameter shapes are the release's (``ManifoldSRGenerator3d``), so its checkpoint maps 1:1:
+``radiance_net``, ``sample_net``, ``deform_net``, ``sr_net``, ``smoother``. The body model (SMPL or our procedural rig)
+is *not* part of the state: it is passed in, so our checkpoints never carry licensed SMPL arrays.
+
+Two stages (reference.md sections 1.4-1.5):
+
+1. :meth:`AniPortraitGenerator.prepare_identity` (per identity): intersect canonical orthogonal rays with the
+   manifolds, run RadianceNet there, and super-resolve the 24 RGBA+feature textures. The result is cached.
+2. :meth:`AniPortraitGenerator.render_frame` (per frame): camera rays -> inverse skinning against the posed body
+   (``ops.inverse_lbs``, then the learnable smoother) -> expression deformation -> scalar field ->
+   ``ops.manifold_intersect`` -> texture lookup -> ``ops.volume_composite``. The radiance and SR networks never run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aniportrait import constants as K
+from aniportrait import ops
+from aniportrait.config import GeneratorConfig
+from aniportrait.models.deformation import DeformNet
+from aniportrait.models.manifold import SampleNet
+from aniportrait.models.radiance import RadianceNet
+from aniportrait.models.smoother import LbsSmoother
+from aniportrait.models.superres import StyleRRDBNet
+from aniportrait.render.cameras import orthogonal_rays, portrait_rays
+
+# Points per chunk for the per-point MLPs: bounds the 128/256-wide activations to a few hundred MB.
+CHUNK_POINTS = 1 << 18
+# Identity latents drawn to estimate the truncation averages (the release's generate_avg_frequencies).
+TRUNCATION_SAMPLES = 10000
+# Seed of those draws, so that the averages (which the release never stores) are reproducible.
+TRUNCATION_SEED = 123456789
+# The release's HR validity: bilinear x4 of the 0/1 mask, then > 0.99 (in effect an AND of the LR neighbours).
+HR_VALID_THRESHOLD = 0.99
+
+
+@dataclass
+class Identity:
+    """Everything per-frame synthesis needs about one batch of identities (the cache of ``prepare_identity``)."""
+
+    z_id: Tensor  # [B, z_id_dim] 3DMM identity
+    z_noise: Tensor  # [B, z_noise_dim]
+    betas: Tensor  # [B, 10] SMPL shape
+    lr_textures: Tensor  # [B * M, 4, H, W] RGB + alpha of each manifold (row 0 = lowest y)
+    hr_textures: Tensor  # [B * M, 4, 4H, 4W] super-resolved RGB + alpha, after the sigmoid
+
+    @property
+    def batch(self) -> int:
+        return self.z_id.shape[0]
+
+
+def sample_identity_latents(
+    config: GeneratorConfig, seeds: list[int], *, id_bank: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(z_id, z_noise, betas) per seed, drawn on the CPU generator so that a seed means the same on every device.
+
+    The release draws ``[z_id, betas]`` as one row of a label bank ``id_bank`` [N, z_id_dim + 10] and ``z_noise`` from
+    N(0, I). Without a bank, ``z_id`` ~ N(0, I) and ``betas`` = 0 (documented prior of the built-in models).
+    """
+    z_id, z_noise, betas = [], [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(int(seed))
+        if id_bank is not None:
+            row = id_bank[torch.randint(len(id_bank), (1,), generator=g)].float()
+            z_id.append(row[:, : config.z_id_dim])
+            betas.append(row[:, config.z_id_dim : config.z_id_dim + config.betas_dim])
+        else:
+            z_id.append(torch.randn(1, config.z_id_dim, generator=g))
+            betas.append(torch.zeros(1, config.betas_dim))
+        z_noise.append(torch.randn(1, config.z_noise_dim, generator=g))
+    return torch.cat(z_id), torch.cat(z_noise), torch.cat(betas)
+
+
+# Planar-manifold initialisation: the levels start as planes z = const spread over this canonical depth range.
+PLANAR_DEPTH_RANGE = (0.15, -0.15)  # canonical z of the first (23) and last (8) level
+# Bias keeping the single active ReLU unit positive for every input the per-frame path can produce.
+PLANAR_RELU_BIAS = 60.0
+
+
+@torch.no_grad()
+def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
+    """Make ``sample_net`` an affine function of canonical depth, so that the manifolds are planes ``z = const``.
+
+    A randomly initialised scalar field rarely reaches the levels 23..8, so every ray would miss. This
+    deterministic start (one active ReLU path; every other weight zero) is the documented initialisation of the
+    built-in model until a trained one ships, and gives the tests intersections everywhere.
+    """
+    net, cfg = generator.sample_net, generator.config
+    (z_front, z_back), (s_front, s_back) = PLANAR_DEPTH_RANGE, (cfg.levels_start, cfg.levels_end)
+    # The MLP sees q_z = WARP_SCALE^2 z + 1.5 (twice warped, minus the -1.5 centre).
+    slope = (s_front - s_back) / (K.WARP_SCALE**2 * (z_front - z_back))
+    intercept = s_front - slope * (K.WARP_SCALE**2 * z_front - K.SAMPLE_NET_CENTER[2])
+    linears = [m for m in net.network if isinstance(m, nn.Linear)]
+    for layer in [*linears, net.output_layer]:
+        layer.weight.zero_()
+        layer.bias.zero_()
+    linears[0].weight[0, 2] = 1.0
+    linears[0].bias[0] = PLANAR_RELU_BIAS
+    for layer in linears[1:]:
+        layer.weight[0, 0] = 1.0
+    net.output_layer.weight[0, 0] = slope
+    net.output_layer.bias[0] = intercept - slope * PLANAR_RELU_BIAS
+
+
+def _chunked(fn, *inputs: Tensor, dim: int = 1, chunk: int = CHUNK_POINTS):
+    """Apply ``fn`` to slices of ``inputs`` along ``dim`` and concatenate each of its outputs."""
+    n = inputs[0].shape[dim]
+    if n <= chunk:
+        return fn(*inputs)
+    parts = [fn(*(x.narrow(dim, i, min(chunk, n - i)) for x in inputs)) for i in range(0, n, chunk)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p, dim=dim) for p in zip(*parts))
+    return torch.cat(parts, dim=dim)
+
+
+class AniPortraitGenerator(nn.Module):
+    """The generator networks, with the release's submodule names.
+
+    Args:
+        config: sizes (``aniportrait.config.SSHQ512`` reproduces the release).
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.radiance_net = RadianceNet(
+            hidden_dim=config.hidden_dim,
+            z_dim=config.z_dim,
+            feature_dim=config.feature_dim,
+            mapping_hidden_dim=config.mapping_hidden_dim,
+        )
+        self.sample_net = SampleNet(hidden_dim=config.hidden_dim_sample)
+        self.deform_net = DeformNet(
+            hidden_dim=config.deform_hidden_dim,
+            z_dim=config.z_id_dim + config.z_exp_dim,
+            mapping_hidden_dim=config.deform_hidden_dim,
+        )
+        self.sr_net = StyleRRDBNet(
+            in_nc=4 + config.feature_dim,
+            out_nc=4,
+            w_dim=config.z_dim,
+            nf=config.sr_nf,
+            nb=config.sr_nb,
+            gc=config.sr_gc,
+            up_channels=config.sr_up_channels,
+            mapping_hidden_dim=config.mapping_hidden_dim,
+        )
+        self.smoother = LbsSmoother(
+            depth_kernel=config.smoother_depth_kernel, spatial_kernel=config.smoother_spatial_kernel
+        )
+        self.register_buffer(
+            "levels", torch.linspace(config.levels_start, config.levels_end, config.num_manifolds), persistent=False
+        )
+        self._averages: dict[str, Tensor] | None = None
+
+    # -- truncation ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def truncation_averages(self, id_bank: Tensor | None = None) -> dict[str, Tensor]:
+        """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities (cached)."""
+        if self._averages is None:
+            device = self.levels.device
+            seeds = torch.Generator().manual_seed(TRUNCATION_SEED)
+            if id_bank is not None:
+                z_id = id_bank[torch.randint(len(id_bank), (TRUNCATION_SAMPLES,), generator=seeds)][
+                    :, : self.config.z_id_dim
+                ].float()
+            else:
+                z_id = torch.randn(TRUNCATION_SAMPLES, self.config.z_id_dim, generator=seeds)
+            z = torch.cat([z_id, torch.randn(TRUNCATION_SAMPLES, self.config.z_noise_dim, generator=seeds)], dim=1)
+            z = z.to(device)
+            freq, phase = self.radiance_net.average_mapping(z)
+            self._averages = {"freq": freq, "phase": phase, "style": self.sr_net.average_style(z)}
+        return self._averages
+
+    def _apply(self, fn, *args, **kwargs):
+        # Moving or casting the module invalidates the cached averages.
+        self._averages = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # -- stage A: per identity -------------------------------------------------------------------------------------
+
+    def prepare_identity(
+        self,
+        z_id: Tensor,
+        z_noise: Tensor,
+        betas: Tensor,
+        *,
+        psi: float = 0.7,
+        id_bank: Tensor | None = None,
+        impl: str = "auto",
+    ) -> Identity:
+        """Manifold super-resolution (the release's ``manifold_sr``), run once per identity.
+
+        Args:
+            z_id: [B, z_id_dim], z_noise: [B, z_noise_dim], betas: [B, 10].
+            psi: truncation (1 = none); applied to RadianceNet's FiLM parameters and the SR style.
+            id_bank: optional [N, z_id_dim + 10] label bank used for the truncation averages.
+
+        Returns:
+            The :class:`Identity` cache.
+        """
+        cfg = self.config
+        B, res, S, M = z_id.shape[0], cfg.lr_img_size, cfg.num_samples, cfg.num_manifolds
+        z = torch.cat([z_id, z_noise], dim=-1)
+        freq, phase = self.radiance_net.mapping(z)
+        style = self.sr_net.mapping(z)
+        if psi != 1:
+            avg = self.truncation_averages(id_bank)
+            freq, phase = self.radiance_net.truncate(freq, phase, (avg["freq"], avg["phase"]), psi)
+            style = self.sr_net.truncate(style, avg["style"], psi)
+
+        # Orthogonal rays through the canonical texture box, intersected with the two-sided rule.
+        grid_w = orthogonal_rays(res, S, batch=B, device=z.device, dtype=z.dtype) * K.WARP_SCALE
+        s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
+        hits_w, valid = ops.manifold_intersect(
+            s, grid_w, self.levels.to(z.dtype), two_sided=True, min_step=K.MIN_STEP, impl=impl
+        )
+        hits = (hits_w / K.WARP_SCALE).reshape(B, res * res * M, 3)  # back to canonical units
+
+        # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
+        view_dir = torch.tensor([0.0, 0.0, -1.0], device=z.device, dtype=z.dtype).expand(B, 1, 3)
+        rgb, sigma, feature = _chunked(lambda p: self.radiance_net.features(p, freq, phase, view_dir), hits)
+        alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma)) * valid.reshape(B, -1, 1)
+        texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
+        lr_features = texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res)  # [B*M, 4+F, H, W]
+        # The release applies the sigmoid to all four SR output channels (GRAM-HD only to alpha).
+        hr_textures = torch.sigmoid(self.sr_net(lr_features, style))
+        return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
+
+    # -- stage B: per frame ----------------------------------------------------------------------------------------
+
+    def canonical_samples(
+        self, body, camera: Tensor, pose: Tensor, betas: Tensor, *, impl: str = "auto"
+    ) -> tuple[Tensor, Tensor]:
+        """Camera-ray samples mapped to canonical space by smoothed inverse skinning.
+
+        Returns:
+            x_can [B, H*W, S, 3] and the un-offset camera origins [B, 3].
+        """
+        cfg = self.config
+        B, res, S, st = camera.shape[0], cfg.lr_img_size, cfg.num_samples, cfg.knn_stride
+        points, origin = portrait_rays(camera, res, S)
+        verts, vert_transforms = body.inverse_skinning(betas, pose)
+        queries = points.reshape(B, res, res, S, 3)[:, ::st, ::st, ::st]
+        r, d = queries.shape[1], queries.shape[3]
+        _, transforms = ops.inverse_lbs(
+            queries.reshape(B, -1, 3), verts.to(points.dtype), vert_transforms.to(points.dtype), k=1, impl=impl
+        )
+        # [B, rows, cols, samples, 16] -> [B, 16, samples, rows, cols] for the depthwise 3-D smoother. Its x2
+        # trilinear upsampling (align_corners=False) puts coarse cell i at fine 2i + 0.5 although the strided
+        # queries sat at 2i: the release's half-sample shift, kept because its smoother weights were trained so.
+        volume = transforms.reshape(B, r, r, d, 16).permute(0, 4, 3, 1, 2)
+        smoothed = self.smoother(volume).permute(0, 3, 4, 2, 1).reshape(B, res * res, S, 4, 4)
+        x_can = torch.einsum("brsij,brsj->brsi", smoothed[..., :3, :3], points) + smoothed[..., :3, 3]
+        return x_can, origin
+
+    def render_frame(
+        self,
+        identity: Identity,
+        body,
+        camera: Tensor,
+        pose: Tensor,
+        expression: Tensor,
+        *,
+        impl: str = "auto",
+    ) -> dict[str, Tensor]:
+        """Render one frame per identity from the cache.
+
+        Args:
+            identity: from :meth:`prepare_identity` (batch B).
+            body: a :class:`aniportrait.models.body.BodyModel`.
+            camera: [B, 2] (pitch, yaw); pose: [B, 6, 3] joint Euler offsets; expression: [B, z_exp_dim].
+
+        Returns:
+            ``image`` [B, 3, 4H, 4W] and ``image_lr`` [B, 3, H, W] in [-1, 1]; ``depth`` [B, 1, 4H, 4W] and
+            ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
+        """
+        cfg = self.config
+        B, res, M = camera.shape[0], cfg.lr_img_size, cfg.num_manifolds
+        x_can, origin = self.canonical_samples(body, camera, pose, identity.betas, impl=impl)
+        # Linear re-interpolation of the samples along each ray (align_corners=True), 64 -> 256 in the release.
+        x_can = F.interpolate(
+            x_can.reshape(B * res * res, cfg.num_samples, 3).transpose(1, 2),
+            size=cfg.num_samples_fine,
+            mode="linear",
+            align_corners=True,
+        ).transpose(1, 2)
+        freq, phase = self.deform_net.mapping(torch.cat([identity.z_id, expression], dim=-1))
+
+        def field(x: Tensor) -> tuple[Tensor, Tensor]:
+            new_coords, d = self.deform_net(x, freq, phase)
+            # Quirk kept for checkpoint parity: d is in warped units, yet it is added to the unwarped x_can below,
+            # while the scalar field sees it warped (d / WARP_SCALE in canonical units).
+            return self.sample_net(new_coords)[..., 0], x + d
+
+        s, lookup = _chunked(field, x_can.reshape(B, -1, 3))
+        S2 = cfg.num_samples_fine
+        hits, valid = ops.manifold_intersect(
+            s.reshape(B, res * res, S2),
+            lookup.reshape(B, res * res, S2, 3),
+            self.levels.to(x_can.dtype),
+            min_step=K.MIN_STEP,
+            impl=impl,
+        )
+        out = {}
+        image, depth = self._composite(identity.lr_textures, hits, valid, origin, impl)
+        out["image_lr"], out["depth_lr"] = image.reshape(B, res, res, 3).permute(0, 3, 1, 2), depth.view(B, 1, res, res)
+        # HR: bilinear x4 of the per-manifold intersection maps and of the validity (no 512^2 ray marching).
+        maps = hits.reshape(B, res, res, M, 3).permute(0, 3, 4, 1, 2).reshape(B * M, 3, res, res)
+        hr = 4 * res
+        hits_hr = F.interpolate(maps, scale_factor=4, mode="bilinear", align_corners=True)
+        hits_hr = hits_hr.reshape(B, M, 3, hr * hr).permute(0, 3, 1, 2)
+        valid_maps = valid.reshape(B, res, res, M).permute(0, 3, 1, 2).to(maps.dtype)
+        valid_hr = F.interpolate(valid_maps, scale_factor=4, mode="bilinear", align_corners=True) > HR_VALID_THRESHOLD
+        valid_hr = valid_hr.reshape(B, M, hr * hr).transpose(1, 2)
+        image, depth = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
+        out["image"], out["depth"] = image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2), depth.view(B, 1, hr, hr)
+        return out
+
+    def _composite(
+        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str
+    ) -> tuple[Tensor, Tensor]:
+        """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P]."""
+        B, P, M, _ = hits.shape
+        # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
+        # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
+        uv = torch.stack(
+            [hits[..., 0] / K.SAMPLE_SCALE, (hits[..., 1] - K.SAMPLE_CENTER) / K.SAMPLE_SCALE], dim=-1
+        )  # [B, P, M, 2]
+        grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
+        rgba = F.grid_sample(textures.to(hits.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        rgba = rgba.reshape(B, M, 4, P).permute(0, 3, 1, 2)  # [B, P, M, 4]
+        z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
+        color, depth, _ = ops.volume_composite(rgba[..., :3], rgba[..., 3], z, valid=valid, white_back=True, impl=impl)
+        return 2 * color - 1, depth
+
+    def generate(self, body, seeds: list[int], camera: Tensor, pose: Tensor, expression: Tensor, **kwargs):
+        """Uncached convenience path: prepare the identities of ``seeds`` and render one frame."""
+        z_id, z_noise, betas = (t.to(self.levels.device) for t in sample_identity_latents(self.config, seeds))
+        impl = kwargs.pop("impl", "auto")
+        identity = self.prepare_identity(z_id, z_noise, betas, impl=impl, **kwargs)
+        return self.render_frame(identity, body, camera, pose, expression, impl=impl)

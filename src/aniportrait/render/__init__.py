@@ -1,0 +1,1 @@
+"""Cameras, the frame renderer and video output."""

@@ -1,0 +1,174 @@
+"""Keyframes of an animation: loading, validation, built-in trajectories and per-frame interpolation.
+
+The formats are exactly the release's (reference.md section 3, "Keyframe files"):
+
+- expression [N, 64]: Deep3DFaceRecon expression coefficients, 0 = neutral;
+- pose [N, 6, 3]: ZYX Euler angles of SMPL joints 12..17 as offsets from the canonical mean pose, 0 = mean pose;
+- camera [N, 2]: [pitch, yaw] in radians, pi/2 = frontal.
+
+Frames are linearly interpolated between keyframes, ``n_interval`` frames per keyframe, looping back to the first
+keyframe at the end (as gen_video does).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+EXPRESSION_DIM = 64
+NUM_POSE_JOINTS = 6
+FRONTAL = (math.pi / 2, math.pi / 2)  # (pitch, yaw) of the frontal camera
+
+SHAPES = {"expression": (EXPRESSION_DIM,), "pose": (NUM_POSE_JOINTS, 3), "camera": (2,)}
+SHAPE_TEXT = {"expression": "[N, 64]", "pose": "[N, 6, 3]", "camera": "[N, 2] (pitch, yaw in radians)"}
+
+# Yaw offsets of the built-in camera sweep (radians, about +-17 degrees around frontal).
+YAW_SWEEP = (0.0, 0.3, 0.0, -0.3)
+
+
+class KeyframeError(ValueError):
+    """A keyframe file or option is unusable; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """Per-keyframe (or, after :func:`interpolate`, per-frame) controls, all with the same leading length."""
+
+    expression: np.ndarray  # [N, 64] float32
+    pose: np.ndarray  # [N, 6, 3] float32
+    camera: np.ndarray  # [N, 2] float32
+
+    def __len__(self) -> int:
+        return len(self.expression)
+
+
+def validate(name: str, array: np.ndarray, source: str) -> np.ndarray:
+    """Check a keyframe array of kind ``name`` and return it as float32."""
+    if name not in SHAPES:
+        raise KeyframeError(f"unknown keyframe kind {name!r}; expected one of {', '.join(SHAPES)}")
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise KeyframeError(f"{source}: {name} keyframes must be a numeric array of shape {SHAPE_TEXT[name]}")
+    if array.ndim != 1 + len(SHAPES[name]) or array.shape[1:] != SHAPES[name] or array.shape[0] < 1:
+        raise KeyframeError(f"{source}: {name} keyframes must have shape {SHAPE_TEXT[name]}, got {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise KeyframeError(f"{source}: {name} keyframes contain NaN or infinite values; fix or regenerate the file")
+    return array.astype(np.float32)
+
+
+def load(name: str, path: str | os.PathLike) -> np.ndarray:
+    """Load and validate a ``.npy`` keyframe file (never unpickles: ``allow_pickle=False``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KeyframeError(f"{name} keyframe file not found: {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise KeyframeError(f"{path}: not a readable .npy array ({err}); save keyframes with numpy.save") from None
+    if not isinstance(array, np.ndarray):
+        raise KeyframeError(f"{path}: expected a single .npy array, got an .npz archive")
+    return validate(name, array, path)
+
+
+def _asset(*parts: str) -> np.ndarray:
+    with resources.as_file(resources.files("aniportrait.assets").joinpath("keyframes", *parts)) as path:
+        return np.load(path, allow_pickle=False)
+
+
+def neutral(n: int) -> Keyframes:
+    """``n`` keyframes of neutral expression, mean pose and frontal camera."""
+    return Keyframes(
+        expression=np.zeros((n, EXPRESSION_DIM), np.float32),
+        pose=np.zeros((n, NUM_POSE_JOINTS, 3), np.float32),
+        camera=np.tile(np.asarray(FRONTAL, np.float32), (n, 1)),
+    )
+
+
+def _with(base: Keyframes, **arrays: np.ndarray) -> Keyframes:
+    fields = {"expression": base.expression, "pose": base.pose, "camera": base.camera}
+    fields.update({k: validate(k, v, "built-in") for k, v in arrays.items()})
+    return Keyframes(**fields)
+
+
+def _yaw_sweep() -> np.ndarray:
+    return np.asarray([[FRONTAL[0], FRONTAL[1] + dy] for dy in YAW_SWEEP], np.float32)
+
+
+def builtin(trajectory: str) -> Keyframes:
+    """A built-in trajectory. ``yaw``: camera sweep; ``expression``, ``head``, ``shoulder``, ``pose``: the release's
+    demo keyframes; ``video``: the release's real-video-driven sequence; ``demo``: yaw, head, shoulder and
+    expression one after another."""
+    if trajectory == "yaw":
+        return _with(neutral(len(YAW_SWEEP)), camera=_yaw_sweep())
+    if trajectory == "expression":
+        expression = _asset("expression.npy")
+        return _with(neutral(len(expression)), expression=expression)
+    if trajectory in ("head", "shoulder", "pose"):
+        pose = _asset({"head": "headpose.npy", "shoulder": "shoulderpose.npy", "pose": "pose.npy"}[trajectory])
+        return _with(neutral(len(pose)), pose=pose)
+    if trajectory == "video":
+        return Keyframes(
+            expression=validate("expression", _asset("real_video_sample1", "expression.npy"), "built-in"),
+            pose=validate("pose", _asset("real_video_sample1", "joint_eulers.npy"), "built-in"),
+            camera=validate("camera", _asset("real_video_sample1", "camera_pose.npy"), "built-in"),
+        )
+    if trajectory == "demo":
+        parts = [builtin(name) for name in ("yaw", "head", "shoulder", "expression")]
+        return Keyframes(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("expression", "pose", "camera")))
+    raise KeyframeError(f"unknown trajectory {trajectory!r}; expected one of {', '.join(TRAJECTORIES)}")
+
+
+TRAJECTORIES = ("demo", "yaw", "expression", "head", "shoulder", "pose", "video")
+
+
+def from_files(expression: str | None = None, pose: str | None = None, camera: str | None = None) -> Keyframes:
+    """Keyframes from the given files; a missing kind is neutral. Every given file must have the same N."""
+    given = {k: load(k, p) for k, p in (("expression", expression), ("pose", pose), ("camera", camera)) if p}
+    if not given:
+        raise KeyframeError("no keyframe file given")
+    lengths = {k: len(v) for k, v in given.items()}
+    if len(set(lengths.values())) > 1:
+        listing = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise KeyframeError(f"keyframe files disagree in length ({listing}); give files with the same number of rows")
+    return _with(neutral(next(iter(lengths.values()))), **given)
+
+
+def interpolate(keyframes: Keyframes, n_interval: int) -> Keyframes:
+    """``len(keyframes) * n_interval`` frames: ``(1 - k) kf[i] + k kf[i+1]`` for ``k = j / n_interval``, with the
+    first keyframe appended so that the animation loops."""
+    if n_interval < 1:
+        raise KeyframeError(f"n_interval must be at least 1, got {n_interval}")
+    k = (np.arange(n_interval, dtype=np.float32) / n_interval)[None, :]
+
+    def lerp(a: np.ndarray) -> np.ndarray:
+        looped = np.concatenate([a, a[:1]])
+        start, end = looped[:-1, None], looped[1:, None]
+        kk = k.reshape(1, n_interval, *([1] * (a.ndim - 1)))
+        return ((1 - kk) * start + kk * end).reshape(-1, *a.shape[1:]).astype(np.float32)
+
+    return Keyframes(lerp(keyframes.expression), lerp(keyframes.pose), lerp(keyframes.camera))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,4-6"`` -> ``[0, 1, 4, 5, 6]``: comma-separated non-negative integers and inclusive ranges."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                first, last = int(lo), int(hi)
+                if last < first:
+                    raise ValueError
+                seeds.extend(range(first, last + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6") from None
+    if any(s < 0 for s in seeds) or not seeds:
+        raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6")
+    return list(dict.fromkeys(seeds))

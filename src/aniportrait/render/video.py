@@ -1,0 +1,155 @@
+"""Animated portrait videos: per seed, an identity is prepared once and every frame reuses it (gen_video.py).
+
+Outputs per seed, in the release's naming: ``video_{seed}_rgb.mp4`` (the portrait), ``video_{seed}_rgb_lr.mp4``
+(the low-resolution render) and ``video_{seed}_depth.mp4`` (inferno-coloured depth), and, on request, PNG frames
+in ``frames_{seed}/``. Every file is written under a temporary name and renamed when the seed is done, so an
+interrupted or failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from aniportrait import constants as K
+from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
+from aniportrait.render.keyframes import Keyframes
+
+VIDEO_QUALITY = 8  # imageio/ffmpeg quality, as the release's mimwrite
+# Inferno colour map (an approximation of matplotlib's) as control points at 0, 1/8, ..., 1, linearly interpolated.
+INFERNO = np.array(
+    [
+        (0, 0, 4),
+        (31, 12, 72),
+        (85, 15, 109),
+        (136, 34, 106),
+        (186, 54, 85),
+        (227, 89, 51),
+        (249, 140, 10),
+        (249, 201, 50),
+        (252, 255, 164),
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How ``render_videos`` renders: truncation, frame rate, outputs and the op implementation."""
+
+    psi: float = 0.7
+    fps: int = 25
+    png: bool = False
+    impl: str = "auto"
+    progress: bool = True
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in [-1, 1] -> [H, W, 3] uint8, as the release (clamp(x * 127.5 + 128))."""
+    return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def depth_to_uint8(depth: torch.Tensor, near: float = K.DEPTH_NEAR, far: float = K.DEPTH_FAR) -> np.ndarray:
+    """[1, H, W] depth -> [H, W, 3] uint8 inferno colours; near is bright, far and empty pixels are dark."""
+    level = (1 - (depth[0] - near) / (far - near)).clamp(0, 1).cpu().numpy() * (len(INFERNO) - 1)
+    lo = np.floor(level).astype(np.int64).clip(0, len(INFERNO) - 2)
+    frac = (level - lo)[..., None]
+    return ((1 - frac) * INFERNO[lo] + frac * INFERNO[lo + 1]).round().astype(np.uint8)
+
+
+def output_names(seed: int) -> dict[str, str]:
+    return {
+        "rgb": f"video_{seed}_rgb.mp4",
+        "rgb_lr": f"video_{seed}_rgb_lr.mp4",
+        "depth": f"video_{seed}_depth.mp4",
+        "frames": f"frames_{seed}",
+    }
+
+
+def check_writable(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check that files can be written there; raise ``OSError`` otherwise."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+        pass
+    return out
+
+
+def _writer(path: Path, fps: int):
+    return imageio.get_writer(
+        path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=VIDEO_QUALITY, macro_block_size=1
+    )
+
+
+@torch.no_grad()
+def render_videos(
+    generator: AniPortraitGenerator,
+    body,
+    seeds: list[int],
+    frames: Keyframes,
+    out_dir: str | os.PathLike,
+    settings: RenderSettings = RenderSettings(),
+) -> list[Path]:
+    """Render one set of videos per seed.
+
+    Args:
+        generator: the generator (its device is used).
+        body: the body model matching the generator.
+        seeds: identity seeds.
+        frames: per-frame controls (see :func:`aniportrait.render.keyframes.interpolate`).
+        out_dir: existing, writable folder.
+
+    Returns:
+        The written paths.
+    """
+    device = generator.levels.device
+    out = Path(out_dir)
+    written: list[Path] = []
+    camera = torch.from_numpy(frames.camera).to(device)
+    pose = torch.from_numpy(frames.pose).to(device)
+    expression = torch.from_numpy(frames.expression).to(device)
+    bar = tqdm(total=len(seeds) * len(frames), unit="frame", disable=not settings.progress, desc="render")
+    for seed in seeds:
+        names = output_names(seed)
+        staging = Path(tempfile.mkdtemp(prefix=f".render-{seed}-", dir=out))
+        try:
+            z_id, z_noise, betas = (t.to(device) for t in sample_identity_latents(generator.config, [seed]))
+            identity = generator.prepare_identity(z_id, z_noise, betas, psi=settings.psi, impl=settings.impl)
+            writers = {k: _writer(staging / names[k], settings.fps) for k in ("rgb", "rgb_lr", "depth")}
+            if settings.png:
+                (staging / names["frames"]).mkdir()
+            try:
+                for i in range(len(frames)):
+                    result = generator.render_frame(
+                        identity, body, camera[i : i + 1], pose[i : i + 1], expression[i : i + 1], impl=settings.impl
+                    )
+                    rgb = to_uint8(result["image"][0])
+                    writers["rgb"].append_data(rgb)
+                    writers["rgb_lr"].append_data(to_uint8(result["image_lr"][0]))
+                    writers["depth"].append_data(depth_to_uint8(result["depth"][0]))
+                    if settings.png:
+                        imageio.imwrite(staging / names["frames"] / f"frame_{i:05d}.png", rgb)
+                    bar.update()
+            finally:
+                for w in writers.values():
+                    w.close()
+            for key in ("rgb", "rgb_lr", "depth", "frames"):
+                source = staging / names[key]
+                if source.exists():
+                    target = out / names[key]
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    os.replace(source, target)
+                    written.append(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    bar.close()
+    return written
