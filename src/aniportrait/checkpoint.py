@@ -102,7 +102,10 @@ def load_generator(
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: unreadable generator config in the metadata: {err}") from None
     valid_index = tensors.pop(VALID_INDEX_KEY, None)
-    generator = AniPortraitGenerator(config)
+    try:
+        generator = AniPortraitGenerator(config)
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path}: its generator config cannot be built: {err}") from None
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

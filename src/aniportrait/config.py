@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 
@@ -63,7 +64,20 @@ class GeneratorConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown generator config keys: {', '.join(unknown)}")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields = {}
+        types = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            default = types[key]
+            if isinstance(default, tuple):
+                ok = isinstance(value, (list, tuple)) and all(type(x) is int and x > 0 for x in value)
+                value = tuple(value) if ok else value
+            elif isinstance(default, float):
+                ok = type(value) in (int, float) and math.isfinite(value)
+            else:
+                ok = type(value) is int and value > 0
+            if not ok:
+                raise ValueError(f"generator config {key}={value!r} is invalid (expected like {default!r})")
+            fields[key] = value
         return cls(**fields)
 
     @classmethod

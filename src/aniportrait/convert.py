@@ -51,10 +51,11 @@ def load_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
         raise CheckpointError(f"official checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused: it holds objects other than tensors ({err})") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {err}") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds pickled objects other than tensors") from None
+    except Exception as err:  # torch raises many types on damaged files (RuntimeError, KeyError, EOFError, ...)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     for key in ("state_dict", "generator_ema", "generator"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -145,10 +146,15 @@ def convert_official(
         "body": "smpl",
         "note": f"converted from {os.path.basename(os.fspath(checkpoint))}",
     }
-    if smpl_out is not None:
-        arrays = smpl_arrays_from_buffers(smpl)
-        tmp = os.fspath(smpl_out) + ".tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, smpl_out)
     atomic_save({**generator.state_dict(), VALID_INDEX_KEY: index}, out, metadata)
+    if smpl_out is not None:
+        tmp = os.fspath(smpl_out) + ".tmp.npz"
+        try:
+            np.savez(tmp, **smpl_arrays_from_buffers(smpl))
+            os.replace(tmp, smpl_out)
+        except BaseException:
+            for leftover in (tmp, out):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+            raise
     return {"network": len(network), "duplicates": len(DUPLICATE_SMOOTHER), "smpl_buffers": len(smpl)}

@@ -355,3 +355,29 @@ def test_inverse_lbs_ref_chunking_is_invisible(monkeypatch):
     monkeypatch.setattr(inverse_lbs_module, "_REF_CHUNK_ELEMS", 2 * 10 * 4)  # chunks of 4 queries
     for a, b in zip(inverse_lbs_ref(points, verts, mats, k=2), full):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_kdtree_search_equals_brute_force(k, dtype):
+    from aniportrait.kernels.inverse_lbs import _nearest_ids_brute, _nearest_ids_kdtree
+
+    gen = torch.Generator().manual_seed(k)
+    verts = torch.rand(2, 300, 3, generator=gen, dtype=dtype)
+    # Adversarial cases: duplicated vertices (exact ties), queries on vertices, and queries on a lattice of
+    # vertices (many equidistant neighbours), next to random queries.
+    verts[:, 100:110] = verts[:, 10:20]
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(4, dtype=dtype) / 4] * 3, indexing="ij"), -1).reshape(-1, 3)
+    verts[:, 200:264] = lattice
+    points = torch.cat(
+        [
+            torch.rand(2, 500, 3, generator=gen, dtype=dtype) * 1.2 - 0.1,
+            verts[:, :50],
+            lattice[None, :27].expand(2, -1, -1) + 1 / 8,
+            torch.full((2, 1, 3), float("nan"), dtype=dtype),
+        ],
+        dim=1,
+    )
+    brute = _nearest_ids_brute(points[:, :-1], verts, k)
+    assert torch.equal(_nearest_ids_kdtree(points[:, :-1], verts, k), brute)
+    assert _nearest_ids_kdtree(points, verts, k).shape == (2, points.shape[1], k)  # NaN query: no crash

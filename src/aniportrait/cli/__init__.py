@@ -59,9 +59,29 @@ def _resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: only cpu and cuda are supported")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device is available; use --device cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+def _check_impl(impl: str, device: str) -> None:
+    """Fail before rendering when ``--impl`` cannot run on ``device`` (e.g. triton on CPU)."""
+    import torch
+
+    from aniportrait.kernels._registry import resolve_impl
+
+    try:
+        resolve_impl("render", impl, torch.empty(0, device=device))
+    except RuntimeError as err:
+        raise InputError(f"--impl {impl}: {str(err).removeprefix('render: ')}") from None
 
 
 @main.command()
@@ -82,6 +102,13 @@ def _resolve_device(device: str) -> str:
 @click.option("--psi", default=0.7, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(["fp32", "bf16"]),
+    help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs.",
+)
 @click.option("--png", is_flag=True, help="Also write PNG frames.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -98,6 +125,7 @@ def render(
     psi,
     device,
     impl,
+    precision,
     png,
     out_dir,
     quiet,
@@ -115,6 +143,7 @@ def render(
             keys = kf.builtin(trajectory or "demo")
         frames = kf.interpolate(keys, n_interval)
         device = _resolve_device(device)
+        _check_impl(impl, device)
         generator, body = _load_model(checkpoint, smpl, device)
         from aniportrait.render.video import RenderSettings, check_writable, render_videos
 
@@ -124,7 +153,7 @@ def render(
             raise InputError(f"cannot write to --out {out_dir}: {err.strerror or err}") from None
     except _input_errors() as err:
         raise InputError(str(err)) from None
-    settings = RenderSettings(psi=psi, fps=fps, png=png, impl=impl, progress=not quiet)
+    settings = RenderSettings(psi=psi, fps=fps, png=png, impl=impl, precision=precision, progress=not quiet)
     written = render_videos(generator, body, seed_list, frames, out, settings)
     click.echo(f"wrote {len(frames)} frames per seed to {out}/: " + ", ".join(p.name for p in written))
 

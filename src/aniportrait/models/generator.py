@@ -78,6 +78,8 @@ def sample_identity_latents(
     return torch.cat(z_id), torch.cat(z_noise), torch.cat(betas)
 
 
+# Arithmetic of the per-frame MLPs (see render_frame).
+PRECISIONS = ("fp32", "bf16")
 # Planar-manifold initialisation: the levels start as planes z = const spread over this canonical depth range.
 PLANAR_DEPTH_RANGE = (0.15, -0.15)  # canonical z of the first (23) and last (8) level
 # Bias keeping the single active ReLU unit positive for every input the per-frame path can produce.
@@ -271,6 +273,7 @@ class AniPortraitGenerator(nn.Module):
         expression: Tensor,
         *,
         impl: str = "auto",
+        precision: str = "fp32",
     ) -> dict[str, Tensor]:
         """Render one frame per identity from the cache.
 
@@ -278,11 +281,16 @@ class AniPortraitGenerator(nn.Module):
             identity: from :meth:`prepare_identity` (batch B).
             body: a :class:`aniportrait.models.body.BodyModel`.
             camera: [B, 2] (pitch, yaw); pose: [B, 6, 3] joint Euler offsets; expression: [B, z_exp_dim].
+            precision: ``"fp32"``, or ``"bf16"`` to run DeformNet and SampleNet (about 90% of a frame's arithmetic)
+                under bfloat16 autocast: about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs, at the cost of
+                bfloat16 rounding in the scalar field (intersections move by a fraction of a texel).
 
         Returns:
             ``image`` [B, 3, 4H, 4W] and ``image_lr`` [B, 3, H, W] in [-1, 1]; ``depth`` [B, 1, 4H, 4W] and
             ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
         """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         cfg = self.config
         B, res, M = camera.shape[0], cfg.lr_img_size, cfg.num_manifolds
         x_can, origin = self.canonical_samples(body, camera, pose, identity.betas, impl=impl)
@@ -295,11 +303,15 @@ class AniPortraitGenerator(nn.Module):
         ).transpose(1, 2)
         freq, phase = self.deform_net.mapping(torch.cat([identity.z_id, expression], dim=-1))
 
+        low_precision = torch.autocast(x_can.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
         def field(x: Tensor) -> tuple[Tensor, Tensor]:
-            new_coords, d = self.deform_net(x, freq, phase)
+            with low_precision:
+                new_coords, d = self.deform_net(x, freq, phase)
+                s = self.sample_net(new_coords)[..., 0]
             # Quirk kept for checkpoint parity: d is in warped units, yet it is added to the unwarped x_can below,
             # while the scalar field sees it warped (d / WARP_SCALE in canonical units).
-            return self.sample_net(new_coords)[..., 0], x + d
+            return s.float(), x + d.float()
 
         s, lookup = _chunked(field, x_can.reshape(B, -1, 3))
         S2 = cfg.num_samples_fine

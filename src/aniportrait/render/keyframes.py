@@ -27,6 +27,9 @@ FRONTAL = (math.pi / 2, math.pi / 2)  # (pitch, yaw) of the frontal camera
 SHAPES = {"expression": (EXPRESSION_DIM,), "pose": (NUM_POSE_JOINTS, 3), "camera": (2,)}
 SHAPE_TEXT = {"expression": "[N, 64]", "pose": "[N, 6, 3]", "camera": "[N, 2] (pitch, yaw in radians)"}
 
+MAX_SEED = 2**32 - 1  # seeds feed torch.Generator.manual_seed; keep them in numpy's range too
+MAX_SEEDS = 100_000  # seeds in one run
+
 # Yaw offsets of the built-in camera sweep (radians, about +-17 degrees around frontal).
 YAW_SWEEP = (0.0, 0.3, 0.0, -0.3)
 
@@ -51,7 +54,7 @@ def validate(name: str, array: np.ndarray, source: str) -> np.ndarray:
     """Check a keyframe array of kind ``name`` and return it as float32."""
     if name not in SHAPES:
         raise KeyframeError(f"unknown keyframe kind {name!r}; expected one of {', '.join(SHAPES)}")
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise KeyframeError(f"{source}: {name} keyframes must be a numeric array of shape {SHAPE_TEXT[name]}")
     if array.ndim != 1 + len(SHAPES[name]) or array.shape[1:] != SHAPES[name] or array.shape[0] < 1:
         raise KeyframeError(f"{source}: {name} keyframes must have shape {SHAPE_TEXT[name]}, got {list(array.shape)}")
@@ -164,11 +167,17 @@ def parse_seeds(text: str) -> list[int]:
                 first, last = int(lo), int(hi)
                 if last < first:
                     raise ValueError
+                if last - first >= MAX_SEEDS:
+                    raise KeyframeError(f"seed range {part!r} is too long: at most {MAX_SEEDS} seeds per run")
                 seeds.extend(range(first, last + 1))
             else:
                 seeds.append(int(part))
+        except KeyframeError:
+            raise
         except ValueError:
             raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6") from None
     if any(s < 0 for s in seeds) or not seeds:
         raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6")
+    if max(seeds) > MAX_SEED:
+        raise KeyframeError(f"bad seed list {text!r}: seeds must be at most {MAX_SEED}")
     return list(dict.fromkeys(seeds))

@@ -49,6 +49,7 @@ class RenderSettings:
     fps: int = 25
     png: bool = False
     impl: str = "auto"
+    precision: str = "fp32"
     progress: bool = True
 
 
@@ -129,7 +130,13 @@ def render_videos(
             try:
                 for i in range(len(frames)):
                     result = generator.render_frame(
-                        identity, body, camera[i : i + 1], pose[i : i + 1], expression[i : i + 1], impl=settings.impl
+                        identity,
+                        body,
+                        camera[i : i + 1],
+                        pose[i : i + 1],
+                        expression[i : i + 1],
+                        impl=settings.impl,
+                        precision=settings.precision,
                     )
                     rgb = to_uint8(result["image"][0])
                     writers["rgb"].append_data(rgb)

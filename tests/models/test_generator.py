@@ -1,0 +1,135 @@
+"""The generator end to end on the tiny config: shapes, caching, ref vs Triton, pose and truncation behaviour."""
+
+import math
+
+import pytest
+import torch
+
+from aniportrait import constants as K
+from aniportrait.config import SSHQ512, TINY
+from aniportrait.kernels._testing import assert_close
+from aniportrait.models.body import BodyModel
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.render.cameras import portrait_rays
+
+FRONT = (math.pi / 2, math.pi / 2)
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.procedural()
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    g = AniPortraitGenerator(TINY).eval()
+    init_planar_manifolds(g)
+    return g
+
+
+def _controls(n, yaw=0.0, head=0.0, expression=0.0):
+    camera = torch.tensor([[FRONT[0], FRONT[1] + yaw]] * n)
+    pose = torch.zeros(n, 6, 3)
+    pose[:, 3, 2] = head  # joint 15 (head), rotation about X: a nod
+    return camera, pose, torch.full((n, TINY.z_exp_dim), expression)
+
+
+def _identity(generator, seeds, psi=0.7, impl="ref"):
+    z_id, z_noise, betas = sample_identity_latents(TINY, seeds)
+    return generator.prepare_identity(z_id, z_noise, betas, psi=psi, impl=impl)
+
+
+@torch.no_grad()
+def test_frame_shapes_and_ranges(generator, body):
+    identity = _identity(generator, [0, 1])
+    out = generator.render_frame(identity, body, *_controls(2, yaw=0.2), impl="ref")
+    hr, lr = TINY.hr_img_size, TINY.lr_img_size
+    assert out["image"].shape == (2, 3, hr, hr) and out["image_lr"].shape == (2, 3, lr, lr)
+    assert out["depth"].shape == (2, 1, hr, hr) and out["depth_lr"].shape == (2, 1, lr, lr)
+    for key, value in out.items():
+        assert torch.isfinite(value).all(), key
+    assert out["image"].min() >= -1 and out["image"].max() <= 1
+    hit = out["depth"] < K.INVALID_DEPTH
+    assert hit.float().mean() > 0.5, "planar manifolds should cover most pixels"
+    assert (out["depth"][hit] > K.RAY_START - 0.1).all() and (out["depth"][hit] < K.RAY_END + 0.1).all()
+    assert identity.hr_textures.shape == (2 * TINY.num_manifolds, 4, hr, hr)
+    assert identity.hr_textures.min() >= 0 and identity.hr_textures.max() <= 1
+
+
+@torch.no_grad()
+def test_cached_and_uncached_identity_give_identical_frames(generator, body):
+    controls = _controls(1, yaw=-0.1, head=0.15, expression=0.5)
+    cached = _identity(generator, [3])
+    first = generator.render_frame(cached, body, *controls, impl="ref")
+    generator.render_frame(cached, body, *_controls(1, yaw=0.3), impl="ref")  # another frame in between
+    again = generator.render_frame(cached, body, *controls, impl="ref")
+    uncached = generator.generate(body, [3], *controls, impl="ref")
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+        assert torch.equal(first[key], uncached[key]), key
+
+
+@pytest.mark.interpret
+@torch.no_grad()
+def test_triton_matches_ref_end_to_end(generator, body):
+    controls = _controls(1, yaw=0.25, head=0.1, expression=0.3)
+    ref = generator.render_frame(_identity(generator, [5], impl="ref"), body, *controls, impl="ref")
+    tri = generator.render_frame(_identity(generator, [5], impl="triton"), body, *controls, impl="triton")
+    for key in ref:
+        assert_close(tri[key], ref[key], atol=1e-4, rtol=1e-4, name=key)
+
+
+@torch.no_grad()
+def test_zero_pose_leaves_samples_unchanged(generator, body):
+    camera, pose, _ = _controls(2, yaw=0.2)
+    betas = torch.zeros(2, TINY.betas_dim)
+    x_can, _ = generator.canonical_samples(body, camera, pose, betas, impl="ref")
+    points, _ = portrait_rays(camera, TINY.lr_img_size, TINY.num_samples)
+    assert_close(x_can, points, atol=1e-5, rtol=0, name="x_can")
+
+
+@torch.no_grad()
+def test_zero_initialised_deformation_is_identity(body):
+    torch.manual_seed(1)
+    g = AniPortraitGenerator(TINY).eval()
+    freq, phase = g.deform_net.mapping(torch.randn(1, TINY.z_id_dim + TINY.z_exp_dim))
+    x = torch.randn(1, 50, 3) * 0.1
+    new_coords, d = g.deform_net(x, freq, phase)
+    assert torch.equal(d, torch.zeros_like(d))
+    assert torch.equal(new_coords, x * K.WARP_SCALE)
+
+
+@torch.no_grad()
+def test_pose_and_expression_change_the_frame(generator, body):
+    identity = _identity(generator, [0])
+    torch.manual_seed(2)
+    generator_exp = AniPortraitGenerator(TINY).eval()
+    generator_exp.load_state_dict(generator.state_dict())
+    torch.nn.init.normal_(generator_exp.deform_net.final_layer.weight, std=0.05)  # a non-zero expression response
+    base = generator_exp.render_frame(identity, body, *_controls(1), impl="ref")
+    nod = generator_exp.render_frame(identity, body, *_controls(1, head=0.3), impl="ref")
+    smile = generator_exp.render_frame(identity, body, *_controls(1, expression=1.0), impl="ref")
+    assert (base["depth"] - nod["depth"]).abs().max() > 1e-3
+    assert (base["image"] - smile["image"]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_truncation_zero_collapses_identities(generator, body):
+    zero = _identity(generator, [0, 1], psi=0.0)
+    assert_close(zero.hr_textures[: TINY.num_manifolds], zero.hr_textures[TINY.num_manifolds :], atol=1e-6, rtol=0)
+    full = _identity(generator, [0, 1], psi=1.0)
+    assert (full.hr_textures[: TINY.num_manifolds] - full.hr_textures[TINY.num_manifolds :]).abs().max() > 1e-3
+
+
+def test_seeds_are_deterministic_and_distinct():
+    a = sample_identity_latents(TINY, [0, 1])
+    b = sample_identity_latents(TINY, [0, 1])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0][0], a[0][1])
+
+
+def test_full_size_generator_has_the_release_parameter_count():
+    g = AniPortraitGenerator(SSHQ512)
+    assert sum(p.numel() for p in g.parameters()) == 5_570_696
+    assert len(g.state_dict()) == 234  # 244 release keys minus the duplicated smoother (2) and SMPL buffers (8)

@@ -1,0 +1,473 @@
+"""`aniportrait render`: videos per seed in the release's naming, frame counts, PNG frames, checkpoints, op
+implementations, and the bad-input contract (one 'Error:' line, exit code 2, no traceback, no partial output).
+
+Most tests replace the built-in default (the ``small`` config) by a ``tiny`` generator so that a render takes a
+fraction of a second; one test renders the real default.
+"""
+
+import os
+
+import imageio.v2 as imageio
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aniportrait import pretrained
+from aniportrait.checkpoint import save_generator
+from aniportrait.cli import main
+from aniportrait.config import TINY
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
+from aniportrait.render import keyframes as kf
+
+HR, LR = TINY.hr_img_size, TINY.lr_img_size
+VIDEOS = ("rgb", "rgb_lr", "depth")
+
+
+def tiny_default() -> AniPortraitGenerator:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        generator = AniPortraitGenerator(TINY)
+    init_planar_manifolds(generator)
+    return generator.eval()
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The built-in default replaced by a deterministic tiny generator; returns that generator."""
+    generator = tiny_default()
+
+    def builtin_generator(device="cpu"):
+        return generator.to(device).eval(), {"body": "procedural", "note": "tiny test default"}, None
+
+    monkeypatch.setattr(pretrained, "builtin_generator", builtin_generator)
+    monkeypatch.delenv("ANIPORTRAIT_SMPL", raising=False)
+    monkeypatch.delenv("ANIPORTRAIT_IMPL", raising=False)
+    return generator
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """Keyframe files: 3 expressions, 3 poses, 2 and 3 cameras."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {
+        "expression": rng.standard_normal((3, 64)).astype(np.float32),
+        "pose": (rng.standard_normal((3, 6, 3)) * 0.1).astype(np.float32),
+        "camera": np.array([[1.5708, 1.3], [1.5, 1.9], [1.6, 1.57]], np.float32),
+        "camera2": np.array([[1.5708, 1.3], [1.5708, 1.8]], np.float32),
+    }
+    paths = {}
+    for name, array in arrays.items():
+        paths[name] = str(folder / f"{name}.npy")
+        np.save(paths[name], array)
+    return paths
+
+
+def render(*args: str):
+    return CliRunner().invoke(main, ["render", "--device", "cpu", *args])
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def names(seed: int) -> dict[str, str]:
+    return {"rgb": f"video_{seed}_rgb.mp4", "rgb_lr": f"video_{seed}_rgb_lr.mp4", "depth": f"video_{seed}_depth.mp4"}
+
+
+def frame_count(path) -> int:
+    return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+
+
+def first_frame(path) -> np.ndarray:
+    reader = imageio.get_reader(path)
+    try:
+        for frame in reader:  # iterate: list(reader) raises MemoryError
+            return np.asarray(frame)
+    finally:
+        reader.close()
+    raise AssertionError(f"{path} has no frames")
+
+
+def all_frames(path) -> list[np.ndarray]:
+    reader = imageio.get_reader(path)
+    try:
+        return [np.asarray(frame) for frame in reader]
+    finally:
+        reader.close()
+
+
+def listing(folder) -> set[str]:
+    """Every file and folder below ``folder`` (relative), hidden ones included; empty if it does not exist."""
+    if not os.path.exists(folder):
+        return set()
+    found = set()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(root, name), folder))
+    return found
+
+
+# -- videos --------------------------------------------------------------------------------------------------------
+
+
+def test_render_two_seeds_writes_three_videos_each(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    result = ok(render("--seeds", "0,2", "--expression", keys["expression"], "--n-interval", "1", "--out", str(out)))
+    expected = {*names(0).values(), *names(2).values()}
+    assert listing(out) == expected  # nothing else: no staging folder, no write-test file, no PNGs
+    for seed in (0, 2):
+        for kind, name in names(seed).items():
+            assert frame_count(out / name) == 3, name
+            frame = first_frame(out / name)
+            side = LR if kind == "rgb_lr" else HR
+            assert frame.shape == (side, side, 3) and frame.dtype == np.uint8, name
+    assert "wrote 3 frames per seed" in result.stdout
+    # The progress bar counts seeds x frames.
+    assert "6/6" in result.stderr and "frame" in result.stderr
+
+
+def test_render_frames_are_keyframes_times_n_interval_at_the_given_fps(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    args = ["--pose", keys["pose"], "--camera", keys["camera"], "--n-interval", "3", "--fps", "9", "--quiet"]
+    result = ok(render(*args, "--out", str(out)))
+    assert result.stderr == ""  # --quiet: no progress bar
+    for name in names(0).values():
+        frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(out / name))
+        assert frames == 9 and seconds == pytest.approx(1.0, abs=0.12)
+    assert listing(out) == set(names(0).values())
+
+
+def test_png_frames_match_the_video(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    ok(render("--camera", keys["camera2"], "--n-interval", "2", "--png", "--quiet", "--out", str(out)))
+    pngs = [f"frames_0/frame_{i:05d}.png" for i in range(4)]
+    assert listing(out) == {*names(0).values(), "frames_0", *pngs}
+    frames = [imageio.imread(out / p) for p in pngs]
+    video = all_frames(out / names(0)["rgb"])
+    assert len(video) == 4
+    for png, decoded in zip(frames, video):
+        assert png.shape == (HR, HR, 3) and png.dtype == np.uint8
+        # Lossy video coding: close on average, not equal.
+        assert np.abs(png.astype(int) - decoded.astype(int)).mean() < 4
+    # The camera moves: the frames are not all the same.
+    assert not np.array_equal(frames[0], frames[1])
+
+
+def test_seeds_are_different_identities_and_deterministic(tiny, keys, tmp_path):
+    common = ["--camera", keys["camera2"], "--n-interval", "1", "--png", "--quiet"]
+    ok(render(*common, "--seeds", "0-1", "--out", str(tmp_path / "a")))
+    ok(render(*common, "--seeds", "1", "--out", str(tmp_path / "b")))
+    seed0 = imageio.imread(tmp_path / "a" / "frames_0" / "frame_00000.png")
+    seed1 = imageio.imread(tmp_path / "a" / "frames_1" / "frame_00000.png")
+    again = imageio.imread(tmp_path / "b" / "frames_1" / "frame_00000.png")
+    assert not np.array_equal(seed0, seed1)
+    np.testing.assert_array_equal(seed1, again)  # a seed means the same identity in any seed list
+
+
+def test_builtin_trajectories(tiny, tmp_path):
+    ok(render("--trajectory", "yaw", "--n-interval", "1", "--quiet", "--out", str(tmp_path / "yaw")))
+    assert frame_count(tmp_path / "yaw" / names(0)["rgb"]) == len(kf.builtin("yaw"))
+    # Without keyframe files or --trajectory, the demo.
+    ok(render("--n-interval", "1", "--seeds", "3", "--quiet", "--out", str(tmp_path / "demo")))
+    assert frame_count(tmp_path / "demo" / names(3)["depth"]) == len(kf.builtin("demo")) == 17
+
+
+def test_checkpoint_renders_like_the_builtin_it_was_saved_from(tiny, keys, tmp_path):
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(checkpoint, tiny)
+    common = ["--camera", keys["camera2"], "--n-interval", "1", "--png", "--quiet"]
+    ok(render(*common, "--out", str(tmp_path / "builtin")))
+    ok(render(*common, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "ckpt")))
+    for i in range(2):
+        a = imageio.imread(tmp_path / "builtin" / "frames_0" / f"frame_{i:05d}.png")
+        b = imageio.imread(tmp_path / "ckpt" / "frames_0" / f"frame_{i:05d}.png")
+        np.testing.assert_array_equal(a, b)
+    assert listing(tmp_path / "ckpt") == listing(tmp_path / "builtin")
+
+
+def test_checkpoint_with_its_own_valid_index(tiny, keys, tmp_path):
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(checkpoint, tiny, valid_index=torch.arange(0, 6890, 2))
+    args = ["--checkpoint", str(checkpoint), "--camera", keys["camera2"], "--n-interval", "1", "--quiet"]
+    ok(render(*args, "--out", str(tmp_path / "out")))
+    assert frame_count(tmp_path / "out" / names(0)["rgb"]) == 2
+
+
+@pytest.mark.interpret
+def test_triton_impl_matches_ref(tiny, keys, tmp_path):
+    common = ["--expression", keys["expression"], "--camera", keys["camera"], "--n-interval", "1", "--png", "--quiet"]
+    ok(render(*common, "--impl", "ref", "--out", str(tmp_path / "ref")))
+    ok(render(*common, "--impl", "triton", "--out", str(tmp_path / "triton")))
+    assert listing(tmp_path / "triton") == listing(tmp_path / "ref")
+    png = "frames_0/frame_00000.png"
+    a = imageio.imread(tmp_path / "ref" / png).astype(int)
+    b = imageio.imread(tmp_path / "triton" / png).astype(int)
+    assert np.abs(a - b).max() <= 2
+    for kind in VIDEOS:
+        fa = first_frame(tmp_path / "ref" / names(0)[kind]).astype(int)
+        fb = first_frame(tmp_path / "triton" / names(0)[kind]).astype(int)
+        assert np.abs(fa - fb).mean() <= 0.5 and np.abs(fa - fb).max() <= 4, kind
+
+
+def test_rerender_replaces_previous_output(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    ok(render("--camera", keys["camera2"], "--n-interval", "2", "--png", "--quiet", "--out", str(out)))
+    ok(render("--camera", keys["camera2"], "--n-interval", "1", "--png", "--quiet", "--out", str(out)))
+    assert frame_count(out / names(0)["rgb"]) == 2
+    assert sorted(os.listdir(out / "frames_0")) == ["frame_00000.png", "frame_00001.png"]  # old frames removed
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_real_builtin_default_renders(keys, tmp_path, monkeypatch):
+    monkeypatch.delenv("ANIPORTRAIT_SMPL", raising=False)
+    out = tmp_path / "out"
+    ok(render("--camera", keys["camera2"], "--n-interval", "1", "--quiet", "--out", str(out)))
+    generator, metadata, _ = pretrained.builtin_generator()
+    hr, lr = generator.config.hr_img_size, generator.config.lr_img_size
+    assert metadata["body"] == "procedural"
+    for kind, name in names(0).items():
+        assert frame_count(out / name) == 2
+        side = lr if kind == "rgb_lr" else hr
+        assert first_frame(out / name).shape == (side, side, 3)
+
+
+# -- bad input -----------------------------------------------------------------------------------------------------
+
+
+def bad(result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def _write(folder, name, array, **kwargs):
+    path = folder / name
+    np.save(path, array, **kwargs)
+    return str(path)
+
+
+def bad_case(name, folder, keys):
+    """(extra render arguments, fragments the error line must contain) of a bad-input case."""
+    if name == "expression-shape":
+        return ["--expression", _write(folder, "e.npy", np.zeros((3, 63)))], ["e.npy", "[N, 64]", "[3, 63]"]
+    if name == "pose-shape":
+        return ["--pose", _write(folder, "p.npy", np.zeros((3, 18)))], ["p.npy", "[N, 6, 3]"]
+    if name == "camera-shape":
+        return ["--camera", _write(folder, "c.npy", np.zeros((3, 3)))], ["c.npy", "[N, 2]"]
+    if name == "pose-nan":
+        pose = np.zeros((3, 6, 3))
+        pose[1, 2, 0] = np.nan
+        return ["--pose", _write(folder, "p.npy", pose)], ["p.npy", "NaN"]
+    if name == "camera-inf":
+        return ["--camera", _write(folder, "c.npy", np.array([[1.5, np.inf]]))], ["c.npy", "infinite"]
+    if name == "expression-text":
+        return ["--expression", _write(folder, "e.npy", np.array([["a"] * 64]))], ["e.npy", "numeric"]
+    if name == "expression-pickled":
+        path = _write(folder, "e.npy", np.array([[None] * 64], dtype=object), allow_pickle=True)
+        return ["--expression", path], ["e.npy", "not a readable .npy array"]
+    if name == "expression-npz":
+        path = folder / "e.npz"
+        np.savez(path, np.zeros((3, 64)))
+        return ["--expression", str(path)], ["e.npz", ".npz archive"]
+    if name == "length-mismatch":
+        return ["--expression", keys["expression"], "--camera", keys["camera2"]], ["expression has 3", "camera has 2"]
+    if name == "missing-keyframes":
+        return ["--pose", str(folder / "nope.npy")], ["pose keyframe file not found", "nope.npy"]
+    if name.startswith("seeds"):
+        text = {"seeds-a": "a", "seeds-neg": "-1", "seeds-range": "3-1", "seeds-empty": "", "seeds-gap": "1,,2"}[name]
+        return ["--seeds", text], ["bad seed list"]
+    if name == "trajectory-and-file":
+        return ["--trajectory", "yaw", "--camera", keys["camera2"]], ["--trajectory"]
+    if name == "missing-checkpoint":
+        return ["--checkpoint", str(folder / "nope.safetensors")], ["checkpoint not found", "nope.safetensors"]
+    if name == "corrupt-checkpoint":
+        path = folder / "bad.safetensors"
+        path.write_bytes(b"garbage" * 10)
+        return ["--checkpoint", str(path)], ["bad.safetensors", "not a readable safetensors file"]
+    if name == "official-pt":
+        path = folder / "sshq512.pt"
+        torch.save({"w": torch.zeros(1)}, path)
+        return ["--checkpoint", str(path)], ["convert-official"]
+    if name == "smpl-checkpoint-without-smpl":
+        path = folder / "smpl.safetensors"
+        save_generator(path, tiny_default(), body="smpl", valid_index=torch.arange(100))
+        return ["--checkpoint", str(path)], ["SMPL", "--smpl"]
+    if name == "smpl-file-missing":
+        path = folder / "smpl.safetensors"
+        save_generator(path, tiny_default(), body="smpl", valid_index=torch.arange(100))
+        return ["--checkpoint", str(path), "--smpl", str(folder / "SMPL_NEUTRAL.pkl")], ["SMPL_NEUTRAL.pkl"]
+    if name == "smpl-with-procedural":
+        path = folder / "rig.npz"
+        np.savez(path, v_template=np.zeros((6890, 3)))
+        return ["--smpl", str(path)], ["--smpl", "procedural"]
+    if name == "device-cuda":
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available")
+        return ["--device", "cuda"], ["CUDA", "--device cpu"]
+    raise AssertionError(name)
+
+
+BAD_CASES = [
+    "expression-shape",
+    "pose-shape",
+    "camera-shape",
+    "pose-nan",
+    "camera-inf",
+    "expression-text",
+    "expression-pickled",
+    "expression-npz",
+    "length-mismatch",
+    "missing-keyframes",
+    "seeds-a",
+    "seeds-neg",
+    "seeds-range",
+    "seeds-empty",
+    "seeds-gap",
+    "trajectory-and-file",
+    "missing-checkpoint",
+    "corrupt-checkpoint",
+    "official-pt",
+    "smpl-checkpoint-without-smpl",
+    "smpl-file-missing",
+    "smpl-with-procedural",
+    "device-cuda",
+]
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_input_is_one_error_line_and_no_output(tiny, keys, tmp_path, name):
+    args, fragments = bad_case(name, tmp_path, keys)
+    out = tmp_path / "out"
+    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
+    assert listing(out) == set()
+
+
+@pytest.mark.parametrize("name", ["pose-nan", "length-mismatch", "smpl-checkpoint-without-smpl"])
+def test_bad_input_leaves_an_existing_out_dir_untouched(tiny, keys, tmp_path, name):
+    args, fragments = bad_case(name, tmp_path, keys)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "video_0_rgb.mp4").write_bytes(b"an earlier video")
+    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
+    assert listing(out) == {"video_0_rgb.mp4"}
+    assert (out / "video_0_rgb.mp4").read_bytes() == b"an earlier video"
+
+
+def test_unwritable_out_dir(tiny, keys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "videos"
+    bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
+    assert listing(tmp_path) == {"file", "keys"} | {
+        f"keys/{n}.npy" for n in ("expression", "pose", "camera", "camera2")
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_out_dir(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
+        assert listing(out) == set()
+    finally:
+        out.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--n-interval", "0"],
+        ["--fps", "0"],
+        ["--psi", "1.5"],
+        ["--impl", "cuda"],
+        ["--trajectory", "spin"],
+        ["--out", "IS_A_FILE"],
+        ["--expression", "IS_A_DIR"],
+        ["--bogus"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_bad_options_exit_2_without_traceback(tiny, tmp_path, args):
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("IS_A_FILE", str(tmp_path / "file")).replace("IS_A_DIR", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    result = render(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Error:" in result.stderr
+    assert listing(tmp_path) == {"file"}
+
+
+def test_out_is_required(tiny):
+    result = render("--seeds", "0")
+    assert result.exit_code == 2 and "--out" in result.stderr
+
+
+def test_unknown_device_is_refused(tiny, keys, tmp_path):
+    bad(render("--camera", keys["camera2"], "--device", "gpu0", "--out", str(tmp_path / "out")), "--device")
+
+
+def test_seed_out_of_range_is_refused(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    bad(render("--camera", keys["camera2"], "--seeds", str(2**64), "--n-interval", "1", "--out", str(out)), "seed")
+    assert listing(out) == set()
+
+
+def test_triton_without_cuda_or_interpreter_is_refused(tiny, keys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    out = tmp_path / "out"
+    bad(render("--camera", keys["camera2"], "--impl", "triton", "--n-interval", "1", "--out", str(out)), "triton")
+    assert listing(out) == set()
+
+
+def test_failure_while_rendering_leaves_no_partial_files(tiny, keys, tmp_path, monkeypatch):
+    """An error in the middle of a seed removes that seed's staging folder; finished seeds stay complete."""
+    calls = {"n": 0}
+    real = AniPortraitGenerator.render_frame
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second frame of the second seed
+            raise RuntimeError("boom")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AniPortraitGenerator, "render_frame", flaky)
+    out = tmp_path / "out"
+    result = render(
+        "--camera", keys["camera2"], "--seeds", "0,1", "--n-interval", "1", "--png", "--quiet", "--out", str(out)
+    )
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+    assert listing(out) == {*names(0).values(), "frames_0", "frames_0/frame_00000.png", "frames_0/frame_00001.png"}
+    assert frame_count(out / names(0)["rgb"]) == 2
+
+
+# -- help ----------------------------------------------------------------------------------------------------------
+
+
+def test_main_help_lists_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("render", "convert-official", "info"):
+        assert command in result.output
+
+
+def test_render_help_lists_options():
+    result = CliRunner().invoke(main, ["render", "--help"])
+    assert result.exit_code == 0
+    options = "--checkpoint --smpl --seeds --expression --pose --camera --trajectory --n-interval --fps --psi"
+    for option in (*options.split(), "--device", "--impl", "--png", "--out", "--quiet"):
+        assert option in result.output, option
+    assert "0,1,4-6" in result.output and "[N, 64]" in result.output and "[N, 6, 3]" in result.output
