@@ -3,7 +3,7 @@
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INSTALL = 'pip install torch==2.13.0 -e ".[test]" && aniportrait --help'
+INSTALL = 'pip install torch==2.13.0 -e ".[test]" && aniportrait render --out out'
 TEST = "python -m pytest"
 
 
