@@ -15,6 +15,7 @@ Two stages (reference.md sections 1.4-1.5):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,19 @@ def sample_identity_latents(
             betas.append(torch.zeros(1, config.betas_dim))
         z_noise.append(torch.randn(1, config.z_noise_dim, generator=g))
     return torch.cat(z_id), torch.cat(z_noise), torch.cat(betas)
+
+
+def upsample_hits(hits: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """The release's HR intersections: bilinear x4 (align_corners=True) of each manifold's intersection map, and of
+    its 0/1 validity followed by ``> 0.99`` (no 512^2 ray marching). [B, H*W, M, 3] -> [B, 16 H*W, M, 3]."""
+    B, R, M, _ = hits.shape
+    res = math.isqrt(R)
+    maps = hits.reshape(B, res, res, M, 3).permute(0, 3, 4, 1, 2).reshape(B * M, 3, res, res)
+    hits_hr = F.interpolate(maps, scale_factor=4, mode="bilinear", align_corners=True)
+    hits_hr = hits_hr.reshape(B, M, 3, 16 * R).permute(0, 3, 1, 2)
+    valid_maps = valid.reshape(B, res, res, M).permute(0, 3, 1, 2).to(maps.dtype)
+    valid_hr = F.interpolate(valid_maps, scale_factor=4, mode="bilinear", align_corners=True) > HR_VALID_THRESHOLD
+    return hits_hr, valid_hr.reshape(B, M, 16 * R).transpose(1, 2)
 
 
 # Arithmetic of the per-frame MLPs (see render_frame).
@@ -209,6 +223,25 @@ class AniPortraitGenerator(nn.Module):
         Returns:
             The :class:`Identity` cache.
         """
+        lr_features, style = self.manifold_textures(z_id, z_noise, psi=psi, id_bank=id_bank, impl=impl)
+        # The release applies the sigmoid to all four SR output channels (GRAM-HD only to alpha).
+        hr_textures = torch.sigmoid(self.sr_net(lr_features, style))
+        return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
+
+    def manifold_textures(
+        self,
+        z_id: Tensor,
+        z_noise: Tensor,
+        *,
+        psi: float = 1.0,
+        id_bank: Tensor | None = None,
+        impl: str = "auto",
+    ) -> tuple[Tensor, Tensor]:
+        """The low-resolution manifold textures and the SR style of identities (differentiable; used in training).
+
+        Returns:
+            lr_features [B * M, 4 + F, H, W] (RGB, alpha, features; row 0 = lowest y) and style [B, style_dim].
+        """
         cfg = self.config
         B, res, S, M = z_id.shape[0], cfg.lr_img_size, cfg.num_samples, cfg.num_manifolds
         z = torch.cat([z_id, z_noise], dim=-1)
@@ -232,24 +265,25 @@ class AniPortraitGenerator(nn.Module):
         rgb, sigma, feature = _chunked(lambda p: self.radiance_net.features(p, freq, phase, view_dir), hits)
         alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma)) * valid.reshape(B, -1, 1)
         texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
-        lr_features = texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res)  # [B*M, 4+F, H, W]
-        # The release applies the sigmoid to all four SR output channels (GRAM-HD only to alpha).
-        hr_textures = torch.sigmoid(self.sr_net(lr_features, style))
-        return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
+        return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
 
     # -- stage B: per frame ----------------------------------------------------------------------------------------
 
     def canonical_samples(
-        self, body, camera: Tensor, pose: Tensor, betas: Tensor, *, impl: str = "auto"
-    ) -> tuple[Tensor, Tensor]:
-        """Camera-ray samples mapped to canonical space by smoothed inverse skinning.
+        self, body, points: Tensor, pose: Tensor, betas: Tensor, *, impl: str = "auto"
+    ) -> dict[str, Tensor]:
+        """Ray samples mapped to canonical space by smoothed inverse skinning.
+
+        Args:
+            points: [B, H*W, S, 3] samples of a square grid of rays (H and S divisible by ``knn_stride``).
 
         Returns:
-            x_can [B, H*W, S, 3] and the un-offset camera origins [B, 3].
+            ``x_can`` [B, H*W, S, 3]; ``transforms`` [B, 16, S', H', W'], the raw nearest-vertex matrices on the
+            strided grid; ``smoothed`` [B, 16, S, H, W], the smoother's output (both for the training losses).
         """
-        cfg = self.config
-        B, res, S, st = camera.shape[0], cfg.lr_img_size, cfg.num_samples, cfg.knn_stride
-        points, origin = portrait_rays(camera, res, S)
+        st = self.config.knn_stride
+        B, R, S, _ = points.shape
+        res = math.isqrt(R)
         verts, vert_transforms = body.inverse_skinning(betas, pose)
         queries = points.reshape(B, res, res, S, 3)[:, ::st, ::st, ::st]
         r, d = queries.shape[1], queries.shape[3]
@@ -260,9 +294,59 @@ class AniPortraitGenerator(nn.Module):
         # trilinear upsampling (align_corners=False) puts coarse cell i at fine 2i + 0.5 although the strided
         # queries sat at 2i: the release's half-sample shift, kept because its smoother weights were trained so.
         volume = transforms.reshape(B, r, r, d, 16).permute(0, 4, 3, 1, 2)
-        smoothed = self.smoother(volume).permute(0, 3, 4, 2, 1).reshape(B, res * res, S, 4, 4)
-        x_can = torch.einsum("brsij,brsj->brsi", smoothed[..., :3, :3], points) + smoothed[..., :3, 3]
-        return x_can, origin
+        smoothed = self.smoother(volume)
+        matrices = smoothed.permute(0, 3, 4, 2, 1).reshape(B, R, S, 4, 4)
+        x_can = torch.einsum("brsij,brsj->brsi", matrices[..., :3, :3], points) + matrices[..., :3, 3]
+        return {"x_can": x_can, "transforms": volume, "smoothed": smoothed}
+
+    def intersect(
+        self,
+        x_can: Tensor,
+        z_id: Tensor,
+        expression: Tensor,
+        *,
+        impl: str = "auto",
+        precision: str = "fp32",
+    ) -> dict[str, Tensor]:
+        """Expression deformation, the scalar field and the ray-manifold intersections of canonical samples.
+
+        Args:
+            x_can: [B, R, S, 3] canonical samples (``num_samples`` per ray); z_id [B, 80]; expression [B, 64].
+
+        Returns:
+            ``hits`` [B, R, M, 3] canonical intersections (texture lookup points), ``valid`` [B, R, M] and ``d``
+            [B, R, S2, 3], the expression deformation at the re-interpolated samples (warped units).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        cfg = self.config
+        B, R, S, _ = x_can.shape
+        S2 = cfg.num_samples_fine
+        # Linear re-interpolation of the samples along each ray (align_corners=True), 64 -> 256 in the release.
+        x_fine = F.interpolate(
+            x_can.reshape(B * R, S, 3).transpose(1, 2), size=S2, mode="linear", align_corners=True
+        ).transpose(1, 2)
+        freq, phase = self.deform_net.mapping(torch.cat([z_id, expression], dim=-1))
+        low_precision = torch.autocast(x_can.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+        def field(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            with low_precision:
+                new_coords, d = self.deform_net(x, freq, phase)
+                s = self.sample_net(new_coords)[..., 0]
+            d = d.float() if precision == "bf16" else d
+            # Quirk kept for checkpoint parity: d is in warped units, yet it is added to the unwarped x_can below,
+            # while the scalar field sees it warped (d / WARP_SCALE in canonical units).
+            return s.float() if precision == "bf16" else s, x + d, d
+
+        s, lookup, d = _chunked(field, x_fine.reshape(B, -1, 3))
+        hits, valid = ops.manifold_intersect(
+            s.reshape(B, R, S2),
+            lookup.reshape(B, R, S2, 3),
+            self.levels.to(x_can.dtype),
+            min_step=K.MIN_STEP,
+            impl=impl,
+        )
+        return {"hits": hits, "valid": valid, "d": d.reshape(B, R, S2, 3)}
 
     def render_frame(
         self,
@@ -289,50 +373,17 @@ class AniPortraitGenerator(nn.Module):
             ``image`` [B, 3, 4H, 4W] and ``image_lr`` [B, 3, H, W] in [-1, 1]; ``depth`` [B, 1, 4H, 4W] and
             ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         cfg = self.config
         B, res, M = camera.shape[0], cfg.lr_img_size, cfg.num_manifolds
-        x_can, origin = self.canonical_samples(body, camera, pose, identity.betas, impl=impl)
-        # Linear re-interpolation of the samples along each ray (align_corners=True), 64 -> 256 in the release.
-        x_can = F.interpolate(
-            x_can.reshape(B * res * res, cfg.num_samples, 3).transpose(1, 2),
-            size=cfg.num_samples_fine,
-            mode="linear",
-            align_corners=True,
-        ).transpose(1, 2)
-        freq, phase = self.deform_net.mapping(torch.cat([identity.z_id, expression], dim=-1))
-
-        low_precision = torch.autocast(x_can.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-        def field(x: Tensor) -> tuple[Tensor, Tensor]:
-            with low_precision:
-                new_coords, d = self.deform_net(x, freq, phase)
-                s = self.sample_net(new_coords)[..., 0]
-            # Quirk kept for checkpoint parity: d is in warped units, yet it is added to the unwarped x_can below,
-            # while the scalar field sees it warped (d / WARP_SCALE in canonical units).
-            return s.float(), x + d.float()
-
-        s, lookup = _chunked(field, x_can.reshape(B, -1, 3))
-        S2 = cfg.num_samples_fine
-        hits, valid = ops.manifold_intersect(
-            s.reshape(B, res * res, S2),
-            lookup.reshape(B, res * res, S2, 3),
-            self.levels.to(x_can.dtype),
-            min_step=K.MIN_STEP,
-            impl=impl,
-        )
+        points, origin = portrait_rays(camera, res, cfg.num_samples)
+        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
+        found = self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision)
+        hits, valid = found["hits"], found["valid"]
         out = {}
         image, depth = self._composite(identity.lr_textures, hits, valid, origin, impl)
         out["image_lr"], out["depth_lr"] = image.reshape(B, res, res, 3).permute(0, 3, 1, 2), depth.view(B, 1, res, res)
-        # HR: bilinear x4 of the per-manifold intersection maps and of the validity (no 512^2 ray marching).
-        maps = hits.reshape(B, res, res, M, 3).permute(0, 3, 4, 1, 2).reshape(B * M, 3, res, res)
+        hits_hr, valid_hr = upsample_hits(hits, valid)
         hr = 4 * res
-        hits_hr = F.interpolate(maps, scale_factor=4, mode="bilinear", align_corners=True)
-        hits_hr = hits_hr.reshape(B, M, 3, hr * hr).permute(0, 3, 1, 2)
-        valid_maps = valid.reshape(B, res, res, M).permute(0, 3, 1, 2).to(maps.dtype)
-        valid_hr = F.interpolate(valid_maps, scale_factor=4, mode="bilinear", align_corners=True) > HR_VALID_THRESHOLD
-        valid_hr = valid_hr.reshape(B, M, hr * hr).transpose(1, 2)
         image, depth = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
         out["image"], out["depth"] = image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2), depth.view(B, 1, hr, hr)
         return out
