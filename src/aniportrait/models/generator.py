@@ -374,7 +374,7 @@ class AniPortraitGenerator(nn.Module):
             ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
         """
         cfg = self.config
-        B, res, M = camera.shape[0], cfg.lr_img_size, cfg.num_manifolds
+        B, res = camera.shape[0], cfg.lr_img_size
         points, origin = portrait_rays(camera, res, cfg.num_samples)
         x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
         found = self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision)
