@@ -194,5 +194,116 @@ def convert_official_command(checkpoint, knn_index, out_path, smpl_out) -> None:
     )
 
 
+@main.group()
+def data() -> None:
+    """Datasets: validate one, or write the synthetic dataset."""
+
+
+@data.command("check")
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option("--no-decode", is_flag=True, help="Check headers and sizes only (faster).")
+def data_check(dataset, no_decode) -> None:
+    """Validate DATASET (the format of aniportrait.data.format); exit 1 if any entry is missing, corrupt or
+    mis-shaped."""
+    from aniportrait.data.dataset import check_dataset
+
+    report = check_dataset(dataset, decode=not no_decode)
+    click.echo(report.summary())
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000), help="Images.")
+@click.option("--res", default=128, show_default=True, type=click.IntRange(16, 2048), help="Portrait side.")
+@click.option("--face-res", default=None, type=click.IntRange(16, 2048), help="Face-crop side [default: res/2].")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def data_synth(out, count, res, face_res, seed, quiet) -> None:
+    """Write a synthetic head-and-shoulders dataset (procedural rig, random identity, camera, pose, expression)."""
+    from aniportrait.data.synth import synthesize
+
+    try:
+        path = synthesize(out, count, res=res, face_res=face_res, seed=seed, progress=not quiet)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    click.echo(f"wrote {count} images to {path}")
+
+
+class TrainingFailed(click.ClickException):
+    """Training stopped (e.g. a non-finite loss): exit code 1, the message says what was kept."""
+
+    exit_code = 1
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--config", "preset", default="tiny", show_default=True, type=click.Choice(["tiny", "sshq512"]))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--init-from", type=click.Path(dir_okay=False), help="Generator to start from (stage 2: a stage-1 run).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: per rank).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(data_dir, run_dir, preset, overrides, resume, init_from, device, dry_run, quiet) -> None:
+    """Train AniPortraitGAN (stage 1 or 2, see --set stage=2) on a dataset; multi-GPU with torchrun.
+
+    The run folder gets config.json, log.txt, stats.jsonl, samples/*.png, state.safetensors (every state, for
+    --resume) and generator.safetensors (the EMA generator, for `aniportrait render --checkpoint`).
+    """
+    import os
+
+    from aniportrait.train.config import PRESETS
+
+    try:
+        config = PRESETS[preset].with_overrides(list(overrides))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if dry_run:
+        click.echo(config.to_json())
+        return
+    from aniportrait.data.dataset import DatasetError
+    from aniportrait.train.loop import STATE_FILE, RunFolderError, Trainer, TrainingError
+
+    if not resume and os.path.exists(os.path.join(run_dir, STATE_FILE)):
+        raise InputError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        device = _init_distributed(device)
+    else:
+        device = _resolve_device(device)
+    try:
+        trainer = Trainer(config, data_dir, run_dir, device=device, init_from=init_from, progress=not quiet)
+        trainer.run(resume=resume)
+    except (DatasetError, RunFolderError, *_input_errors()) as err:
+        raise InputError(str(err)) from None
+    except TrainingError as err:
+        raise TrainingFailed(str(err)) from None
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    click.echo(f"trained to step {trainer.step}; generator: {os.path.join(run_dir, 'generator.safetensors')}")
+
+
+def _init_distributed(device: str) -> str:
+    """Join the torchrun job: NCCL on CUDA (one GPU per local rank), gloo on CPU."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu"
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

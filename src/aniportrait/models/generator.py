@@ -314,8 +314,9 @@ class AniPortraitGenerator(nn.Module):
             x_can: [B, R, S, 3] canonical samples (``num_samples`` per ray); z_id [B, 80]; expression [B, 64].
 
         Returns:
-            ``hits`` [B, R, M, 3] canonical intersections (texture lookup points), ``valid`` [B, R, M] and ``d``
-            [B, R, S2, 3], the expression deformation at the re-interpolated samples (warped units).
+            ``hits`` [B, R, M, 3] canonical intersections (texture lookup points), ``valid`` [B, R, M], ``x``
+            [B, R, S2, 3] the re-interpolated canonical samples and ``d`` [B, R, S2, 3] the expression deformation
+            there (warped units, added to ``x`` as is for the texture lookup).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -346,7 +347,7 @@ class AniPortraitGenerator(nn.Module):
             min_step=K.MIN_STEP,
             impl=impl,
         )
-        return {"hits": hits, "valid": valid, "d": d.reshape(B, R, S2, 3)}
+        return {"hits": hits, "valid": valid, "d": d.reshape(B, R, S2, 3), "x": x_fine.reshape(B, R, S2, 3)}
 
     def render_frame(
         self,
@@ -387,6 +388,83 @@ class AniPortraitGenerator(nn.Module):
         image, depth = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
         out["image"], out["depth"] = image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2), depth.view(B, 1, hr, hr)
         return out
+
+    def default_face_size(self, stage: int) -> int:
+        """The paper's face-camera side: the LR side in stage 1 (128), half the HR side in stage 2 (256); the HR side
+        where half would leave the smoother too small a grid (tiny configs)."""
+        cfg = self.config
+        if stage == 1:
+            return cfg.lr_img_size
+        half = cfg.hr_img_size // 2
+        return half if half // 4 // cfg.knn_stride > cfg.smoother_spatial_kernel // 2 else cfg.hr_img_size
+
+    def render_train(
+        self,
+        body,
+        z_id: Tensor,
+        z_noise: Tensor,
+        betas: Tensor,
+        expression: Tensor,
+        camera: Tensor,
+        pose: Tensor,
+        *,
+        face_size: int,
+        stage: int = 1,
+        impl: str = "auto",
+    ) -> dict[str, Tensor]:
+        """Differentiable dual-camera rendering for training (paper section 3.4).
+
+        Both cameras look up the same manifold textures, built here from the identities (no cache): stage 1 uses the
+        low-resolution textures at the LR ray grid; stage 2 super-resolves them and upsamples the intersections x4,
+        exactly as inference does. The face camera is attached to the posed head and looks at the face from the
+        portrait camera's direction (:func:`aniportrait.render.cameras.face_rays`), like an aligned face crop.
+
+        Returns:
+            ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
+            [-1, 1]; for the losses ``d`` and ``x`` (portrait samples, see :meth:`intersect`), ``smoothed`` and
+            ``transforms`` (see :meth:`canonical_samples`).
+        """
+        from aniportrait.render.cameras import face_rays, posed_head_transform
+
+        cfg = self.config
+        B, res, S = z_id.shape[0], cfg.lr_img_size, cfg.num_samples
+        lr_features, style = self.manifold_textures(z_id, z_noise, psi=1.0, impl=impl)
+        textures = lr_features[:, :4] if stage == 1 else torch.sigmoid(self.sr_net(lr_features, style))
+        scale = 1 if stage == 1 else 4
+        if (
+            face_size % (scale * cfg.knn_stride)
+            or face_size // scale // cfg.knn_stride <= cfg.smoother_spatial_kernel // 2
+        ):
+            raise ValueError(
+                f"face_size {face_size} does not fit stage {stage}: it must be a multiple of {scale * cfg.knn_stride} "
+                f"and exceed {scale * cfg.knn_stride * (cfg.smoother_spatial_kernel // 2)} (the smoother's padding)"
+            )
+
+        def view(points: Tensor, origin: Tensor) -> tuple[Tensor, dict, dict]:
+            samples = self.canonical_samples(body, points, pose, betas, impl=impl)
+            found = self.intersect(samples["x_can"], z_id, expression, impl=impl)
+            hits, valid = found["hits"], found["valid"]
+            if stage == 2:
+                hits, valid = upsample_hits(hits, valid)
+            color, _ = self._composite(textures, hits, valid, origin, impl)
+            side = math.isqrt(color.shape[1])
+            return color.reshape(B, side, side, 3).permute(0, 3, 1, 2), samples, found
+
+        points, origin = portrait_rays(camera, res, S)
+        image, samples, found = view(points, origin)
+        joints = body.joints(betas, torch.zeros_like(pose)).to(points.dtype)
+        head = posed_head_transform(pose, joints)
+        offset = torch.tensor(K.ORIGIN_OFFSET, dtype=points.dtype, device=points.device)
+        face_points, face_origin = face_rays(head, face_size // scale, S, view_origin=origin + offset)
+        face, _, _ = view(face_points, face_origin)
+        return {
+            "image": image,
+            "face": face,
+            "d": found["d"],
+            "x": found["x"],
+            "smoothed": samples["smoothed"],
+            "transforms": samples["transforms"],
+        }
 
     def _composite(
         self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str

@@ -1,0 +1,1 @@
+"""Training: losses, configuration and resumable training state."""

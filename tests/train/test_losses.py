@@ -1,0 +1,307 @@
+"""Discriminators (GRAM-style CoordConv encoders, the three-way MultiDiscriminator) and the training losses."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aniportrait.models import discriminator as disc
+from aniportrait.models.deformation import DeformNet
+from aniportrait.models.discriminator import (
+    TINY_DISCRIMINATOR,
+    CoordConv2d,
+    MultiDiscriminator,
+    PortraitDiscriminator,
+    ResidualCoordConvBlock,
+    torso_crop,
+)
+from aniportrait.models.smoother import LbsSmoother
+from aniportrait.train import losses as L
+
+# -- discriminators ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "img_size, pose_outputs",
+    [
+        pytest.param(4, 2, id="S4"),
+        pytest.param(8, 2, id="S8"),
+        pytest.param(16, 2, id="S16"),
+        pytest.param(32, 0, id="S32-logit-only"),
+        pytest.param(64, 2, id="S64"),
+        pytest.param((4, 16), 2, id="torso-4x16"),
+        pytest.param((8, 32), 2, id="torso-8x32"),
+    ],
+)
+def test_discriminator_output_shape(img_size, pose_outputs):
+    d = PortraitDiscriminator(img_size, max_channels=32, pose_outputs=pose_outputs)
+    H, W = d.img_shape
+    out = d(torch.randn(3, 3, H, W))
+    assert out.shape == (3, 1 + pose_outputs)
+    assert torch.isfinite(out).all()
+    # log2(short side) - 1 blocks, each halving, so the final 2x2 conv sees a 2-row map
+    assert len(d.layers) == int(math.log2(min(H, W))) - 1
+
+
+def test_discriminator_channel_schedule_matches_gram():
+    d = PortraitDiscriminator(256)
+    assert d.fromRGB.out_channels == 32  # 2^(13 - 8)
+    widths = [(b.conv1.conv.in_channels - 2, b.conv2.conv.out_channels) for b in d.layers]
+    assert widths == [(32, 64), (64, 128), (128, 256), (256, 400), (400, 400), (400, 400), (400, 400)]
+    assert (d.final_layer.in_channels, d.final_layer.out_channels, d.final_layer.kernel_size) == (400, 3, (2, 2))
+
+
+@pytest.mark.parametrize("img_size", [3, 12, (8, 12), 2])
+def test_discriminator_rejects_bad_sizes(img_size):
+    with pytest.raises(ValueError, match="img_size"):
+        PortraitDiscriminator(img_size)
+
+
+def test_discriminator_rejects_wrong_input_shape():
+    d = PortraitDiscriminator(16, max_channels=16)
+    with pytest.raises(ValueError, match=r"\[B, 3, 16, 16\]"):
+        d(torch.zeros(1, 3, 32, 32))
+
+
+def test_discriminator_gradients_flow():
+    d = PortraitDiscriminator(16, max_channels=32)
+    image = torch.randn(2, 3, 16, 16, requires_grad=True)
+    d(image).sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    for name, p in d.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_coordconv_appends_two_coordinate_channels():
+    x = torch.randn(2, 5, 4, 6)
+    with_coords = CoordConv2d.add_coords(x)
+    assert with_coords.shape == (2, 7, 4, 6)
+    assert torch.equal(with_coords[:, :5], x)
+    cx, cy = with_coords[:, 5], with_coords[:, 6]
+    assert cx.min() == -1 and cx.max() == 1 and cy.min() == -1 and cy.max() == 1
+    torch.testing.assert_close(cx[0, 0], torch.linspace(-1, 1, 6))  # x runs along columns
+    torch.testing.assert_close(cy[0, :, 0], torch.linspace(-1, 1, 4))  # y runs along rows
+    assert (cx == cx[:, :1]).all() and (cy == cy[:, :, :1]).all()
+    conv = CoordConv2d(5, 8)
+    assert conv.conv.in_channels == 7
+    assert conv(x).shape == (2, 8, 4, 6)
+
+
+def test_residual_block_downsamples_and_projects():
+    block = ResidualCoordConvBlock(4, 8)
+    assert block(torch.randn(1, 4, 8, 8)).shape == (1, 8, 4, 4)
+    assert block.proj is not None
+    assert ResidualCoordConvBlock(8, 8).proj is None
+
+
+def test_torso_crop_takes_the_lower_quarter_rows():
+    H, W = 16, 12
+    rows = torch.arange(H, dtype=torch.float32)[:, None].expand(H, W)
+    image = rows.expand(2, 3, H, W)
+    crop = torso_crop(image)
+    assert crop.shape == (2, 3, H // 4, W)
+    torch.testing.assert_close(crop[0, 0, :, 0], torch.arange(3 * H // 4, H, dtype=torch.float32))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        torso_crop(torch.zeros(1, 3, 10, 10))
+
+
+def test_multi_discriminator_inputs_weights_and_gradients():
+    md = MultiDiscriminator(TINY_DISCRIMINATOR)
+    assert md.weights == {"whole": 0.1, "face": 1.0, "torso": 0.5}
+    assert (disc.WEIGHT_WHOLE, disc.WEIGHT_FACE, disc.WEIGHT_TORSO) == (L.WEIGHT_WHOLE, L.WEIGHT_FACE, L.WEIGHT_TORSO)
+    assert L.LossWeights().discriminators == md.weights
+    assert md.torso.img_shape == (4, 16)
+    portrait = torch.randn(2, 3, 16, 16, requires_grad=True)
+    face = torch.randn(2, 3, 16, 16, requires_grad=True)
+    inputs = md.inputs(portrait, face)
+    assert inputs["torso"].shape == (2, 3, 4, 16)
+    out = md.judge(inputs)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"whole": (2, 3), "face": (2, 3), "torso": (2, 3)}
+    (d_torso,) = torch.autograd.grad(out["torso"][:, 0].sum(), portrait, retain_graph=True)
+    assert d_torso[:, :, :12].abs().sum() == 0 and d_torso[:, :, 12:].abs().sum() > 0  # lower quarter only
+    total = sum(md.weights[k] * L.g_loss_nonsaturating(v[:, 0]) for k, v in out.items())
+    total.backward()
+    assert portrait.grad[:, :, :12].abs().sum() > 0 and face.grad.abs().sum() > 0
+    for name in ("whole", "face", "torso"):
+        assert all(p.grad is not None for p in getattr(md, name).parameters()), name
+
+
+# -- adversarial losses --------------------------------------------------------------------------------------------
+
+
+def test_nonsaturating_losses_values_and_monotonicity():
+    zeros = torch.zeros(4)
+    torch.testing.assert_close(L.d_loss_nonsaturating(zeros, zeros), torch.tensor(2 * math.log(2)))
+    torch.testing.assert_close(L.g_loss_nonsaturating(zeros), torch.tensor(math.log(2)))
+    base = L.d_loss_nonsaturating(zeros, zeros)
+    assert L.d_loss_nonsaturating(zeros + 1, zeros) < base  # real logits rise
+    assert L.d_loss_nonsaturating(zeros, zeros - 1) < base  # fake logits fall
+    assert L.d_loss_nonsaturating(zeros + 2, zeros - 2) < L.d_loss_nonsaturating(zeros + 1, zeros - 1)
+    assert L.g_loss_nonsaturating(zeros + 1) < L.g_loss_nonsaturating(zeros)
+    # non-saturating: a confident D (fake logit -10) still gives G a gradient of about 1
+    fake = torch.full((1,), -10.0, requires_grad=True)
+    L.g_loss_nonsaturating(fake).backward()
+    assert fake.grad.abs().item() > 0.99
+
+
+def test_r1_zero_for_input_independent_discriminator():
+    images = torch.randn(3, 3, 8, 8, requires_grad=True)
+    bias = nn.Parameter(torch.tensor(0.3))
+    assert L.r1_penalty(bias.expand(3), images, gamma=10.0).item() == 0.0  # not in the graph at all
+    logits = (images * 0).sum(dim=(1, 2, 3)) + bias  # in the graph, zero gradient
+    assert L.r1_penalty(logits, images, gamma=10.0).item() == 0.0
+
+
+def test_r1_linear_discriminator_closed_form_and_double_backward():
+    torch.manual_seed(1)
+    w = nn.Parameter(torch.randn(3 * 4 * 4, dtype=torch.float64))
+    images = torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    logits = images.reshape(5, -1) @ w + 0.7
+    gamma = 3.0
+    r1 = L.r1_penalty(logits, images, gamma)
+    # grad_x D = w for every sample: 0.5 * gamma * ||w||^2
+    torch.testing.assert_close(r1, 0.5 * gamma * w.pow(2).sum())
+    (d_w,) = torch.autograd.grad(r1, w)  # create_graph=True makes the penalty train D
+    torch.testing.assert_close(d_w, gamma * w)
+
+
+def test_r1_matches_finite_differences_on_a_tiny_discriminator():
+    torch.manual_seed(2)
+    d = PortraitDiscriminator(4, max_channels=4, pose_outputs=0).double()
+    images = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    gamma = 2.0
+    r1 = L.r1_penalty(d(images)[:, 0], images, gamma)
+    assert r1.item() > 0
+    eps, grads = 1e-6, torch.zeros_like(images)
+    with torch.no_grad():
+        flat = images.detach().clone().reshape(-1)
+        for i in range(flat.numel()):
+            plus, minus = flat.clone(), flat.clone()
+            plus[i] += eps
+            minus[i] -= eps
+            diff = d(plus.reshape(images.shape))[:, 0].sum() - d(minus.reshape(images.shape))[:, 0].sum()
+            grads.view(-1)[i] = diff / (2 * eps)
+    expected = 0.5 * gamma * grads.pow(2).reshape(2, -1).sum(dim=1).mean()
+    torch.testing.assert_close(r1, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_camera_loss_zero_at_target_and_mse_otherwise():
+    target = torch.tensor([[1.5, 1.6], [1.55, 1.4]])
+    assert L.camera_loss(target.clone(), target).item() == 0.0
+    torch.testing.assert_close(L.camera_loss(target + torch.tensor([0.1, -0.3]), target), torch.tensor(0.05))
+    assert L.LossWeights().pos_lambda == 15.0 and L.LossWeights().real_pos_lambda == 15.0
+
+
+# -- deformation and 3DMM losses -----------------------------------------------------------------------------------
+
+
+def test_imitation_loss_zero_at_the_3dmm_target_and_positive_otherwise():
+    B, P, E = 2, 50, 6
+    basis = torch.randn(B, P, 3, E)
+    z_exp = torch.randn(B, E)
+    target = L.inverse_expression_displacement(basis, z_exp)
+    assert target.shape == (B, P, 3)
+    torch.testing.assert_close(target[1, 7], -(basis[1, 7] @ z_exp[1]))  # -B_exp z_exp at that point
+    shared = L.inverse_expression_displacement(basis[0], z_exp)  # one basis for the whole batch
+    torch.testing.assert_close(shared[0], target[0])
+    assert L.imitation_loss(target.clone(), target).item() == 0.0
+    pred = target.clone()
+    pred[0, 3] += torch.tensor([0.3, 0.0, 0.4])  # one point off by 0.5
+    torch.testing.assert_close(L.imitation_loss(pred, target), torch.tensor(0.25 / (B * P)))
+    mask = torch.ones(B, P, dtype=torch.bool)
+    mask[0, 3] = False  # a far point, excluded
+    assert L.imitation_loss(pred, target, mask).item() == 0.0
+    assert L.imitation_loss(pred, target, torch.zeros(B, P)).item() == 0.0  # no points: 0, not NaN
+
+
+def test_imitation_loss_gradient_reaches_deformnet():
+    net = DeformNet(hidden_dim=16, mapping_hidden_dim=16)
+    nn.init.normal_(net.final_layer.weight, std=0.01)
+    freq, phase = net.mapping(torch.randn(2, 144))
+    points = torch.rand(2, 20, 3) * 0.2 - 0.1
+    _, d = net(points, freq, phase)
+    loss = L.imitation_loss(d, torch.full_like(d, 0.01))
+    loss.backward()
+    assert torch.isfinite(loss) and net.final_layer.weight.grad.abs().sum() > 0
+
+
+def test_expression_smoothness_zero_for_identical_displacements_and_grows_with_roughness():
+    d = torch.randn(2, 30, 3)
+    assert L.expression_smoothness(d, d.clone()).item() == 0.0
+    assert L.expression_smoothness(d, d + 0.1) > 0
+    # the zero-initialised DeformNet is perfectly smooth; a random one is rougher at larger perturbations
+    net = DeformNet(hidden_dim=16, mapping_hidden_dim=16)
+    freq, phase = net.mapping(torch.randn(2, 144))
+    points = torch.rand(2, 64, 3) * 0.2 - 0.1
+    _, d0 = net(points, freq, phase)
+    _, d1 = net(points + L.EXP_SMOOTH_SIGMA * torch.randn_like(points), freq, phase)
+    assert L.expression_smoothness(d0, d1).item() == 0.0
+    nn.init.normal_(net.final_layer.weight, std=0.1)
+    noise = torch.randn_like(points)
+    _, d = net(points, freq, phase)
+    small = L.expression_smoothness(d, net(points + 1e-3 * noise, freq, phase)[1])
+    large = L.expression_smoothness(d, net(points + 1e-1 * noise, freq, phase)[1])
+    assert 0 < small < large
+
+
+def test_minimal_deformation_zero_at_zero_and_quadratic():
+    assert L.minimal_deformation(torch.zeros(2, 7, 3)).item() == 0.0
+    d = torch.randn(2, 7, 3)
+    one = L.minimal_deformation(d)
+    torch.testing.assert_close(L.minimal_deformation(2 * d), 4 * one)
+    torch.testing.assert_close(one, d.pow(2).sum(-1).mean())
+    assert L.minimal_deformation(torch.zeros(2, 4, 5, 3)).item() == 0.0  # [B, R, S, 3] works too
+
+
+def test_fixed_average_pool_keeps_constants_and_matches_box_filter():
+    raw = torch.full((1, 16, 4, 6, 6), 0.25)
+    pooled = L.fixed_average_pool(raw, (8, 12, 12))
+    assert pooled.shape == (1, 16, 8, 12, 12)
+    torch.testing.assert_close(pooled, torch.full_like(pooled, 0.25))
+    # equal sizes: two box passes, no upsampling; a 1x1x1 window is the identity
+    x = torch.randn(1, 2, 3, 5, 5)
+    torch.testing.assert_close(L.fixed_average_pool(x, x.shape[2:], 1, 1), x)
+    one_pass = L.fixed_average_pool(x, x.shape[2:], 3, 3)
+    assert one_pass.std() < x.std()  # it smooths
+
+
+def test_pose_smoothness_zero_for_the_pooled_field_and_the_initial_smoother():
+    raw = torch.randn(2, 16, 4, 6, 6)
+    pooled = L.fixed_average_pool(raw, (8, 12, 12))
+    assert L.pose_deformation_smoothness(pooled.clone(), raw).item() == 0.0
+    smoother = LbsSmoother()  # D_p at init is exactly the fixed average pooling
+    loss0 = L.pose_deformation_smoothness(smoother(raw), raw)
+    assert loss0.item() < 1e-10
+    with torch.no_grad():
+        smoother.conv_block1.weight.add_(torch.rand_like(smoother.conv_block1.weight) * 0.05)
+    smoothed = smoother(raw)
+    loss = L.pose_deformation_smoothness(smoothed, raw)
+    assert loss.item() > 1e-6
+    raw_leaf = raw.clone().requires_grad_()
+    L.pose_deformation_smoothness(smoother(raw_leaf.detach()), raw_leaf).backward()
+    assert raw_leaf.grad is None  # the pooled target is a constant
+    assert smoother.conv_block1.weight.grad.abs().sum() > 0
+    # the loss is the squared Frobenius norm per voxel, averaged over voxels
+    offset = pooled + 0.5
+    torch.testing.assert_close(L.pose_deformation_smoothness(offset, raw), torch.tensor(16 * 0.25))
+
+
+def test_landmark_loss():
+    target = torch.randn(2, 68, 3)
+    assert L.landmark_loss(target.clone(), target).item() == 0.0
+    pred = target.clone()
+    pred[:, 30] += torch.tensor([0.0, 0.0, 1.0])
+    torch.testing.assert_close(L.landmark_loss(pred, target), torch.tensor(1 / 68))
+    weights = torch.ones(68)
+    weights[30] = 0
+    assert L.landmark_loss(pred, target, weights).item() == 0.0
+
+
+def test_loss_weight_defaults():
+    w = L.LossWeights()
+    assert (w.whole, w.face, w.torso) == (0.1, 1.0, 0.5)
+    assert w.r1_gamma == 1.0 and L.R1_GAMMA_STAGE2 == 5.0
+    assert w.imitation == 20.0
+    assert all(v >= 0 for v in vars(w).values())

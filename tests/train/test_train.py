@@ -1,0 +1,203 @@
+"""The training loop on the tiny config: both stages, exact resume, two-process training, faults, the CLI."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from aniportrait.checkpoint import load_generator
+from aniportrait.cli import main
+from aniportrait.data.format import LABEL_SHAPES
+from aniportrait.train import loop as loop_module
+from aniportrait.train.config import TrainConfig
+from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError
+from aniportrait.train.state import load_training_state
+
+FAST = dict(batch_size=1, impl="ref", log_every=1, sample_every=1000, checkpoint_every=1000)
+
+
+def write_dataset(path, n=4, res=16, face=16, seed=0):
+    """A tiny dataset in the on-disk format (random pixels, plausible labels)."""
+    import imageio.v2 as imageio
+
+    rng = np.random.default_rng(seed)
+    (path / "images").mkdir(parents=True)
+    (path / "faces").mkdir()
+    ids = np.array([f"{i:04d}" for i in range(n)])
+    for i in ids:
+        imageio.imwrite(path / "images" / f"{i}.png", rng.integers(0, 255, (res, res, 3), dtype=np.uint8))
+        imageio.imwrite(path / "faces" / f"{i}.png", rng.integers(0, 255, (face, face, 3), dtype=np.uint8))
+    labels = {k: (0.1 * rng.standard_normal((n, *s))).astype(np.float32) for k, s in LABEL_SHAPES.items()}
+    labels["camera"] += np.float32(np.pi / 2)
+    np.savez(path / "labels.npz", ids=ids, **labels)
+    meta = {"format": "aniportrait-dataset", "version": 1, "image_size": res, "face_size": face, "count": n}
+    (path / "dataset.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+def _states(trainer):
+    return {
+        **{f"G.{k}": v for k, v in trainer.G.state_dict().items()},
+        **{f"G_ema.{k}": v for k, v in trainer.G_ema.state_dict().items()},
+        **{f"D.{k}": v for k, v in trainer.D.state_dict().items()},
+    }
+
+
+def test_two_steps_of_each_stage(dataset, tmp_path):
+    stage1 = Trainer(TrainConfig(total_steps=2, **FAST), dataset, tmp_path / "s1", progress=False)
+    before = {k: v.clone() for k, v in stage1.G.state_dict().items()}
+    stage1.run()
+    after = stage1.G.state_dict()
+    assert not torch.equal(before["deform_net.final_layer.weight"], after["deform_net.final_layer.weight"])
+    assert torch.equal(before["sr_net.conv_first.weight"], after["sr_net.conv_first.weight"]), "SR is stage 2"
+    stats = [json.loads(line) for line in (tmp_path / "s1" / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [1, 2]
+    for key in ("d_adv", "d_r1", "d_camera", "g_adv", "g_camera", "imitation", "exp_smooth", "minimal", "pose_smooth"):
+        assert np.isfinite(stats[-1][key]), key
+    for name in (STATE_FILE, GENERATOR_FILE, "config.json", "log.txt"):
+        assert (tmp_path / "s1" / name).is_file(), name
+    assert list((tmp_path / "s1" / "samples").glob("*.png"))
+
+    stage2 = Trainer(
+        TrainConfig(total_steps=2, stage=2, **FAST),
+        dataset,
+        tmp_path / "s2",
+        init_from=tmp_path / "s1" / GENERATOR_FILE,
+        progress=False,
+    )
+    start = {k: v.clone() for k, v in stage2.G.state_dict().items()}
+    stage2.run()
+    end = stage2.G.state_dict()
+    assert torch.equal(start["sample_net.output_layer.weight"], end["sample_net.output_layer.weight"]), "frozen"
+    assert not torch.equal(start["sr_net.conv_first.weight"], end["sr_net.conv_first.weight"])
+    generator, _, _ = load_generator(tmp_path / "s2" / GENERATOR_FILE)
+    assert generator.config == stage2.G.config
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    straight = Trainer(TrainConfig(total_steps=3, **FAST), dataset, tmp_path / "a", progress=False)
+    straight.run()
+    first = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "b", progress=False)
+    first.run()
+    resumed = Trainer(TrainConfig(total_steps=3, **FAST), dataset, tmp_path / "b", progress=False)
+    resumed.run(resume=True)
+    assert resumed.step == 3
+    a, b = _states(straight), _states(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for name in ("opt_G", "opt_D"):
+        sa, sb = getattr(straight, name).state_dict()["state"], getattr(resumed, name).state_dict()["state"]
+        for index in sa:
+            for k in sa[index]:
+                assert torch.equal(torch.as_tensor(sa[index][k]), torch.as_tensor(sb[index][k])), (name, index, k)
+
+
+def test_save_and_load_give_the_same_state(dataset, tmp_path):
+    trainer = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "r", progress=False)
+    trainer.run()
+    fresh = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "r", progress=False)
+    fresh.resume()
+    assert fresh.step == 1
+    for key, value in _states(trainer).items():
+        assert torch.equal(value, _states(fresh)[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    config = TrainConfig(total_steps=4, batch_size=1, impl="ref", checkpoint_every=1, sample_every=1000)
+    trainer = Trainer(config, dataset, tmp_path / "nan", progress=False)
+    real = loop_module.L.minimal_deformation
+    monkeypatch.setattr(
+        loop_module.L, "minimal_deformation", lambda d, *a: real(d, *a) * (float("nan") if trainer.step >= 2 else 1)
+    )
+    with pytest.raises(TrainingError, match="non-finite G loss .*minimal.*state.safetensors"):
+        trainer.run()
+    step, _, _ = load_training_state(
+        tmp_path / "nan" / STATE_FILE, modules={"G": trainer.G}, optimizers={"G": trainer.opt_G}
+    )
+    assert step == 2
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(dataset, tmp_path, monkeypatch):
+    config = TrainConfig(total_steps=2, batch_size=1, impl="ref", checkpoint_every=1, sample_every=1000)
+    trainer = Trainer(config, dataset, tmp_path / "kill", progress=False)
+    import aniportrait.checkpoint as ckpt
+
+    real_save = ckpt.save_file
+
+    def dying_save(tensors, path, metadata=None):
+        if trainer.step == 2:
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise KeyboardInterrupt  # the process is killed in the middle of the write
+        return real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    leftovers = [p.name for p in (tmp_path / "kill").iterdir() if p.name.startswith(".tmp")]
+    assert leftovers == []
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    resumed = Trainer(config, dataset, tmp_path / "kill", progress=False)
+    resumed.run(resume=True)
+    assert resumed.step == 2
+
+
+def _ddp_worker(rank, world, port, dataset, run_dir, queue):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        trainer = Trainer(TrainConfig(total_steps=2, **FAST), dataset, run_dir, progress=False)
+        trainer.run()
+        flat = torch.cat([p.detach().reshape(-1) for p in trainer.G.parameters()])
+        queue.put((rank, flat.sum().item(), flat[:50].tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_training_keeps_replicas_identical(dataset, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.spawn(_ddp_worker, args=(2, port, dataset, tmp_path / "ddp", queue), nprocs=2, join=True)
+    results = sorted(queue.get(timeout=10) for _ in range(2))
+    assert results[0][1:] == results[1][1:], "ranks diverged: gradients were not averaged"
+    assert (tmp_path / "ddp" / STATE_FILE).is_file()
+
+
+def test_cli_train_dry_run_and_bad_input(dataset, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--dry-run"])
+    assert result.exit_code == 0 and json.loads(result.output)["model"] == "tiny"
+    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--set", "nope=1"])
+    assert result.exit_code == 2 and "bad --set" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "Error:" in result.output
+    assert not (tmp_path / "y").exists()
+
+
+def test_cli_train_runs_and_refuses_to_overwrite(dataset, tmp_path):
+    runner = CliRunner()
+    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet"]
+    sets = ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
+    result = runner.invoke(main, args + sets)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, args + sets)
+    assert result.exit_code == 2 and "--resume" in result.output
+    result = runner.invoke(main, args + ["--set", "total_steps=2", "--set", "batch_size=2", "--resume"])
+    assert result.exit_code == 2 and "batch_size" in result.output
