@@ -201,3 +201,18 @@ def test_cli_train_runs_and_refuses_to_overwrite(dataset, tmp_path):
     assert result.exit_code == 2 and "--resume" in result.output
     result = runner.invoke(main, args + ["--set", "total_steps=2", "--set", "batch_size=2", "--resume"])
     assert result.exit_code == 2 and "batch_size" in result.output
+
+
+def test_landmark_loss_turns_on_with_a_face_estimator(dataset, tmp_path):
+    calls = []
+
+    def estimator(faces):  # a stand-in for Deep3DFaceRecon: differentiable in its input
+        calls.append(faces.shape)
+        mean = faces.mean(dim=(1, 2, 3))[:, None]
+        return mean.expand(-1, 80) * 0.1, mean.expand(-1, 64)
+
+    config = TrainConfig(total_steps=1, **FAST)
+    trainer = Trainer(config, dataset, tmp_path / "lm", face_estimator=estimator, progress=False)
+    trainer.run()
+    stats = json.loads((tmp_path / "lm" / "stats.jsonl").read_text().splitlines()[-1])
+    assert calls and np.isfinite(stats["landmark"]) and stats["landmark"] > 0

@@ -6,7 +6,7 @@ One step = a discriminator step then a generator step on one batch:
   camera regression by D_whole on reals and fakes;
 - G: non-saturating loss through the three discriminators, camera regression, and the deformation losses of the
   paper: 3DMM imitation (Eq. 10), expression smoothness (Eq. 12), minimal deformation (Eq. 13) and pose-deformation
-  smoothness (Eq. 11). The landmark loss (Eq. 9) needs a face-coefficient estimator; none ships, so it is off.
+  smoothness (Eq. 11), and the landmark loss (Eq. 9) when a face-coefficient estimator is supplied (none ships).
 
 Stage 1 trains everything but super-resolution at the LR size; stage 2 trains super-resolution (and RadianceNet's
 feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. It starts from a stage-1 run
@@ -108,9 +108,17 @@ class Trainer:
         *,
         device: str | torch.device = "cpu",
         init_from: str | os.PathLike | None = None,
+        face_estimator=None,
         progress: bool = True,
     ) -> None:
+        """
+        Args:
+            face_estimator: optional callable mapping face images [B, 3, F, F] in [-1, 1] to 3DMM coefficients
+                (id [B, 80], expression [B, 64]), e.g. a Deep3DFaceRecon network; it turns on the landmark loss
+                (paper Eq. 9). It must be differentiable w.r.t. its input and is not trained.
+        """
         self.cfg, self.device, self.world, self.progress = config, torch.device(device), World.from_env(), progress
+        self.face_estimator = face_estimator
         self.run_dir = Path(run_dir)
         self.dataset = PortraitDataset(data_dir)
         self.bank = LabelBank.from_dataset(self.dataset)
@@ -268,6 +276,13 @@ class Trainer:
         terms = {"g_adv": adversarial, "g_camera": camera}
         if cfg.stage == 1:
             terms.update(self._deformation_losses(fake, labels, step))
+        if self.face_estimator is not None:
+            # Eq. 9: landmarks of the 3DMM from the sampled coefficients vs from those estimated on the render.
+            est_id, est_exp = self.face_estimator(fake["face"].float())
+            target = self.face.canonical_landmarks(labels["z_id"], labels["expression"])
+            terms["landmark"] = cfg.landmark_lambda * L.landmark_loss(
+                self.face.canonical_landmarks(est_id, est_exp), target
+            )
         loss = sum(terms.values())
         self._check_finite("G", terms)
         self.opt_G.zero_grad(set_to_none=True)
