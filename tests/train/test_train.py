@@ -216,3 +216,29 @@ def test_landmark_loss_turns_on_with_a_face_estimator(dataset, tmp_path):
     trainer.run()
     stats = json.loads((tmp_path / "lm" / "stats.jsonl").read_text().splitlines()[-1])
     assert calls and np.isfinite(stats["landmark"]) and stats["landmark"] > 0
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "release-smpl"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/release-smpl")
+def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
+    from aniportrait.models.body import procedural_rig
+
+    smpl = tmp_path / "SMPL_NEUTRAL.npz"
+    np.savez(smpl, **procedural_rig())  # an SMPL-layout stand-in: no SMPL data
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet", "--smpl", str(smpl)]
+        + ["--knn-index", str(SHARED / "valid_smpl_knn_index.npy")]
+        + ["--smpl-landmarks", str(SHARED / "smpl_face_landmarks_bary.npy")]
+        + ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"],
+    )
+    assert result.exit_code == 0, result.output
+    _, metadata, valid_index = load_generator(tmp_path / "run" / GENERATOR_FILE)
+    assert metadata["body"] == "smpl"
+    assert torch.equal(valid_index, torch.from_numpy(np.load(SHARED / "valid_smpl_knn_index.npy")))
+    partial = CliRunner().invoke(
+        main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
+    )
+    assert partial.exit_code == 2 and "go together" in partial.output

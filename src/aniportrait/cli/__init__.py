@@ -24,9 +24,10 @@ def _input_errors():
     """Exception types that mean bad input rather than a bug."""
     from aniportrait.checkpoint import CheckpointError
     from aniportrait.models.body import BodyModelError
+    from aniportrait.models.face3dmm import FaceModelError
     from aniportrait.render.keyframes import KeyframeError
 
-    return (CheckpointError, BodyModelError, KeyframeError)
+    return (CheckpointError, BodyModelError, FaceModelError, KeyframeError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -245,9 +246,27 @@ class TrainingFailed(click.ClickException):
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Generator to start from (stage 2: a stage-1 run).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: per rank).")
+@click.option("--smpl", type=click.Path(dir_okay=False), help="Train on SMPL: SMPL_NEUTRAL.pkl/.npz (plain numpy).")
+@click.option("--knn-index", type=click.Path(dir_okay=False), help="With --smpl: valid_smpl_knn_index.npy.")
+@click.option("--smpl-landmarks", type=click.Path(dir_okay=False), help="With --smpl: 68 face landmarks [68, 4].")
+@click.option("--bfm", type=click.Path(dir_okay=False), help="BFM_model_front.mat for the imitation loss.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data_dir, run_dir, preset, overrides, resume, init_from, device, dry_run, quiet) -> None:
+def train(
+    data_dir,
+    run_dir,
+    preset,
+    overrides,
+    resume,
+    init_from,
+    device,
+    smpl,
+    knn_index,
+    smpl_landmarks,
+    bfm,
+    dry_run,
+    quiet,
+) -> None:
     """Train AniPortraitGAN (stage 1 or 2, see --set stage=2) on a dataset; multi-GPU with torchrun.
 
     The run folder gets config.json, log.txt, stats.jsonl, samples/*.png, state.safetensors (every state, for
@@ -275,7 +294,18 @@ def train(data_dir, run_dir, preset, overrides, resume, init_from, device, dry_r
     else:
         device = _resolve_device(device)
     try:
-        trainer = Trainer(config, data_dir, run_dir, device=device, init_from=init_from, progress=not quiet)
+        trainer = Trainer(
+            config,
+            data_dir,
+            run_dir,
+            device=device,
+            init_from=init_from,
+            smpl=smpl,
+            knn_index=knn_index,
+            smpl_landmarks=smpl_landmarks,
+            bfm=bfm,
+            progress=not quiet,
+        )
         trainer.run(resume=resume)
     except (DatasetError, RunFolderError, *_input_errors()) as err:
         raise InputError(str(err)) from None

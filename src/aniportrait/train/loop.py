@@ -40,7 +40,8 @@ from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expression, sample_identity
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
-from aniportrait.models.face3dmm import RegisteredFace, procedural_3dmm, rig_face_landmarks
+from aniportrait.models import face3dmm
+from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 from aniportrait.train import losses as L
 from aniportrait.train.config import TrainConfig
@@ -109,10 +110,18 @@ class Trainer:
         device: str | torch.device = "cpu",
         init_from: str | os.PathLike | None = None,
         face_estimator=None,
+        smpl: str | os.PathLike | None = None,
+        knn_index: str | os.PathLike | None = None,
+        smpl_landmarks: str | os.PathLike | None = None,
+        bfm: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> None:
         """
         Args:
+            smpl, knn_index, smpl_landmarks: train on SMPL (user-supplied ``SMPL_NEUTRAL.pkl``, the release's
+                ``valid_smpl_knn_index.npy`` and its 68 face-landmark barycentrics ``[68, 4]``) instead of the
+                built-in procedural rig; all three together.
+            bfm: the Basel Face Model (``BFM_model_front.mat``) for the imitation loss instead of the procedural 3DMM.
             face_estimator: optional callable mapping face images [B, 3, F, F] in [-1, 1] to 3DMM coefficients
                 (id [B, 80], expression [B, 64]), e.g. a Deep3DFaceRecon network; it turns on the landmark loss
                 (paper Eq. 9). It must be differentiable w.r.t. its input and is not trained.
@@ -139,9 +148,18 @@ class Trainer:
                 )
             ).to(self.device)
         self.portrait_size = portrait
-        self.body = BodyModel.procedural().to(self.device)
-        face = procedural_3dmm()
-        self.face = RegisteredFace.from_body_landmarks(face, rig_face_landmarks(self.body)).to(self.device)
+        if (smpl is None) != (knn_index is None) or (smpl is None) != (smpl_landmarks is None):
+            raise RunFolderError("--smpl, --knn-index and --smpl-landmarks go together")
+        if smpl is None:
+            self.body = BodyModel.procedural()
+            body_landmarks = rig_face_landmarks(self.body)
+        else:
+            self.body = BodyModel.from_file(smpl, knn_index)
+            body_landmarks = face3dmm.smpl_landmarks(self.body, face3dmm.load_landmark_bary(smpl_landmarks))
+        self.body = self.body.to(self.device)
+        face = face3dmm.build_face_model(bfm)
+        self.face = RegisteredFace.from_body_landmarks(face, body_landmarks.cpu()).to(self.device)
+        self.body_kind = "procedural" if smpl is None else "smpl"
         if init_from is not None:
             self._init_from(init_from)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -347,7 +365,14 @@ class Trainer:
             rng=torch.get_rng_state(),
             extra={"config": json.loads(self.cfg.to_json()), "scaler": self.scaler.state_dict()},
         )
-        save_generator(self.run_dir / GENERATOR_FILE, self.G_ema, body="procedural", note=f"step {self.step}")
+        valid_index = self.body.valid_index.cpu() if self.body_kind == "smpl" else None
+        save_generator(
+            self.run_dir / GENERATOR_FILE,
+            self.G_ema,
+            body=self.body_kind,
+            valid_index=valid_index,
+            note=f"step {self.step}",
+        )
 
     def resume(self) -> None:
         path = self.run_dir / STATE_FILE
