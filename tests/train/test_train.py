@@ -242,3 +242,21 @@ def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
         main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
     )
     assert partial.exit_code == 2 and "go together" in partial.output
+
+
+def test_torchrun_two_processes_through_the_cli(dataset, tmp_path):
+    """The real multi-process entry: torchrun -> `aniportrait train` -> gloo on CPU."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    command += ["-m", "aniportrait.cli", "train", "--data", str(dataset), "--out", str(tmp_path / "tr"), "--quiet"]
+    command += ["--device", "cpu", "--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "world 2" in (tmp_path / "tr" / "log.txt").read_text()
+    assert (tmp_path / "tr" / STATE_FILE).is_file()

@@ -333,7 +333,3 @@ def _init_distributed(device: str) -> str:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return "cpu"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

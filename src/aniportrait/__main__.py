@@ -1,0 +1,5 @@
+"""``python -m aniportrait``: the command line."""
+
+from aniportrait.cli import main
+
+main()
