@@ -24,6 +24,7 @@ class TrainConfig:
     face_size: int = (
         0  # [P] face-camera image side; 0 = the portrait's LR side (stage 1: 128) or half the HR side (stage 2: 256)
     )
+    d_max_channels: int = 0  # [G] 400 channels at most; 0 = by model: 400 for sshq512, [ours] 128 for small, 32 for tiny
     pose_sampling: str = "paired"  # [ours] "paired" (camera + pose from one label row) or "independent" (joint pairs)
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"pose_sampling must be paired or independent, got {self.pose_sampling!r}")
         if self.impl not in ("auto", "ref", "triton"):
             raise ValueError(f"impl must be auto, ref or triton, got {self.impl!r}")
+        if self.d_max_channels < 0:
+            raise ValueError(f"d_max_channels must be 0 (by model) or positive, got {self.d_max_channels}")
         for name in ("total_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -110,6 +113,9 @@ def _parse(key: str, raw: str, kind: type):
     except ValueError:
         raise ValueError(f"bad --set {key}={raw}: expected a {kind.__name__}") from None
 
+
+# Discriminator width when d_max_channels is 0.
+D_MAX_CHANNELS_BY_MODEL = {"sshq512": 400, "small": 128, "tiny": 32}
 
 PRESETS = {
     "tiny": TrainConfig(),

@@ -44,7 +44,7 @@ from aniportrait.models import face3dmm
 from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 from aniportrait.train import losses as L
-from aniportrait.train.config import TrainConfig
+from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, TrainConfig
 from aniportrait.train.state import load_training_state, save_training_state
 
 STATE_FILE = "state.safetensors"
@@ -141,7 +141,7 @@ class Trainer:
                 DiscriminatorConfig(
                     whole_size=portrait,
                     face_size=self.face_size,
-                    max_channels=32 if config.model == "tiny" else 400,
+                    max_channels=config.d_max_channels or D_MAX_CHANNELS_BY_MODEL[config.model],
                     weight_whole=config.weight_whole,
                     weight_face=config.weight_face,
                     weight_torso=config.weight_torso,

@@ -1,0 +1,323 @@
+"""Control accuracy and identity consistency: metrics beyond the paper (which reports FID/KID only).
+
+Control errors
+    :func:`control_errors` renders a generator with given labels (camera, pose, expression, identity), asks a
+    pluggable *estimator* to read the labels back from the renders and reports mean absolute errors per label group
+    (:func:`label_errors`):
+
+    - ``camera_deg``: pitch and yaw (and each alone), degrees;
+    - ``head_pose_deg``: joints 12 (neck) and 15 (head), all three Euler angles, degrees;
+    - ``shoulder_pose_deg``: joints 13, 14 (collars), 16, 17 (shoulders), degrees;
+    - ``expression``: mean absolute coefficient error on ``EXPRESSION_COEFFS`` (0..3), the coefficients the
+      synthetic world uses (mouth open, smile, eyes closed, brows).
+
+    An estimator is any callable ``(images [B, 3, H, W], faces [B, 3, F, F]) -> dict`` in [-1, 1] returning some of
+    ``camera`` [B, 2], ``pose`` [B, 6, 3], ``expression`` [B, >= 4]; groups it does not return are not reported.
+    Angle differences are wrapped to [-pi, pi].
+
+SyntheticEstimator
+    The synthetic world's (:mod:`aniportrait.data.synth`) own label reader: a k-nearest-neighbour regressor over a
+    bank of synthetic renders with known labels, rendered with the synth engine at the evaluation resolution.
+    Images are compared as small thumbnails (portrait: darkness ``(1 - mean RGB) / 2`` so the white background is 0
+    and the silhouette dominates; face: grey levels minus their mean). It is deterministic (fixed bank seed) and
+    **valid only for models trained on the synthetic dataset**: for SHHQ-HS models use a real face/pose tracker
+    (e.g. Deep3DFaceRecon for expression and EFT for pose, as the paper's video driving does). Its resolution is the
+    bank's: labels between bank samples are only approximated (a few degrees with a bank of a few thousand).
+
+Identity consistency
+    :func:`identity_consistency` renders every seed under K controls (poses, expressions, cameras), embeds the
+    renders with a feature function (the Inception extractor, or any ``images -> [B, D]`` callable such as a face
+    recogniser) and reports the mean cosine similarity of same-identity pairs (same seed, different controls), of
+    different-identity pairs (different seeds) and their gap (same - different; larger is better).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from aniportrait.eval.inception import EvalError
+
+__all__ = [
+    "EXPRESSION_COEFFS",
+    "HEAD_JOINTS",
+    "SHOULDER_JOINTS",
+    "SyntheticEstimator",
+    "control_errors",
+    "identity_consistency",
+    "label_errors",
+]
+
+POSE_JOINTS = (12, 13, 14, 15, 16, 17)  # the rows of a [N, 6, 3] pose label
+HEAD_JOINTS = (12, 15)
+SHOULDER_JOINTS = (13, 14, 16, 17)
+EXPRESSION_COEFFS = (0, 1, 2, 3)
+BANK_SEED = 20240917  # the SyntheticEstimator's default bank seed (not a training-set seed)
+
+Estimator = Callable[[Tensor, Tensor], dict]
+
+
+def _rows(joints) -> list[int]:
+    return [POSE_JOINTS.index(j) for j in joints]
+
+
+def _angle_error(a: Tensor, b: Tensor) -> Tensor:
+    """|a - b| wrapped to [0, pi], in degrees."""
+    d = torch.remainder(a.double() - b.double() + math.pi, 2 * math.pi) - math.pi
+    return d.abs() * (180.0 / math.pi)
+
+
+def label_errors(estimated: dict, true: dict) -> dict[str, float]:
+    """Mean absolute errors per label group of estimated vs true labels (see the module docstring)."""
+    out: dict[str, float] = {}
+    n = None
+    if "camera" in estimated:
+        err = _angle_error(torch.as_tensor(estimated["camera"]), torch.as_tensor(true["camera"]))
+        out["camera_deg"] = float(err.mean())
+        out["camera_pitch_deg"] = float(err[:, 0].mean())
+        out["camera_yaw_deg"] = float(err[:, 1].mean())
+        n = err.shape[0]
+    if "pose" in estimated:
+        err = _angle_error(torch.as_tensor(estimated["pose"]), torch.as_tensor(true["pose"]))
+        out["head_pose_deg"] = float(err[:, _rows(HEAD_JOINTS)].mean())
+        out["shoulder_pose_deg"] = float(err[:, _rows(SHOULDER_JOINTS)].mean())
+        n = err.shape[0]
+    if "expression" in estimated:
+        idx = list(EXPRESSION_COEFFS)
+        e, t = torch.as_tensor(estimated["expression"]).double(), torch.as_tensor(true["expression"]).double()
+        out["expression"] = float((e[:, idx] - t[:, idx]).abs().mean())
+        n = e.shape[0]
+    if n is None:
+        raise EvalError("the estimator returned none of camera, pose, expression")
+    out["count"] = int(n)
+    return out
+
+
+def _identity_latents(generator, labels: dict, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(z_id, z_noise, betas) of the labels: ``z_id`` (or ``id``), ``betas``, ``z_noise``, or ``seeds``."""
+    from aniportrait.models.generator import sample_identity_latents
+
+    cfg = generator.config
+    if "seeds" in labels:
+        seeds = [int(s) for s in labels["seeds"]]
+        if len(seeds) != n:
+            raise EvalError(f"labels have {len(seeds)} seeds for {n} cameras")
+        return sample_identity_latents(cfg, seeds)
+    z_id = labels.get("z_id", labels.get("id"))
+    if z_id is None:
+        raise EvalError("labels need the identity: 'z_id' (or 'id') and 'betas', or 'seeds'")
+    betas = labels.get("betas", torch.zeros(n, cfg.betas_dim))
+    z_noise = labels.get("z_noise")
+    if z_noise is None:
+        z_noise = torch.randn(n, cfg.z_noise_dim, generator=torch.Generator().manual_seed(int(seed)))
+    return torch.as_tensor(z_id).float(), torch.as_tensor(z_noise).float(), torch.as_tensor(betas).float()
+
+
+@torch.no_grad()
+def _render(generator, body, latents, expression, camera, pose, face_size, stage, impl) -> tuple[Tensor, Tensor]:
+    device = next(generator.parameters()).device
+    tensors = [t.to(device=device, dtype=torch.float32) for t in (*latents, expression, camera, pose)]
+    out = generator.render_train(body, *tensors, face_size=face_size, stage=stage, impl=impl)
+    return out["image"].clamp(-1, 1).cpu(), out["face"].clamp(-1, 1).cpu()
+
+
+@torch.no_grad()
+def control_errors(
+    generator,
+    body,
+    labels: dict,
+    estimator: Estimator,
+    face_size: int | None = None,
+    stage: int = 1,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    impl: str = "auto",
+) -> dict[str, float]:
+    """Render ``labels`` and report the estimator's mean absolute errors per label group.
+
+    Args:
+        generator: an :class:`~aniportrait.models.generator.AniPortraitGenerator`; body: its body model.
+        labels: ``camera`` [N, 2], ``pose`` [N, 6, 3], ``expression`` [N, 64] and the identity: ``z_id`` (or a
+            dataset's ``id``) [N, 80] with ``betas`` [N, 10] (and optionally ``z_noise``; default N(0, I) from
+            ``seed``), or ``seeds`` (N ints, :func:`~aniportrait.models.generator.sample_identity_latents`).
+        estimator: ``(images, faces) -> dict`` of estimated labels, see the module docstring.
+        face_size: face render side (default ``generator.default_face_size(stage)``); stage: 1 (LR) or 2 (HR).
+    """
+    camera = torch.as_tensor(labels["camera"]).float()
+    pose = torch.as_tensor(labels["pose"]).float()
+    expression = torch.as_tensor(labels["expression"]).float()
+    n = camera.shape[0]
+    if pose.shape[0] != n or expression.shape[0] != n or n == 0:
+        raise EvalError(f"labels disagree on N: camera {n}, pose {pose.shape[0]}, expression {expression.shape[0]}")
+    latents = _identity_latents(generator, labels, n, seed)
+    face_size = face_size or generator.default_face_size(stage)
+    estimates: dict[str, list[Tensor]] = {}
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        images, faces = _render(
+            generator, body, [t[sl] for t in latents], expression[sl], camera[sl], pose[sl], face_size, stage, impl
+        )
+        for key, value in estimator(images, faces).items():
+            if key in ("camera", "pose", "expression"):
+                estimates.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())
+    estimated = {key: torch.cat(parts) for key, parts in estimates.items()}
+    return label_errors(estimated, {"camera": camera, "pose": pose, "expression": expression})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _descriptor(images: Tensor, faces: Tensor, thumb: int, face_weight: float) -> Tensor:
+    """[B, 2 thumb^2] float64: portrait darkness thumbnail and mean-free grey face thumbnail."""
+    images, faces = images.double(), faces.double()
+    dark = F.adaptive_avg_pool2d((1.0 - images.mean(dim=1, keepdim=True)) / 2.0, thumb).flatten(1)
+    grey = F.adaptive_avg_pool2d(faces.mean(dim=1, keepdim=True), thumb).flatten(1)
+    grey = grey - grey.mean(dim=1, keepdim=True)
+    return torch.cat([dark, face_weight * grey], dim=1)
+
+
+def _to_signed(pixels: np.ndarray) -> Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class SyntheticEstimator:
+    """k-nearest-neighbour label reader over a bank of synthetic renders (see the module docstring).
+
+    Build one with :meth:`build`; call it as ``estimator(images, faces)`` -> ``{"camera", "pose", "expression"}``.
+    With ``k > 1`` the labels of the k nearest bank renders are averaged with weights ``1 / (distance + 1e-9)``.
+    """
+
+    LABELS = ("camera", "pose", "expression")
+
+    def __init__(self, descriptors: Tensor, labels: dict, *, thumb: int = 16, k: int = 1, face_weight: float = 1.0):
+        if k < 1 or k > len(descriptors):
+            raise EvalError(f"k must be in 1..{len(descriptors)}, got {k}")
+        self.descriptors = descriptors.double()
+        self.labels = {key: torch.as_tensor(np.asarray(labels[key])).float() for key in self.LABELS}
+        self.thumb, self.k, self.face_weight = int(thumb), int(k), float(face_weight)
+
+    @classmethod
+    def build(
+        cls,
+        n: int = 2048,
+        res: int = 64,
+        face_res: int | None = None,
+        *,
+        seed: int = BANK_SEED,
+        thumb: int = 16,
+        k: int = 1,
+        face_weight: float = 1.0,
+        supersample: int = 1,
+    ) -> SyntheticEstimator:
+        """Render a bank of ``n`` synthetic figures (labels from :func:`~aniportrait.data.synth.sample_figures`
+        with ``seed``) at the evaluation resolution ``res`` / ``face_res`` (default ``res // 2``)."""
+        from aniportrait.data import synth
+
+        if n < 1:
+            raise EvalError(f"bank size must be positive, got {n}")
+        figures = synth.sample_figures(seed, n)
+        images, faces = synth.render_figures(figures, res, face_res, supersample=supersample)
+        return cls.from_renders(_to_signed(images), _to_signed(faces), figures.labels(), thumb=thumb, k=k,
+                                face_weight=face_weight)
+
+    @classmethod
+    def from_renders(cls, images: Tensor, faces: Tensor, labels: dict, **kwargs) -> SyntheticEstimator:
+        """A bank from renders in [-1, 1] ([N, 3, H, W], [N, 3, F, F]) and their labels."""
+        thumb, face_weight = kwargs.get("thumb", 16), kwargs.get("face_weight", 1.0)
+        return cls(_descriptor(images, faces, thumb, face_weight), labels, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, faces: Tensor) -> dict[str, Tensor]:
+        query = _descriptor(images.detach().cpu(), faces.detach().cpu(), self.thumb, self.face_weight)
+        dist = torch.cdist(query, self.descriptors)
+        d, idx = dist.topk(self.k, dim=1, largest=False)
+        w = 1.0 / (d + 1e-9)
+        w = (w / w.sum(dim=1, keepdim=True)).float()
+        out = {}
+        for key, table in self.labels.items():
+            picked = table[idx]  # [B, k, ...]
+            shape = (w.shape[0], w.shape[1]) + (1,) * (picked.ndim - 2)
+            out[key] = (picked * w.view(shape)).sum(dim=1)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def identity_consistency(
+    generator,
+    body,
+    seeds: list[int],
+    controls: dict,
+    features: Callable[[Tensor], Tensor],
+    *,
+    use: str = "face",
+    face_size: int | None = None,
+    stage: int = 1,
+    id_bank: Tensor | None = None,
+    impl: str = "auto",
+) -> dict[str, float]:
+    """Same- vs different-identity cosine similarity of renders under several controls.
+
+    Args:
+        seeds: N >= 2 identity seeds (:func:`~aniportrait.models.generator.sample_identity_latents`, optionally
+            from ``id_bank``).
+        controls: K >= 2 controls applied to every seed: ``camera`` [K, 2], ``pose`` [K, 6, 3], ``expression``
+            [K, 64].
+        features: images [B, 3, H, W] in [-1, 1] -> [B, D] (e.g. a :class:`~aniportrait.eval.inception.FIDInception`).
+        use: embed the ``"face"`` renders, the ``"image"`` (portrait) renders, or ``"both"`` (features concatenated).
+
+    Returns:
+        ``same_identity`` (mean cosine over pairs of one seed's renders), ``different_identity`` (mean over pairs of
+        renders of different seeds), ``gap`` (same - different), ``seeds``, ``controls``.
+    """
+    from aniportrait.models.generator import sample_identity_latents
+
+    if use not in ("face", "image", "both"):
+        raise EvalError(f"use must be 'face', 'image' or 'both', got {use!r}")
+    camera = torch.as_tensor(controls["camera"]).float()
+    pose = torch.as_tensor(controls["pose"]).float()
+    expression = torch.as_tensor(controls["expression"]).float()
+    k = camera.shape[0]
+    if len(seeds) < 2 or k < 2 or pose.shape[0] != k or expression.shape[0] != k:
+        raise EvalError(f"need >= 2 seeds and >= 2 controls with matching rows; got {len(seeds)} seeds, controls "
+                        f"camera {k}, pose {pose.shape[0]}, expression {expression.shape[0]}")
+    face_size = face_size or generator.default_face_size(stage)
+    z_id, z_noise, betas = sample_identity_latents(generator.config, list(seeds), id_bank=id_bank)
+    embeddings = []
+    for i in range(len(seeds)):
+        latents = [t[i : i + 1].expand(k, -1) for t in (z_id, z_noise, betas)]
+        images, faces = _render(generator, body, latents, expression, camera, pose, face_size, stage, impl)
+        parts = []
+        if use in ("image", "both"):
+            parts.append(torch.as_tensor(features(images)).double().cpu())
+        if use in ("face", "both"):
+            parts.append(torch.as_tensor(features(faces)).double().cpu())
+        embeddings.append(torch.cat([p.flatten(1) for p in parts], dim=1))
+    emb = F.normalize(torch.cat(embeddings), dim=1)  # [N K, D], rows grouped by seed
+    if not torch.isfinite(emb).all():
+        raise EvalError("the feature function returned NaN or inf")
+    sim = emb @ emb.T
+    owner = torch.arange(len(seeds)).repeat_interleave(k)
+    same = owner[:, None] == owner[None, :]
+    off_diag = ~torch.eye(len(owner), dtype=torch.bool)
+    same_mean = float(sim[same & off_diag].mean())
+    diff_mean = float(sim[~same].mean())
+    return {
+        "same_identity": same_mean,
+        "different_identity": diff_mean,
+        "gap": same_mean - diff_mean,
+        "seeds": len(seeds),
+        "controls": k,
+    }
