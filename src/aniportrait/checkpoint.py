@@ -63,6 +63,25 @@ def save_generator(
     atomic_save(tensors, path, metadata)
 
 
+def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; ``CheckpointError`` naming ``what`` if that fails."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        hint = (
+            " (an official .pt checkpoint? convert it with `aniportrait convert-official`)"
+            if path.endswith((".pt", ".pth"))
+            else ""
+        )
+        raise CheckpointError(f"{path}: not a readable safetensors file ({what}){hint}: {err}") from None
+    return tensors, metadata
+
+
 def _describe(keys: list[str], limit: int = 4) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -80,19 +99,7 @@ def load_generator(
         CheckpointError: the file is missing, not safetensors, not ours, or its tensors don't match the config.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        hint = (
-            " (an official .pt checkpoint? convert it with `aniportrait convert-official`)"
-            if path.endswith((".pt", ".pth"))
-            else ""
-        )
-        raise CheckpointError(f"{path}: not a readable safetensors file{hint}: {err}") from None
+    tensors, metadata = read_safetensors(path, "checkpoint")
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aniportrait generator checkpoint (metadata format is missing)")
     if metadata.get("version") != VERSION:

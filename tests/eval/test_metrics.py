@@ -3,6 +3,7 @@ consistency and the synthetic world's label estimator (all on CPU, small)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -70,8 +71,8 @@ def test_scores_grow_with_shift():
         b = base + shift
         fids.append(frechet_distance(a, b))
         kids.append(kernel_inception_distance(a, b, subsets=20, subset_size=200)["kid"])
-    assert all(x < y for x, y in zip(fids, fids[1:])), fids
-    assert all(x < y for x, y in zip(kids, kids[1:])), kids
+    assert all(x < y for x, y in itertools.pairwise(fids)), fids
+    assert all(x < y for x, y in itertools.pairwise(kids)), kids
     assert fids[0] < 0.5 and abs(kids[0]) < 0.05
     # for equal covariances FID is the squared mean distance: 8 dims x 2^2
     assert fids[-1] == pytest.approx(32.0, rel=0.15)
@@ -334,7 +335,7 @@ def _controls(k, vary=True):
 
 
 def test_identity_consistency_tiny_generator(generator, body):
-    flat = lambda x: x.flatten(1)  # noqa: E731
+    flat = lambda x: x.flatten(1)
     # identical controls: a seed's renders are identical, so same-identity similarity is exactly 1 >= different
     out = identity_consistency(generator, body, [0, 1, 2], _controls(2, vary=False), flat, use="both")
     assert out["same_identity"] == pytest.approx(1.0, abs=1e-6)
@@ -371,7 +372,7 @@ class _ColourGenerator(torch.nn.Module):
 
 
 def test_identity_consistency_identity_sensitive_features():
-    mean_colour = lambda x: x.mean(dim=(2, 3)) + 2.0  # noqa: E731  (positive features; colour = identity)
+    mean_colour = lambda x: x.mean(dim=(2, 3)) + 2.0  # positive features; colour = identity
     out = identity_consistency(_ColourGenerator(), None, [0, 1, 2, 3], _controls(3), mean_colour)
     assert out["same_identity"] > out["different_identity"]
     assert out["gap"] > 0

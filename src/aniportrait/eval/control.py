@@ -224,8 +224,9 @@ class SyntheticEstimator:
             raise EvalError(f"bank size must be positive, got {n}")
         figures = synth.sample_figures(seed, n)
         images, faces = synth.render_figures(figures, res, face_res, supersample=supersample)
-        return cls.from_renders(_to_signed(images), _to_signed(faces), figures.labels(), thumb=thumb, k=k,
-                                face_weight=face_weight)
+        return cls.from_renders(
+            _to_signed(images), _to_signed(faces), figures.labels(), thumb=thumb, k=k, face_weight=face_weight
+        )
 
     @classmethod
     def from_renders(cls, images: Tensor, faces: Tensor, labels: dict, **kwargs) -> SyntheticEstimator:
@@ -291,8 +292,10 @@ def identity_consistency(
     expression = torch.as_tensor(controls["expression"]).float()
     k = camera.shape[0]
     if len(seeds) < 2 or k < 2 or pose.shape[0] != k or expression.shape[0] != k:
-        raise EvalError(f"need >= 2 seeds and >= 2 controls with matching rows; got {len(seeds)} seeds, controls "
-                        f"camera {k}, pose {pose.shape[0]}, expression {expression.shape[0]}")
+        raise EvalError(
+            f"need >= 2 seeds and >= 2 controls with matching rows; got {len(seeds)} seeds, controls "
+            f"camera {k}, pose {pose.shape[0]}, expression {expression.shape[0]}"
+        )
     face_size = face_size or generator.default_face_size(stage)
     z_id, z_noise, betas = sample_identity_latents(generator.config, list(seeds), id_bank=id_bank)
     embeddings = []

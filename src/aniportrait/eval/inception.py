@@ -92,7 +92,7 @@ class _Widths:
         self.width = width
 
     def __call__(self, channels: int) -> int:
-        return max(1, int(round(channels * self.width)))
+        return max(1, round(channels * self.width))
 
 
 class InceptionA(nn.Module):

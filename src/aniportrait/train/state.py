@@ -12,9 +12,8 @@ import json
 import os
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from aniportrait.checkpoint import CheckpointError, atomic_save
+from aniportrait.checkpoint import CheckpointError, atomic_save, read_safetensors
 
 FORMAT = "aniportrait-training-state"
 VERSION = "1"
@@ -72,14 +71,7 @@ def load_training_state(
         (step, torch RNG state, extra metadata).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"training state not found: {path}")
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable training state: {err}") from None
+    tensors, metadata = read_safetensors(path, "training state")
     if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
         raise CheckpointError(f"{path}: not an aniportrait training state (format {metadata.get('format')!r})")
     for name, module in modules.items():
