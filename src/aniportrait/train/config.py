@@ -24,7 +24,9 @@ class TrainConfig:
     face_size: int = (
         0  # [P] face-camera image side; 0 = the portrait's LR side (stage 1: 128) or half the HR side (stage 2: 256)
     )
-    d_max_channels: int = 0  # [G] 400 channels at most; 0 = by model: 400 for sshq512, [ours] 128 for small, 32 for tiny
+    d_max_channels: int = (
+        0  # [G] 400 channels at most; 0 = by model: 400 for sshq512, [ours] 128 for small, 32 for tiny
+    )
     pose_sampling: str = "paired"  # [ours] "paired" (camera + pose from one label row) or "independent" (joint pairs)
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
