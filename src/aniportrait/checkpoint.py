@@ -82,7 +82,18 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
     return tensors, metadata
 
 
-def _describe(keys: list[str], limit: int = 4) -> str:
+def state_dict_diff(expected: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
+    """Sorted (missing, unexpected, mis-shaped) keys of ``given`` against ``expected`` (tensors or shaped arrays)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    misshaped = sorted(
+        k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(getattr(given[k], "shape", ()))
+    )
+    return missing, unexpected, misshaped
+
+
+def describe_keys(keys: list[str], limit: int = 4) -> str:
+    """The first ``limit`` keys, then "and N more"."""
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
@@ -114,19 +125,17 @@ def load_generator(
     except (ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path}: its generator config cannot be built: {err}") from None
     expected = generator.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    misshaped = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    missing, unexpected, misshaped = state_dict_diff(expected, tensors)
     if missing or unexpected or misshaped:
         problems = []
         if missing:
-            problems.append(f"missing {_describe(missing)}")
+            problems.append(f"missing {describe_keys(missing)}")
         if unexpected:
-            problems.append(f"unexpected {_describe(unexpected)}")
+            problems.append(f"unexpected {describe_keys(unexpected)}")
         if misshaped:
             k = misshaped[0]
             problems.append(
-                f"mis-shaped {_describe(misshaped)} (e.g. {k}: {list(tensors[k].shape)} vs {list(expected[k].shape)})"
+                f"mis-shaped {describe_keys(misshaped)} (e.g. {k}: {list(tensors[k].shape)} vs {list(expected[k].shape)})"
             )
         raise CheckpointError(f"{path}: tensors do not match its config: {'; '.join(problems)}")
     generator.load_state_dict(tensors)

@@ -524,23 +524,16 @@ def make_loader(
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}; it must be at least 1")
     generator = torch.Generator().manual_seed(int(seed))
+    sampler = None
     if distributed:
         sampler = DistributedSampler(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=int(seed), drop_last=drop_last
         )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=num_workers,
-            drop_last=drop_last,
-            generator=generator,
-            pin_memory=pin_memory,
-        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,

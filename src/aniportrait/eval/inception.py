@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aniportrait.checkpoint import describe_keys, state_dict_diff
+
 __all__ = [
     "FID_WEIGHTS_FILE",
     "FID_WEIGHTS_URL",
@@ -288,24 +290,16 @@ def _ignored(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _describe(keys: list[str], limit: int = 3) -> str:
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
     """A one-line description of how ``state`` differs from ``model.state_dict()`` (keys and shapes), or None."""
     expected = {k: v for k, v in model.state_dict().items() if not _ignored(k)}
     given = {k: v for k, v in state.items() if not _ignored(k)}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    misshaped = sorted(
-        k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(getattr(given[k], "shape", ()))
-    )
+    missing, unexpected, misshaped = state_dict_diff(expected, given)
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing keys ({_describe(missing)})")
+        problems.append(f"{len(missing)} missing keys ({describe_keys(missing, 3)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_describe(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected keys ({describe_keys(unexpected, 3)})")
     if misshaped:
         k = misshaped[0]
         problems.append(

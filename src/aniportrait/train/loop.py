@@ -38,9 +38,9 @@ from aniportrait.checkpoint import save_generator
 from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expression, sample_identity
+from aniportrait.models import face3dmm
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
-from aniportrait.models import face3dmm
 from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 from aniportrait.train import losses as L
@@ -242,16 +242,23 @@ class Trainer:
 
     # -- losses -----------------------------------------------------------------------------------------------------
 
-    def _adversarial(self, judged: dict[str, torch.Tensor], real: bool | None) -> torch.Tensor:
+    def _d_adversarial(self, real_out: dict[str, torch.Tensor], fake_out: dict[str, torch.Tensor]) -> torch.Tensor:
         weights = self.D.config.weights
-        total = 0.0
-        for name, out in judged.items():
-            logits = out[:, 0]
-            if real is None:
-                total = total + weights[name] * L.g_loss_nonsaturating(logits)
-            else:
-                total = total + weights[name] * (F.softplus(-logits).mean() if real else F.softplus(logits).mean())
-        return total
+        return sum(weights[k] * L.d_loss_nonsaturating(real_out[k][:, 0], fake_out[k][:, 0]) for k in real_out)
+
+    def _g_adversarial(self, judged: dict[str, torch.Tensor]) -> torch.Tensor:
+        weights = self.D.config.weights
+        return sum(weights[k] * L.g_loss_nonsaturating(out[:, 0]) for k, out in judged.items())
+
+    def _optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list) -> None:
+        """Backward (scaled under AMP), average gradients over ranks, clip, step."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.world.all_reduce_grads(params)
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
     def d_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -265,7 +272,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             real_out = self.D.judge(real_inputs)
             fake_out = self.D.judge(self.D.inputs(fake["image"].float(), fake["face"].float()))
-            adversarial = self._adversarial(real_out, True) + self._adversarial(fake_out, False)
+            adversarial = self._d_adversarial(real_out, fake_out)
             camera = cfg.real_pos_lambda * L.camera_loss(real_out["whole"][:, 1:3], real["camera"])
             camera = camera + cfg.pos_lambda * L.camera_loss(fake_out["whole"][:, 1:3], labels["camera"])
         r1 = sum(
@@ -274,13 +281,7 @@ class Trainer:
         )
         loss = adversarial + camera + r1
         self._check_finite("D", {"adversarial": adversarial, "camera": camera, "r1": r1})
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.world.all_reduce_grads(list(self.D.parameters()))
-        self.scaler.unscale_(self.opt_D)
-        torch.nn.utils.clip_grad_norm_(self.D.parameters(), cfg.grad_clip)
-        self.scaler.step(self.opt_D)
-        self.scaler.update()
+        self._optimizer_step(loss, self.opt_D, list(self.D.parameters()))
         return {"d_adv": adversarial.detach().item(), "d_camera": camera.detach().item(), "d_r1": float(r1.detach())}
 
     def g_step(self, step: int) -> dict[str, float]:
@@ -289,7 +290,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             fake = self.render(self.G, labels)
             judged = self.D(fake["image"].float(), fake["face"].float())
-            adversarial = self._adversarial(judged, None)
+            adversarial = self._g_adversarial(judged)
             camera = cfg.pos_lambda * L.camera_loss(judged["whole"][:, 1:3], labels["camera"])
         terms = {"g_adv": adversarial, "g_camera": camera}
         if cfg.stage == 1:
@@ -303,13 +304,7 @@ class Trainer:
             )
         loss = sum(terms.values())
         self._check_finite("G", terms)
-        self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.world.all_reduce_grads(self.g_params)
-        self.scaler.unscale_(self.opt_G)
-        torch.nn.utils.clip_grad_norm_(self.g_params, cfg.grad_clip)
-        self.scaler.step(self.opt_G)
-        self.scaler.update()
+        self._optimizer_step(loss, self.opt_G, self.g_params)
         self._update_ema()
         return {k: v.detach().item() for k, v in terms.items()}
 
