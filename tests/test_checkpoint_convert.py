@@ -17,12 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import aniportrait.checkpoint as ckpt
-from aniportrait.checkpoint import VALID_INDEX_KEY, CheckpointError, load_generator, save_generator
+from aniportrait.checkpoint import ID_BANK_KEY, VALID_INDEX_KEY, CheckpointError, load_generator, save_generator
 from aniportrait.cli import main
 from aniportrait.config import SSHQ512, TINY, GeneratorConfig
 from aniportrait.convert import convert_official
 from aniportrait.models.body import BodyModel, load_smpl_arrays, procedural_rig, rig_valid_index
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
 
 # -- helpers -------------------------------------------------------------------------------------------------------
 
@@ -791,3 +791,35 @@ def test_convert_help_lists_options():
     assert result.exit_code == 0
     for option in ("--knn-index", "--out", "--smpl-out", "weights_only"):
         assert option in result.output
+
+
+# -- the label bank ------------------------------------------------------------------------------------------------
+
+
+def test_id_bank_round_trips_and_drives_identity_sampling(tmp_path):
+    generator = tiny_generator()
+    width = TINY.z_id_dim + TINY.betas_dim
+    generator.id_bank = torch.randn(5, width)
+    path = tmp_path / "bank.safetensors"
+    save_generator(path, generator)
+    assert ID_BANK_KEY in _contents(path)[0]
+    loaded, _, _ = load_generator(path)
+    assert torch.equal(loaded.id_bank, generator.id_bank)
+    z_id, _, betas = sample_identity_latents(TINY, [3], id_bank=loaded.id_bank)
+    rows = torch.cat([z_id, betas], dim=1)
+    assert (rows == loaded.id_bank).all(dim=1).any(), "a seed picks one row of the bank"
+    # Without a bank a checkpoint loads with none (the N(0, I) prior).
+    save_generator(tmp_path / "plain.safetensors", tiny_generator())
+    assert load_generator(tmp_path / "plain.safetensors")[0].id_bank is None
+
+
+@pytest.mark.parametrize(
+    "bank", [torch.randn(4, 7), torch.randn(0, 90), torch.full((2, 90), float("nan")), torch.randn(90)]
+)
+def test_load_rejects_a_bad_id_bank(saved, bank):
+    path, _ = saved
+    tensors, metadata = _contents(path)
+    tensors[ID_BANK_KEY] = bank
+    _rewrite(path, tensors, metadata)
+    with pytest.raises(CheckpointError, match="labels.id_bank must be a finite"):
+        load_generator(path)

@@ -1,7 +1,8 @@
 """Our generator checkpoints: safetensors with the config in the metadata, written atomically.
 
 Layout: the generator's state_dict (release parameter names) plus, optionally, ``body.valid_index`` (int64 [V']: the
-vertex ids eligible for the nearest-vertex lookup). Metadata keys: ``format`` = "aniportrait-generator",
+vertex ids eligible for the nearest-vertex lookup) and ``labels.id_bank`` (float32 [N, z_id_dim + 10]: the training
+data's identity and shape labels, from which identities are drawn). Metadata keys: ``format`` = "aniportrait-generator",
 ``version``, ``config`` (JSON of :class:`aniportrait.config.GeneratorConfig`), ``body`` ("procedural" or "smpl")
 and free-form ``note``. Licensed body-model arrays are never stored.
 """
@@ -21,6 +22,7 @@ from aniportrait.models.generator import AniPortraitGenerator
 FORMAT = "aniportrait-generator"
 VERSION = "1"
 VALID_INDEX_KEY = "body.valid_index"
+ID_BANK_KEY = "labels.id_bank"
 BODIES = ("procedural", "smpl")
 
 
@@ -51,12 +53,14 @@ def save_generator(
     valid_index: torch.Tensor | None = None,
     note: str = "",
 ) -> None:
-    """Save ``generator`` (and the valid-vertex index of the body it was made for) to ``path``."""
+    """Save ``generator`` (with its ``id_bank``, and the valid-vertex index of the body it was made for)."""
     if body not in BODIES:
         raise ValueError(f"body must be one of {', '.join(BODIES)}, got {body!r}")
     tensors = dict(generator.state_dict())
     if valid_index is not None:
         tensors[VALID_INDEX_KEY] = valid_index.to(torch.int64)
+    if generator.id_bank is not None:
+        tensors[ID_BANK_KEY] = generator.id_bank.to(torch.float32)
     metadata = {"format": FORMAT, "version": VERSION, "config": generator.config.to_json(), "body": body}
     if note:
         metadata["note"] = note
@@ -120,6 +124,13 @@ def load_generator(
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: unreadable generator config in the metadata: {err}") from None
     valid_index = tensors.pop(VALID_INDEX_KEY, None)
+    id_bank = tensors.pop(ID_BANK_KEY, None)
+    if id_bank is not None:
+        width = config.z_id_dim + config.betas_dim
+        if id_bank.dim() != 2 or id_bank.shape[1] != width or len(id_bank) == 0 or not id_bank.isfinite().all():
+            raise CheckpointError(
+                f"{path}: {ID_BANK_KEY} must be a finite [N, {width}] label bank, got {list(id_bank.shape)}"
+            )
     try:
         generator = AniPortraitGenerator(config)
     except (ValueError, RuntimeError, TypeError) as err:
@@ -139,4 +150,5 @@ def load_generator(
             )
         raise CheckpointError(f"{path}: tensors do not match its config: {'; '.join(problems)}")
     generator.load_state_dict(tensors)
+    generator.id_bank = None if id_bank is None else id_bank.float()
     return generator.to(device).eval(), metadata, valid_index

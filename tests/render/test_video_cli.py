@@ -158,6 +158,33 @@ def test_png_frames_match_the_video(tiny, keys, tmp_path):
     assert not np.array_equal(frames[0], frames[1])
 
 
+def test_contact_sheet_tiles_evenly_spaced_frames_per_seed(tiny, keys, tmp_path):
+    out = tmp_path / "out"
+    # 2 camera keyframes x 4 frames = 8 frames per seed; 3 columns pick frames 0, 4 (3.5 rounded to even) and 7.
+    args = ["--camera", keys["camera2"], "--n-interval", "4", "--png", "--quiet", "--seeds", "0,1"]
+    result = ok(render(*args, "--contact-sheet", "3", "--out", str(out)))
+    assert "contact_sheet.png" in result.stdout
+    sheet = imageio.imread(out / "contact_sheet.png")
+    gap = 2
+    assert sheet.shape == (2 * HR + gap, 3 * HR + gap * 2, 3)
+    for row, seed in enumerate((0, 1)):
+        for col, frame in enumerate((0, 4, 7)):
+            tile = sheet[row * (HR + gap) : row * (HR + gap) + HR, col * (HR + gap) : col * (HR + gap) + HR]
+            expected = imageio.imread(out / f"frames_{seed}" / f"frame_{frame:05d}.png")
+            np.testing.assert_array_equal(tile, expected)
+    assert (sheet[HR : HR + gap] == 255).all(), "white gaps between rows"
+
+
+def test_sheet_frame_indices():
+    from aniportrait.render.video import sheet_frame_indices
+
+    assert sheet_frame_indices(136, 0) == []
+    assert sheet_frame_indices(136, 1) == [0]
+    assert sheet_frame_indices(136, 5) == [0, 34, 68, 101, 135]  # 33.75 -> 34, 67.5 -> 68, 101.25 -> 101
+    assert sheet_frame_indices(3, 8) == [0, 1, 2]  # fewer frames than columns: each once
+    assert sheet_frame_indices(1, 4) == [0]
+
+
 def test_seeds_are_different_identities_and_deterministic(tiny, keys, tmp_path):
     common = ["--camera", keys["camera2"], "--n-interval", "1", "--png", "--quiet"]
     ok(render(*common, "--seeds", "0-1", "--out", str(tmp_path / "a")))

@@ -111,6 +111,14 @@ def _check_impl(impl: str, device: str) -> None:
     help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs.",
 )
 @click.option("--png", is_flag=True, help="Also write PNG frames.")
+@click.option(
+    "--contact-sheet",
+    "sheet_columns",
+    default=0,
+    type=click.IntRange(0, 64),
+    metavar="N",
+    help="Also write contact_sheet.png: a row per seed of N evenly spaced frames.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def render(
@@ -128,6 +136,7 @@ def render(
     impl,
     precision,
     png,
+    sheet_columns,
     out_dir,
     quiet,
 ) -> None:
@@ -154,7 +163,9 @@ def render(
             raise InputError(f"cannot write to --out {out_dir}: {err.strerror or err}") from None
     except _input_errors() as err:
         raise InputError(str(err)) from None
-    settings = RenderSettings(psi=psi, fps=fps, png=png, impl=impl, precision=precision, progress=not quiet)
+    settings = RenderSettings(
+        psi=psi, fps=fps, png=png, sheet_columns=sheet_columns, impl=impl, precision=precision, progress=not quiet
+    )
     written = render_videos(generator, body, seed_list, frames, out, settings)
     click.echo(f"wrote {len(frames)} frames per seed to {out}/: " + ", ".join(p.name for p in written))
 
@@ -241,7 +252,14 @@ class TrainingFailed(click.ClickException):
 @main.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--config", "preset", default="tiny", show_default=True, type=click.Choice(["tiny", "sshq512"]))
+@click.option(
+    "--config",
+    "preset",
+    default="tiny",
+    show_default=True,
+    type=click.Choice(["tiny", "small", "sshq512"]),
+    help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Generator to start from (stage 2: a stage-1 run).")

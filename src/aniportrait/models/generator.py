@@ -175,6 +175,10 @@ class AniPortraitGenerator(nn.Module):
             "levels", torch.linspace(config.levels_start, config.levels_end, config.num_manifolds), persistent=False
         )
         self._averages: dict[str, Tensor] | None = None
+        # The label bank [N, z_id_dim + betas_dim] of the data the model was trained on, from its checkpoint (the
+        # release ships it as id_shape_sampler_body.npy): identities and truncation averages are drawn from it.
+        # Kept on the CPU and out of the state_dict; None = the N(0, I) prior of sample_identity_latents.
+        self.id_bank: Tensor | None = None
 
     # -- truncation ---------------------------------------------------------------------------------------------
 
@@ -218,11 +222,13 @@ class AniPortraitGenerator(nn.Module):
         Args:
             z_id: [B, z_id_dim], z_noise: [B, z_noise_dim], betas: [B, 10].
             psi: truncation (1 = none); applied to RadianceNet's FiLM parameters and the SR style.
-            id_bank: optional [N, z_id_dim + 10] label bank used for the truncation averages.
+            id_bank: optional [N, z_id_dim + 10] label bank used for the truncation averages (default: the
+                generator's own ``id_bank``).
 
         Returns:
             The :class:`Identity` cache.
         """
+        id_bank = self.id_bank if id_bank is None else id_bank
         lr_features, style = self.manifold_textures(z_id, z_noise, psi=psi, id_bank=id_bank, impl=impl)
         # The release applies the sigmoid to all four SR output channels (GRAM-HD only to alpha).
         hr_textures = torch.sigmoid(self.sr_net(lr_features, style))
@@ -485,7 +491,9 @@ class AniPortraitGenerator(nn.Module):
 
     def generate(self, body, seeds: list[int], camera: Tensor, pose: Tensor, expression: Tensor, **kwargs):
         """Uncached convenience path: prepare the identities of ``seeds`` and render one frame."""
-        z_id, z_noise, betas = (t.to(self.levels.device) for t in sample_identity_latents(self.config, seeds))
+        z_id, z_noise, betas = (
+            t.to(self.levels.device) for t in sample_identity_latents(self.config, seeds, id_bank=self.id_bank)
+        )
         impl = kwargs.pop("impl", "auto")
         identity = self.prepare_identity(z_id, z_noise, betas, impl=impl, **kwargs)
         return self.render_frame(identity, body, camera, pose, expression, impl=impl)

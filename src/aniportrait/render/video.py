@@ -2,7 +2,7 @@
 
 Outputs per seed, in the release's naming: ``video_{seed}_rgb.mp4`` (the portrait), ``video_{seed}_rgb_lr.mp4``
 (the low-resolution render) and ``video_{seed}_depth.mp4`` (inferno-coloured depth), and, on request, PNG frames
-in ``frames_{seed}/``. Every file is written under a temporary name and renamed when the seed is done, so an
+in ``frames_{seed}/`` and a ``contact_sheet.png`` (a row per seed, evenly spaced frames). Every file is written under a temporary name and renamed when the seed is done, so an
 interrupted or failed run leaves no partial output.
 """
 
@@ -48,6 +48,7 @@ class RenderSettings:
     psi: float = 0.7
     fps: int = 25
     png: bool = False
+    sheet_columns: int = 0  # frames per seed in contact_sheet.png; 0 = no sheet
     impl: str = "auto"
     precision: str = "fp32"
     progress: bool = True
@@ -64,6 +65,29 @@ def depth_to_uint8(depth: torch.Tensor, near: float = K.DEPTH_NEAR, far: float =
     lo = np.floor(level).astype(np.int64).clip(0, len(INFERNO) - 2)
     frac = (level - lo)[..., None]
     return ((1 - frac) * INFERNO[lo] + frac * INFERNO[lo + 1]).round().astype(np.uint8)
+
+
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def sheet_frame_indices(num_frames: int, columns: int) -> list[int]:
+    """``columns`` evenly spaced frame indices from the first to the last frame (fewer if there are fewer frames)."""
+    if columns <= 0:
+        return []
+    if columns == 1 or num_frames == 1:
+        return [0]
+    return sorted({round(i * (num_frames - 1) / (columns - 1)) for i in range(columns)})
+
+
+def contact_sheet(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tile rows of equally sized [H, W, 3] uint8 images on a white background with ``gap`` pixels between."""
+    h, w, _ = rows[0][0].shape
+    cols = max(len(r) for r in rows)
+    sheet = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            sheet[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = image
+    return sheet
 
 
 def output_names(seed: int) -> dict[str, str]:
@@ -118,11 +142,15 @@ def render_videos(
     pose = torch.from_numpy(frames.pose).to(device)
     expression = torch.from_numpy(frames.expression).to(device)
     bar = tqdm(total=len(seeds) * len(frames), unit="frame", disable=not settings.progress, desc="render")
+    sheet_indices = set(sheet_frame_indices(len(frames), settings.sheet_columns))
+    sheet_rows: list[list[np.ndarray]] = []
     for seed in seeds:
+        sheet_rows.append([])
         names = output_names(seed)
         staging = Path(tempfile.mkdtemp(prefix=f".render-{seed}-", dir=out))
         try:
-            z_id, z_noise, betas = (t.to(device) for t in sample_identity_latents(generator.config, [seed]))
+            latents = sample_identity_latents(generator.config, [seed], id_bank=generator.id_bank)
+            z_id, z_noise, betas = (t.to(device) for t in latents)
             identity = generator.prepare_identity(z_id, z_noise, betas, psi=settings.psi, impl=settings.impl)
             writers = {k: _writer(staging / names[k], settings.fps) for k in ("rgb", "rgb_lr", "depth")}
             if settings.png:
@@ -144,6 +172,8 @@ def render_videos(
                     writers["depth"].append_data(depth_to_uint8(result["depth"][0]))
                     if settings.png:
                         imageio.imwrite(staging / names["frames"] / f"frame_{i:05d}.png", rgb)
+                    if i in sheet_indices:
+                        sheet_rows[-1].append(rgb)
                     bar.update()
             finally:
                 for w in writers.values():
@@ -159,4 +189,14 @@ def render_videos(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     bar.close()
+    if sheet_indices:
+        fd, tmp = tempfile.mkstemp(prefix=".sheet-", suffix=".png", dir=out)
+        os.close(fd)
+        try:
+            imageio.imwrite(tmp, contact_sheet(sheet_rows))
+            os.replace(tmp, out / CONTACT_SHEET)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        written.append(out / CONTACT_SHEET)
     return written

@@ -27,6 +27,11 @@ class TrainConfig:
     d_max_channels: int = (
         0  # [G] 400 channels at most; 0 = by model: 400 for sshq512, [ours] 128 for small, 32 for tiny
     )
+    shape_prior_steps: int = (
+        0  # [ours] stage-1 warm-up fitting RadianceNet's density to the body (train/shape_prior.py)
+    )
+    sr_prior_steps: int = 0  # [ours] stage-2 warm-up fitting super-resolution to x4 bilinear upsampling
+    train_smoother: bool = True  # [P] the LBS smoother is learnable; [ours] False skips its costly CPU backward
     pose_sampling: str = "paired"  # [ours] "paired" (camera + pose from one label row) or "independent" (joint pairs)
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
@@ -69,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"impl must be auto, ref or triton, got {self.impl!r}")
         if self.d_max_channels < 0:
             raise ValueError(f"d_max_channels must be 0 (by model) or positive, got {self.d_max_channels}")
+        for name in ("shape_prior_steps", "sr_prior_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}")
         for name in ("total_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -121,5 +129,19 @@ D_MAX_CHANNELS_BY_MODEL = {"sshq512": 400, "small": 128, "tiny": 32}
 
 PRESETS = {
     "tiny": TrainConfig(),
+    # The built-in default's CPU recipe (assets/models/MODEL_CARD.md): a short run, so a shape warm-up, larger
+    # generator steps than GRAM's 2e-5, a shorter EMA, and a frozen smoother (its depthwise 3-D convolution backward is a quarter
+    # of a CPU step).
+    "small": TrainConfig(
+        model="small",
+        shape_prior_steps=300,
+        sr_prior_steps=200,
+        train_smoother=False,
+        lr_g=1e-4,
+        ema_decay=0.995,  # a 200-step window: 0.999's 1000 steps would still hold the warm-up at the end
+        total_steps=2000,
+        sample_every=100,
+        checkpoint_every=100,
+    ),
     "sshq512": TrainConfig(model="sshq512", total_steps=100_000, sample_every=1000, checkpoint_every=1000),
 }

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from aniportrait.checkpoint import save_generator
 from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
-from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expression, sample_identity
+from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
 from aniportrait.models import face3dmm
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
@@ -45,6 +45,7 @@ from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 from aniportrait.train import losses as L
 from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, TrainConfig
+from aniportrait.train.shape_prior import fit_density_to_body, fit_sr_to_upsampling
 from aniportrait.train.state import load_training_state, save_training_state
 
 STATE_FILE = "state.safetensors"
@@ -56,6 +57,7 @@ SAMPLES_DIR = "samples"
 SAMPLE_SEEDS = 8  # identities in a sample grid
 # Config values a resumed run may change (the schedule's length and the bookkeeping cadence).
 RESUMABLE_CHANGES = ("total_steps", "log_every", "sample_every", "checkpoint_every", "impl")
+ID_BANK_ROWS = 4096  # label rows a checkpoint carries (4096 x 90 float32 = 1.5 MB)
 IMITATION_POINTS = 4096  # canonical samples per image for the imitation and smoothness losses
 
 
@@ -79,6 +81,14 @@ class World:
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
+
+    def broadcast(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers into every process's ``module``."""
+        if self.size == 1:
+            return
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor, src=0)
 
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Average gradients over processes (one flat buffer, a deterministic reduction order per backend)."""
@@ -162,6 +172,7 @@ class Trainer:
         self.body_kind = "procedural" if smpl is None else "smpl"
         if init_from is not None:
             self._init_from(init_from)
+        self.G.id_bank = self._checkpoint_id_bank()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.g_params = self._trainable_generator_params()
         self.opt_G = torch.optim.Adam(
@@ -179,13 +190,21 @@ class Trainer:
         for p in self.G.parameters():
             p.requires_grad_(False)
         if self.cfg.stage == 1:
-            modules = [self.G.radiance_net, self.G.sample_net, self.G.deform_net, self.G.smoother]
+            modules = [self.G.radiance_net, self.G.sample_net, self.G.deform_net]
+            modules += [self.G.smoother] if self.cfg.train_smoother else []
             params = [p for m in modules for p in m.parameters()]
         else:
             params = list(self.G.sr_net.parameters()) + list(self.G.radiance_net.output_feature.parameters())
         for p in params:
             p.requires_grad_(True)
         return params
+
+    def _checkpoint_id_bank(self) -> torch.Tensor:
+        """The dataset's [id, betas] label rows (at most ``ID_BANK_ROWS``, a seeded subset) that checkpoints carry."""
+        bank = id_bank(self.bank).float().cpu()
+        if len(bank) > ID_BANK_ROWS:
+            bank = bank[torch.randperm(len(bank), generator=_seeded(self.cfg.seed, 0xBA4C))[:ID_BANK_ROWS]]
+        return bank
 
     def _init_from(self, path: str | os.PathLike) -> None:
         from aniportrait.checkpoint import load_generator
@@ -390,6 +409,24 @@ class Trainer:
             self.scaler.load_state_dict(extra["scaler"])
         self.step = step
 
+    def _warm_up(self) -> None:
+        """The stage's warm-up before step 0 (train/shape_prior.py); the EMA starts from its result."""
+        cfg = self.cfg
+        steps, fit, what = (
+            (cfg.shape_prior_steps, fit_density_to_body, "shape warm-up, occupancy")
+            if cfg.stage == 1
+            else (cfg.sr_prior_steps, fit_sr_to_upsampling, "upsampling warm-up, texture")
+        )
+        if not steps:
+            return
+        start = time.perf_counter()
+        losses = fit(self, steps)
+        self.world.broadcast(self.G)  # ranks drew different labels: every replica takes rank 0's result
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self._log(
+            f"{what} loss {losses[0]:.4f} -> {losses[-1]:.4f} in {steps} steps, {time.perf_counter() - start:.1f} s"
+        )
+
     def _log(self, line: str) -> None:
         if self.world.rank == 0:
             with open(self.run_dir / LOG_FILE, "a") as f:
@@ -421,6 +458,8 @@ class Trainer:
             self.resume()
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not self.progress or self.world.rank != 0)
         self._log(f"start at step {self.step}: stage {cfg.stage}, model {cfg.model}, world {self.world.size}")
+        if self.step == 0:
+            self._warm_up()
         while self.step < cfg.total_steps:
             start = time.perf_counter()
             stats = self.d_step(self.step)

@@ -1,0 +1,109 @@
+"""The warm-ups of short runs: body occupancy, the density fit (stage 1) and the upsampling fit (stage 2)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_train import FAST, write_dataset
+
+from aniportrait.checkpoint import load_generator
+from aniportrait.models.body import BodyModel
+from aniportrait.train.config import PRESETS, TrainConfig
+from aniportrait.train.loop import GENERATOR_FILE, Trainer
+from aniportrait.train.shape_prior import (
+    canonical_occupancy,
+    fit_density_to_body,
+    fit_sr_to_upsampling,
+    vertex_normals,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.procedural()
+
+
+def octahedron():
+    verts = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float64)
+    faces = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    return verts[None], faces
+
+
+def test_vertex_normals_point_outwards_with_unit_length():
+    verts, faces = octahedron()
+    normals = vertex_normals(verts, faces)
+    torch.testing.assert_close(normals, verts)  # each vertex of a centred octahedron: normal = its direction
+    assert torch.allclose(normals.norm(dim=-1), torch.ones(1, 6, dtype=torch.float64))
+
+
+def test_occupancy_is_one_inside_the_body_and_zero_outside(body):
+    verts, _ = body._smpl(torch.zeros(1, 10), body.mean_pose.expand(1, -1, -1, -1))
+    lo, hi = verts.min(1).values[0], verts.max(1).values[0]
+    centre = body.joints(torch.zeros(1, 10), torch.zeros(1, 6, 3))[0, 15]  # the head joint, inside the head
+    outside = torch.stack([hi + 0.1, lo - 0.1, torch.stack([lo[0] - 0.1, hi[1] + 0.1, hi[2] + 0.1])])
+    points = torch.cat([centre[None], outside])[None]
+    occupancy = canonical_occupancy(body, points)
+    assert occupancy[0, 0] > 0.99
+    assert (occupancy[0, 1:] < 0.01).all()
+
+
+def test_occupancy_flips_across_the_surface(body):
+    """Just inside and just outside every 50th vertex (along its normal): 1 and 0."""
+    verts, _ = body._smpl(torch.zeros(1, 10), body.mean_pose.expand(1, -1, -1, -1))
+    normals = vertex_normals(verts, body.smpl_model.faces_tensor.long())
+    v, n = verts[:, ::50], normals[:, ::50]
+    step = 0.01
+    inside, outside = canonical_occupancy(body, v - step * n), canonical_occupancy(body, v + step * n)
+    assert (inside > 0.5).float().mean() > 0.95
+    assert (outside < 0.5).float().mean() > 0.95
+
+
+def test_density_fit_lowers_the_occupancy_error_and_leaves_other_networks(dataset, tmp_path):
+    trainer = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    losses = fit_density_to_body(trainer, 150)
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses[::10]
+    after = trainer.G.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"radiance_net"}
+
+
+def test_upsampling_fit_trains_super_resolution_only(dataset, tmp_path):
+    trainer = Trainer(TrainConfig(total_steps=1, stage=2, **FAST), dataset, tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    losses = fit_sr_to_upsampling(trainer, 50)
+    assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses[::5]
+    after = trainer.G.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"sr_net"}
+
+
+def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
+    config = TrainConfig(total_steps=1, shape_prior_steps=3, train_smoother=False, **FAST)
+    trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
+    assert not any(p is q for p in trainer.g_params for q in trainer.G.smoother.parameters())
+    smoother = {k: v.clone() for k, v in trainer.G.smoother.state_dict().items()}
+    trainer.run()
+    assert "shape warm-up, occupancy loss" in (tmp_path / "run" / "log.txt").read_text()
+    for k, v in trainer.G.smoother.state_dict().items():
+        assert torch.equal(v, smoother[k]), "a frozen smoother stays as initialised"
+    # The checkpoint carries the dataset's [id, betas] rows: renders draw identities the model was trained on.
+    generator, _, _ = load_generator(tmp_path / "run" / GENERATOR_FILE)
+    labels = np.load(dataset / "labels.npz")
+    expected = torch.from_numpy(np.concatenate([labels["id"], labels["betas"]], axis=1))
+    torch.testing.assert_close(generator.id_bank, expected)
+
+
+def test_small_preset_is_the_documented_cpu_recipe():
+    small = PRESETS["small"]
+    assert small.model == "small" and small.shape_prior_steps > 0 and small.sr_prior_steps > 0
+    assert not small.train_smoother
+    with pytest.raises(ValueError, match="shape_prior_steps"):
+        TrainConfig(shape_prior_steps=-1)
