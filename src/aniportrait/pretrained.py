@@ -1,9 +1,10 @@
 """The built-in default model and the body model that goes with a checkpoint.
 
-Until a trained default ships inside the package (``assets/models/default.safetensors``), the default is a
-deterministic initialisation: the ``small`` config, ``torch.manual_seed(DEFAULT_INIT_SEED)`` for every network, then
-:func:`aniportrait.models.generator.init_planar_manifolds`. It renders the untrained textures on planar manifolds
-that follow the body's pose: it shows the pipeline working, not a portrait.
+The default is the ``small`` model trained by this project on its synthetic dataset, shipped at
+``assets/models/default.safetensors``; ``assets/models/MODEL_CARD.md`` records how it was trained. Where that file
+is absent (a source tree stripped of its assets), the default falls back to a deterministic initialisation: the
+``small`` config, ``torch.manual_seed(DEFAULT_INIT_SEED)`` for every network, then
+:func:`aniportrait.models.generator.init_planar_manifolds`, which shows the pipeline working, not a portrait.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ BUILTIN_CHECKPOINT = ("models", "default.safetensors")
 
 
 def builtin_checkpoint_path() -> str | None:
-    """Path of the packaged trained default, or None while there is none."""
+    """Path of the packaged trained default, or None where it is absent."""
     path = resources.files("aniportrait.assets").joinpath(*BUILTIN_CHECKPOINT)
     return str(path) if path.is_file() else None
 

@@ -260,3 +260,13 @@ def test_torchrun_two_processes_through_the_cli(dataset, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "world 2" in (tmp_path / "tr" / "log.txt").read_text()
     assert (tmp_path / "tr" / STATE_FILE).is_file()
+
+
+def test_lazy_r1_runs_every_kth_step_with_k_times_the_weight(dataset, tmp_path):
+    lazy = Trainer(TrainConfig(total_steps=1, r1_every=2, **FAST), dataset, tmp_path / "lazy", progress=False)
+    every = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "every", progress=False)
+    first, second = lazy.d_step(0)["d_r1"], lazy.d_step(1)["d_r1"]
+    assert second == 0.0
+    assert first == pytest.approx(2 * every.d_step(0)["d_r1"], rel=1e-5)
+    with pytest.raises(ValueError, match="r1_every"):
+        TrainConfig(r1_every=0)

@@ -1,5 +1,6 @@
 """The warm-ups of short runs: body occupancy, the density fit (stage 1) and the upsampling fit (stage 2)."""
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,9 @@ from aniportrait.models.body import BodyModel
 from aniportrait.train.config import PRESETS, TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, Trainer
 from aniportrait.train.shape_prior import (
-    canonical_occupancy,
+    BOX,
+    CanonicalBody,
+    box_points,
     fit_density_to_body,
     fit_sr_to_upsampling,
     vertex_normals,
@@ -43,25 +46,31 @@ def test_vertex_normals_point_outwards_with_unit_length():
 
 
 def test_occupancy_is_one_inside_the_body_and_zero_outside(body):
-    verts, _ = body._smpl(torch.zeros(1, 10), body.mean_pose.expand(1, -1, -1, -1))
-    lo, hi = verts.min(1).values[0], verts.max(1).values[0]
+    canonical = CanonicalBody.of(body)
+    lo, hi = canonical.verts.min(0).values, canonical.verts.max(0).values
     centre = body.joints(torch.zeros(1, 10), torch.zeros(1, 6, 3))[0, 15]  # the head joint, inside the head
     outside = torch.stack([hi + 0.1, lo - 0.1, torch.stack([lo[0] - 0.1, hi[1] + 0.1, hi[2] + 0.1])])
-    points = torch.cat([centre[None], outside])[None]
-    occupancy = canonical_occupancy(body, points)
-    assert occupancy[0, 0] > 0.99
-    assert (occupancy[0, 1:] < 0.01).all()
+    occupancy = canonical.occupancy(torch.cat([centre[None], outside]))
+    assert occupancy[0] > 0.99
+    assert (occupancy[1:] < 0.01).all()
 
 
 def test_occupancy_flips_across_the_surface(body):
     """Just inside and just outside every 50th vertex (along its normal): 1 and 0."""
-    verts, _ = body._smpl(torch.zeros(1, 10), body.mean_pose.expand(1, -1, -1, -1))
-    normals = vertex_normals(verts, body.smpl_model.faces_tensor.long())
-    v, n = verts[:, ::50], normals[:, ::50]
+    canonical = CanonicalBody.of(body)
+    v, n = canonical.verts[::50], canonical.normals[::50]
     step = 0.01
-    inside, outside = canonical_occupancy(body, v - step * n), canonical_occupancy(body, v + step * n)
+    inside, outside = canonical.occupancy(v - step * n), canonical.occupancy(v + step * n)
     assert (inside > 0.5).float().mean() > 0.95
     assert (outside < 0.5).float().mean() > 0.95
+
+
+def test_box_points_cover_the_texture_region_and_the_body_part_of_it(body):
+    points = box_points(20000, torch.Generator().manual_seed(0))
+    lo, hi = torch.tensor(BOX).T
+    assert ((points >= lo) & (points <= hi)).all()
+    inside = CanonicalBody.of(body).occupancy(points).mean()
+    assert 0.05 < inside < 0.6  # the figure fills part of the box, not none or all of it
 
 
 def test_density_fit_lowers_the_occupancy_error_and_leaves_other_networks(dataset, tmp_path):
@@ -86,12 +95,14 @@ def test_upsampling_fit_trains_super_resolution_only(dataset, tmp_path):
 
 
 def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
-    config = TrainConfig(total_steps=1, shape_prior_steps=3, train_smoother=False, **FAST)
+    config = TrainConfig(total_steps=1, shape_prior_steps=3, shape_prior_lambda=2.0, train_smoother=False, **FAST)
     trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
     assert not any(p is q for p in trainer.g_params for q in trainer.G.smoother.parameters())
     smoother = {k: v.clone() for k, v in trainer.G.smoother.state_dict().items()}
     trainer.run()
     assert "shape warm-up, occupancy loss" in (tmp_path / "run" / "log.txt").read_text()
+    stats = json.loads((tmp_path / "run" / "stats.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(stats["shape"]) and stats["shape"] > 0, "the occupancy loss stays on as a regulariser"
     for k, v in trainer.G.smoother.state_dict().items():
         assert torch.equal(v, smoother[k]), "a frozen smoother stays as initialised"
     # The checkpoint carries the dataset's [id, betas] rows: renders draw identities the model was trained on.

@@ -30,6 +30,7 @@ class TrainConfig:
     shape_prior_steps: int = (
         0  # [ours] stage-1 warm-up fitting RadianceNet's density to the body (train/shape_prior.py)
     )
+    shape_prior_lambda: float = 0.0  # [ours] weight of the warm-up's occupancy loss kept on during stage 1
     sr_prior_steps: int = 0  # [ours] stage-2 warm-up fitting super-resolution to x4 bilinear upsampling
     train_smoother: bool = True  # [P] the LBS smoother is learnable; [ours] False skips its costly CPU backward
     pose_sampling: str = "paired"  # [ours] "paired" (camera + pose from one label row) or "independent" (joint pairs)
@@ -44,6 +45,7 @@ class TrainConfig:
     amp: bool = True  # [G][H] mixed precision, on CUDA only
     # -- adversarial losses
     r1_gamma: float = 1.0  # [G][A] R1 weight at 128 (GRAM-HD uses 5 at 512: set it for stage 2)
+    r1_every: int = 1  # [ours] lazy R1 (StyleGAN2): every k-th D step, weighted by k; 1 = every step as [G][A]
     weight_whole: float = 0.1  # [P] D_whole
     weight_face: float = 1.0  # [P] D_face
     weight_torso: float = 0.5  # [P] D_torso
@@ -77,7 +79,7 @@ class TrainConfig:
         for name in ("shape_prior_steps", "sr_prior_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}")
-        for name in ("total_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+        for name in ("r1_every", "total_steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -135,6 +137,7 @@ PRESETS = {
     "small": TrainConfig(
         model="small",
         shape_prior_steps=300,
+        shape_prior_lambda=5.0,
         sr_prior_steps=200,
         train_smoother=False,
         lr_g=1e-4,

@@ -45,7 +45,14 @@ from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 from aniportrait.train import losses as L
 from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, TrainConfig
-from aniportrait.train.shape_prior import fit_density_to_body, fit_sr_to_upsampling
+from aniportrait.train.shape_prior import (
+    SHAPE_PRIOR_POINTS,
+    CanonicalBody,
+    box_points,
+    density_prior_loss,
+    fit_density_to_body,
+    fit_sr_to_upsampling,
+)
 from aniportrait.train.state import load_training_state, save_training_state
 
 STATE_FILE = "state.safetensors"
@@ -170,6 +177,7 @@ class Trainer:
         face = face3dmm.build_face_model(bfm)
         self.face = RegisteredFace.from_body_landmarks(face, body_landmarks.cpu()).to(self.device)
         self.body_kind = "procedural" if smpl is None else "smpl"
+        self.canonical_body = CanonicalBody.of(self.body)
         if init_from is not None:
             self._init_from(init_from)
         self.G.id_bank = self._checkpoint_id_bank()
@@ -285,8 +293,9 @@ class Trainer:
         labels = self.fake_labels(step, 0)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
             fake = self.render(self.G, labels)
+        lazy_r1 = step % cfg.r1_every == 0
         real_inputs = {
-            k: v.detach().requires_grad_(True) for k, v in self.D.inputs(real["image"], real["face"]).items()
+            k: v.detach().requires_grad_(lazy_r1) for k, v in self.D.inputs(real["image"], real["face"]).items()
         }
         with torch.autocast(self.device.type, enabled=self.amp):
             real_out = self.D.judge(real_inputs)
@@ -294,10 +303,13 @@ class Trainer:
             adversarial = self._d_adversarial(real_out, fake_out)
             camera = cfg.real_pos_lambda * L.camera_loss(real_out["whole"][:, 1:3], real["camera"])
             camera = camera + cfg.pos_lambda * L.camera_loss(fake_out["whole"][:, 1:3], labels["camera"])
-        r1 = sum(
-            self.D.config.weights[k] * L.r1_penalty(real_out[k][:, 0].float(), real_inputs[k], cfg.r1_gamma)
-            for k in real_out
-        )
+        r1 = torch.zeros((), device=self.device)
+        if lazy_r1:
+            r1 = sum(
+                self.D.config.weights[k]
+                * L.r1_penalty(real_out[k][:, 0].float(), real_inputs[k], cfg.r1_gamma * cfg.r1_every)
+                for k in real_out
+            )
         loss = adversarial + camera + r1
         self._check_finite("D", {"adversarial": adversarial, "camera": camera, "r1": r1})
         self._optimizer_step(loss, self.opt_D, list(self.D.parameters()))
@@ -314,6 +326,11 @@ class Trainer:
         terms = {"g_adv": adversarial, "g_camera": camera}
         if cfg.stage == 1:
             terms.update(self._deformation_losses(fake, labels, step))
+            if cfg.shape_prior_lambda:
+                g = _seeded(cfg.seed, step, self.world.rank, 3)
+                points = box_points(SHAPE_PRIOR_POINTS, g, self.device)
+                target = self.canonical_body.occupancy(points)
+                terms["shape"] = cfg.shape_prior_lambda * density_prior_loss(self.G, labels, points, target)
         if self.face_estimator is not None:
             # Eq. 9: landmarks of the 3DMM from the sampled coefficients vs from those estimated on the render.
             est_id, est_exp = self.face_estimator(fake["face"].float())

@@ -5,9 +5,11 @@ Shape (stage 1, ``shape_prior_steps``): fit RadianceNet's density to the canonic
 A randomly initialised RadianceNet fills the whole canonical box with a faint fog, and the discriminators first
 have to carve a figure out of it: thousands of steps that a CPU run cannot afford. The warm-up is a geometric
 initialisation in the spirit of SDF-sphere starts (StyleSDF, GRAM's SampleNet init): for ``shape_prior_steps``
-steps, the alpha of the manifold textures is regressed onto the soft occupancy of the body model's canonical
-(mean-pose, mean-shape) mesh, for random identities. Only the density path moves in practice; colour, the
-manifolds and the deformation are left to the GAN. Occupancy works for any mesh (procedural rig or SMPL): a
+steps, RadianceNet's alpha at random points of the canonical box is regressed onto the soft occupancy of the body
+model's canonical (mean-pose, mean-shape) mesh, for random identities. Colour, the manifolds and the deformation
+are left to the GAN. With ``shape_prior_lambda`` > 0 the same loss stays on as a stage-1 regulariser: it keeps the
+adversarial game from growing floaters and losing the silhouette in a run too short to correct them (it also
+discourages volume beyond the body, such as hair, which the GAN must then earn). Occupancy works for any mesh (procedural rig or SMPL): a
 point's signed distance is approximated by its offset from the nearest vertex along that vertex's normal.
 
 Upsampling (stage 2, ``sr_prior_steps``): a randomly initialised super-resolution network outputs noise, so the
@@ -17,9 +19,13 @@ onto the x4 bilinear upsampling of the low-resolution RGBA textures; the GAN the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from aniportrait import constants as K
 
 # Width (canonical units) of the sigmoid that softens the occupancy edge: about a texel of the small config.
 OCCUPANCY_SOFTNESS = 0.005
@@ -27,6 +33,14 @@ NEAREST_CHUNK = 4096  # query points per distance matrix (4096 x 6890 floats = 1
 # Adam rates of the warm-ups (plain regressions, so larger than the GAN's).
 SHAPE_PRIOR_LR = 1e-3
 SR_PRIOR_LR = 3e-3
+SHAPE_PRIOR_POINTS = 8192  # random canonical points per step
+# Canonical region (lo, hi) per axis that the manifold textures reach: the texture box in x and y, the orthogonal
+# rays' depth range in z.
+BOX = (
+    (-K.SAMPLE_SCALE, K.SAMPLE_SCALE),
+    (K.SAMPLE_CENTER - K.SAMPLE_SCALE, K.SAMPLE_CENTER + K.SAMPLE_SCALE),
+    (K.ORTHO_ORIGIN_Z - K.ORTHO_T_FAR, K.ORTHO_ORIGIN_Z - K.ORTHO_T_NEAR),
+)
 
 
 def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
@@ -40,65 +54,68 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     return F.normalize(normals, dim=-1)
 
 
-@torch.no_grad()
-def canonical_occupancy(body, points: Tensor, betas: Tensor | None = None) -> Tensor:
-    """Soft occupancy in [0, 1] of canonical points [B, P, 3] by the body's canonical mesh (1 inside).
+@dataclass(frozen=True)
+class CanonicalBody:
+    """The body's canonical mesh (mean pose, mean shape), vertices and unit normals [V, 3], for occupancy queries."""
 
-    Args:
-        body: a :class:`aniportrait.models.body.BodyModel`.
-        points: canonical units, as the manifold textures' hits.
-        betas: [B, 10] shape coefficients (default: mean shape).
-    """
-    B = points.shape[0]
-    if betas is None:
-        betas = points.new_zeros(B, 10)
-    verts, _ = body._smpl(betas.to(body.mean_pose.dtype), body.mean_pose.expand(B, -1, -1, -1))
-    faces = body.smpl_model.faces_tensor.long().to(points.device)
-    verts = verts.to(points.dtype)
-    normals = vertex_normals(verts, faces)
-    signed = torch.empty(points.shape[:2], dtype=points.dtype, device=points.device)
-    for start in range(0, points.shape[1], NEAREST_CHUNK):
-        chunk = points[:, start : start + NEAREST_CHUNK]
-        nearest = torch.cdist(chunk, verts).argmin(dim=-1)  # [B, p]
-        v = torch.gather(verts, 1, nearest[..., None].expand(-1, -1, 3))
-        n = torch.gather(normals, 1, nearest[..., None].expand(-1, -1, 3))
-        signed[:, start : start + NEAREST_CHUNK] = ((chunk - v) * n).sum(-1)
-    return torch.sigmoid(-signed / OCCUPANCY_SOFTNESS)
+    verts: Tensor
+    normals: Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, body) -> CanonicalBody:
+        """From a :class:`aniportrait.models.body.BodyModel` (procedural rig or SMPL)."""
+        dtype = body.mean_pose.dtype
+        verts, _ = body._smpl(torch.zeros(1, 10, dtype=dtype, device=body.mean_pose.device), body.mean_pose[None])
+        normals = vertex_normals(verts, body.smpl_model.faces_tensor.long().to(verts.device))
+        return cls(verts[0].float(), normals[0].float())
+
+    @torch.no_grad()
+    def occupancy(self, points: Tensor) -> Tensor:
+        """Soft occupancy in [0, 1] (1 inside) of canonical points [..., 3]."""
+        flat = points.reshape(-1, 3).float()
+        signed = torch.empty(len(flat), device=flat.device)
+        for start in range(0, len(flat), NEAREST_CHUNK):
+            chunk = flat[start : start + NEAREST_CHUNK]
+            nearest = torch.cdist(chunk, self.verts).argmin(dim=-1)
+            signed[start : start + NEAREST_CHUNK] = ((chunk - self.verts[nearest]) * self.normals[nearest]).sum(-1)
+        return torch.sigmoid(-signed / OCCUPANCY_SOFTNESS).reshape(points.shape[:-1]).to(points.dtype)
+
+
+def box_points(n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> Tensor:
+    """``n`` uniform canonical points [n, 3] in the region the manifold textures cover (``BOX``)."""
+    lo, hi = torch.tensor(BOX).T
+    return (lo + (hi - lo) * torch.rand(n, 3, generator=generator)).to(device)
+
+
+def density_prior_loss(G, labels: dict[str, Tensor], points: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error between RadianceNet's alpha at canonical ``points`` [P, 3] (for each identity of
+    ``labels``) and the body's occupancy ``target`` [P]: the warm-up's loss, and the optional regulariser
+    ``shape_prior_lambda`` of stage 1."""
+    freq, phase = G.radiance_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
+    batch = freq.shape[0]
+    view_dir = points.new_tensor([0.0, 0.0, -1.0]).expand(batch, 1, 3)
+    _, sigma, _ = G.radiance_net.features(points.expand(batch, -1, -1), freq, phase, view_dir)
+    alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma[..., 0].float()))
+    return (alpha - target).square().mean()
 
 
 def fit_density_to_body(trainer, steps: int) -> list[float]:
     """Run the warm-up on ``trainer.G`` (stage 1, before step 0); returns the loss of each step.
 
-    Each step draws identities from the dataset's labels (deterministically from the seed) and regresses the
-    alpha of every valid texel of the low-resolution manifold textures onto the canonical occupancy of its point.
-    Adam (``SHAPE_PRIOR_LR``) on RadianceNet only; the manifolds stay fixed, so the texel points
-    and their occupancy are computed once.
+    Each step draws identities from the dataset's labels and ``SHAPE_PRIOR_POINTS`` canonical points
+    (deterministically from the seed) and regresses RadianceNet's alpha there onto the body's occupancy, with Adam
+    (``SHAPE_PRIOR_LR``) on RadianceNet only.
     """
-    from aniportrait import constants as K
-    from aniportrait.ops import manifold_intersect
-    from aniportrait.render.cameras import orthogonal_rays
-
     G, cfg = trainer.G, trainer.cfg
-    res, S, M = G.config.lr_img_size, G.config.num_samples, G.config.num_manifolds
     device = G.levels.device
-    with torch.no_grad():
-        grid_w = orthogonal_rays(res, S, batch=1, device=device, dtype=torch.float32) * K.WARP_SCALE
-        s = G.sample_net(grid_w)[..., 0]
-        hits_w, valid = manifold_intersect(s, grid_w, G.levels, two_sided=True, min_step=K.MIN_STEP, impl=cfg.impl)
-        hits = (hits_w / K.WARP_SCALE).reshape(1, res * res * M, 3)
-        target = canonical_occupancy(trainer.body, hits)  # [1, P]
-        valid = valid.reshape(1, -1).float()
-    params = list(G.radiance_net.parameters())
-    optimizer = torch.optim.Adam(params, lr=SHAPE_PRIOR_LR, betas=(0.9, 0.99))
-    view_dir = torch.tensor([0.0, 0.0, -1.0], device=device).expand(cfg.batch_size, 1, 3)
+    body = trainer.canonical_body
+    optimizer = torch.optim.Adam(G.radiance_net.parameters(), lr=SHAPE_PRIOR_LR, betas=(0.9, 0.99))
     losses = []
     for step in range(steps):
         labels = trainer.fake_labels(step, 0x5A9E)
-        freq, phase = G.radiance_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
-        points = hits.expand(cfg.batch_size, -1, -1)
-        _, sigma, _ = G.radiance_net.features(points, freq, phase, view_dir)
-        alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma[..., 0]))
-        loss = (valid * (alpha - target).square()).sum() / (valid.sum() * cfg.batch_size)
+        points = box_points(SHAPE_PRIOR_POINTS, torch.Generator().manual_seed(cfg.seed * 100_003 + step), device)
+        loss = density_prior_loss(G, labels, points, body.occupancy(points))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
