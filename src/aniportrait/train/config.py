@@ -131,14 +131,15 @@ D_MAX_CHANNELS_BY_MODEL = {"sshq512": 400, "small": 128, "tiny": 32}
 
 PRESETS = {
     "tiny": TrainConfig(),
-    # The built-in default's CPU recipe (assets/models/MODEL_CARD.md): a short run, so a shape warm-up, larger
-    # generator steps than GRAM's 2e-5, a shorter EMA, and a frozen smoother (its depthwise 3-D convolution backward is a quarter
-    # of a CPU step).
+    # The built-in default's CPU recipe (assets/models/MODEL_CARD.md has the exact commands: 300 steps of this, then
+    # 1,200 at lr_g 3e-5, then stage 2). A short run, so: the warm-ups and the occupancy regulariser, larger
+    # generator steps than GRAM's 2e-5, a shorter EMA, and a frozen smoother (its depthwise 3-D convolution
+    # backward is a quarter of a CPU step).
     "small": TrainConfig(
         model="small",
         shape_prior_steps=300,
         shape_prior_lambda=5.0,
-        sr_prior_steps=200,
+        sr_prior_steps=1000,
         train_smoother=False,
         lr_g=1e-4,
         ema_decay=0.995,  # a 200-step window: 0.999's 1000 steps would still hold the warm-up at the end

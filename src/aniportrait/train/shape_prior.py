@@ -123,6 +123,14 @@ def fit_density_to_body(trainer, steps: int) -> list[float]:
     return losses
 
 
+def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Error of RGBA textures [N, 4, H, W]: alpha everywhere, colour weighted by the target's alpha (most texels
+    are empty, and an unweighted colour error lets the network settle for one mean colour where it shows)."""
+    weight = target[:, 3:]
+    colour = (weight * (output[:, :3] - target[:, :3]).square()).sum() / (3 * weight.sum()).clamp_min(1e-6)
+    return colour + (output[:, 3] - target[:, 3]).square().mean()
+
+
 def fit_sr_to_upsampling(trainer, steps: int) -> list[float]:
     """Run the stage-2 warm-up on ``trainer.G.sr_net`` (before step 0); returns the loss of each step.
 
@@ -138,7 +146,7 @@ def fit_sr_to_upsampling(trainer, steps: int) -> list[float]:
             target = F.interpolate(lr_features[:, :4], scale_factor=4, mode="bilinear", align_corners=False)
         style = G.sr_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
         output = torch.sigmoid(G.sr_net(lr_features, style))
-        loss = (output - target.clamp(0, 1)).square().mean()
+        loss = upsampling_loss(output, target.clamp(0, 1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
