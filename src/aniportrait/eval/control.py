@@ -107,7 +107,7 @@ def _identity_latents(generator, labels: dict, n: int, seed: int) -> tuple[Tenso
         seeds = [int(s) for s in labels["seeds"]]
         if len(seeds) != n:
             raise EvalError(f"labels have {len(seeds)} seeds for {n} cameras")
-        return sample_identity_latents(cfg, seeds, id_bank=generator.id_bank)
+        return sample_identity_latents(cfg, seeds, id_bank=getattr(generator, "id_bank", None))
     z_id = labels.get("z_id", labels.get("id"))
     if z_id is None:
         raise EvalError("labels need the identity: 'z_id' (or 'id') and 'betas', or 'seeds'")
@@ -297,7 +297,7 @@ def identity_consistency(
             f"camera {k}, pose {pose.shape[0]}, expression {expression.shape[0]}"
         )
     face_size = face_size or generator.default_face_size(stage)
-    id_bank = generator.id_bank if id_bank is None else id_bank
+    id_bank = getattr(generator, "id_bank", None) if id_bank is None else id_bank
     z_id, z_noise, betas = sample_identity_latents(generator.config, list(seeds), id_bank=id_bank)
     embeddings = []
     for i in range(len(seeds)):
