@@ -2,8 +2,9 @@
 
 Outputs per seed, in the release's naming: ``video_{seed}_rgb.mp4`` (the portrait), ``video_{seed}_rgb_lr.mp4``
 (the low-resolution render) and ``video_{seed}_depth.mp4`` (inferno-coloured depth), and, on request, PNG frames
-in ``frames_{seed}/`` and a ``contact_sheet.png`` (a row per seed, evenly spaced frames). Every file is written under a temporary name and renamed when the seed is done, so an
-interrupted or failed run leaves no partial output.
+in ``frames_{seed}/``, and a ``contact_sheet.png`` (a row per seed, evenly spaced frames). Every file is written
+under a temporary name and renamed when its seed (for the sheet: the last seed) is done, so an interrupted or failed
+run leaves no partial output.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aniportrait import constants as K
+from aniportrait.checkpoint import atomic_write
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.keyframes import Keyframes
 
@@ -190,13 +192,7 @@ def render_videos(
             shutil.rmtree(staging, ignore_errors=True)
     bar.close()
     if sheet_indices:
-        fd, tmp = tempfile.mkstemp(prefix=".sheet-", suffix=".png", dir=out)
-        os.close(fd)
-        try:
-            imageio.imwrite(tmp, contact_sheet(sheet_rows))
-            os.replace(tmp, out / CONTACT_SHEET)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        sheet = contact_sheet(sheet_rows)
+        atomic_write(out / CONTACT_SHEET, lambda tmp: imageio.imwrite(tmp, sheet))
         written.append(out / CONTACT_SHEET)
     return written
