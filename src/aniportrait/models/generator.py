@@ -125,6 +125,11 @@ def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
     net.output_layer.bias[0] = intercept - slope * PLANAR_RELU_BIAS
 
 
+def texture_alpha(sigma: Tensor) -> Tensor:
+    """Alpha of a low-resolution texel from RadianceNet's raw density: ``1 - exp(-DELTA_ALPHA * softplus(sigma))``."""
+    return -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma))
+
+
 def _chunked(fn, *inputs: Tensor, dim: int = 1, chunk: int = CHUNK_POINTS):
     """Apply ``fn`` to slices of ``inputs`` along ``dim`` and concatenate each of its outputs."""
     n = inputs[0].shape[dim]
@@ -269,7 +274,7 @@ class AniPortraitGenerator(nn.Module):
         # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
         view_dir = torch.tensor([0.0, 0.0, -1.0], device=z.device, dtype=z.dtype).expand(B, 1, 3)
         rgb, sigma, feature = _chunked(lambda p: self.radiance_net.features(p, freq, phase, view_dir), hits)
-        alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma)) * valid.reshape(B, -1, 1)
+        alpha = texture_alpha(sigma) * valid.reshape(B, -1, 1)
         texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
         return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
 

@@ -46,9 +46,7 @@ from aniportrait.models.generator import AniPortraitGenerator, init_planar_manif
 from aniportrait.train import losses as L
 from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, TrainConfig
 from aniportrait.train.shape_prior import (
-    SHAPE_PRIOR_POINTS,
     CanonicalBody,
-    box_points,
     density_prior_loss,
     fit_density_to_body,
     fit_sr_to_upsampling,
@@ -327,10 +325,9 @@ class Trainer:
         if cfg.stage == 1:
             terms.update(self._deformation_losses(fake, labels, step))
             if cfg.shape_prior_lambda:
-                g = _seeded(cfg.seed, step, self.world.rank, 3)
-                points = box_points(SHAPE_PRIOR_POINTS, g, self.device)
-                target = self.canonical_body.occupancy(points)
-                terms["shape"] = cfg.shape_prior_lambda * density_prior_loss(self.G, labels, points, target)
+                points_rng = _seeded(cfg.seed, step, self.world.rank, 3)
+                shape = density_prior_loss(self.G, self.canonical_body, labels, points_rng)
+                terms["shape"] = cfg.shape_prior_lambda * shape
         if self.face_estimator is not None:
             # Eq. 9: landmarks of the 3DMM from the sampled coefficients vs from those estimated on the render.
             est_id, est_exp = self.face_estimator(fake["face"].float())

@@ -9,8 +9,9 @@ steps, RadianceNet's alpha at random points of the canonical box is regressed on
 model's canonical (mean-pose, mean-shape) mesh, for random identities. Colour, the manifolds and the deformation
 are left to the GAN. With ``shape_prior_lambda`` > 0 the same loss stays on as a stage-1 regulariser: it keeps the
 adversarial game from growing floaters and losing the silhouette in a run too short to correct them (it also
-discourages volume beyond the body, such as hair, which the GAN must then earn). Occupancy works for any mesh (procedural rig or SMPL): a
-point's signed distance is approximated by its offset from the nearest vertex along that vertex's normal.
+discourages volume beyond the body, such as hair, which the GAN must then earn). Occupancy works for any mesh
+(procedural rig or SMPL): a point's signed distance is approximated by its offset from the nearest vertex along
+that vertex's normal.
 
 Upsampling (stage 2, ``sr_prior_steps``): a randomly initialised super-resolution network outputs noise, so the
 high-resolution discriminators would first have to teach it to upsample at all. The warm-up regresses its output
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aniportrait import constants as K
+from aniportrait.models.generator import texture_alpha
 
 # Width (canonical units) of the sigmoid that softens the occupancy edge: about a texel of the small config.
 OCCUPANCY_SOFTNESS = 0.005
@@ -88,16 +90,16 @@ def box_points(n: int, generator: torch.Generator, device: torch.device | str = 
     return (lo + (hi - lo) * torch.rand(n, 3, generator=generator)).to(device)
 
 
-def density_prior_loss(G, labels: dict[str, Tensor], points: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error between RadianceNet's alpha at canonical ``points`` [P, 3] (for each identity of
-    ``labels``) and the body's occupancy ``target`` [P]: the warm-up's loss, and the optional regulariser
-    ``shape_prior_lambda`` of stage 1."""
+def density_prior_loss(G, body: CanonicalBody, labels: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+    """Mean squared error between RadianceNet's alpha and the body's occupancy at ``SHAPE_PRIOR_POINTS`` canonical
+    points drawn with ``generator``, for each identity of ``labels``: the warm-up's loss, and the optional
+    regulariser ``shape_prior_lambda`` of stage 1."""
+    points = box_points(SHAPE_PRIOR_POINTS, generator, G.levels.device)
     freq, phase = G.radiance_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
     batch = freq.shape[0]
     view_dir = points.new_tensor([0.0, 0.0, -1.0]).expand(batch, 1, 3)
     _, sigma, _ = G.radiance_net.features(points.expand(batch, -1, -1), freq, phase, view_dir)
-    alpha = -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma[..., 0].float()))
-    return (alpha - target).square().mean()
+    return (texture_alpha(sigma[..., 0].float()) - body.occupancy(points)).square().mean()
 
 
 def fit_density_to_body(trainer, steps: int) -> list[float]:
@@ -108,14 +110,12 @@ def fit_density_to_body(trainer, steps: int) -> list[float]:
     (``SHAPE_PRIOR_LR``) on RadianceNet only.
     """
     G, cfg = trainer.G, trainer.cfg
-    device = G.levels.device
-    body = trainer.canonical_body
     optimizer = torch.optim.Adam(G.radiance_net.parameters(), lr=SHAPE_PRIOR_LR, betas=(0.9, 0.99))
     losses = []
     for step in range(steps):
         labels = trainer.fake_labels(step, 0x5A9E)
-        points = box_points(SHAPE_PRIOR_POINTS, torch.Generator().manual_seed(cfg.seed * 100_003 + step), device)
-        loss = density_prior_loss(G, labels, points, body.occupancy(points))
+        points_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+        loss = density_prior_loss(G, trainer.canonical_body, labels, points_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
