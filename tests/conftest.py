@@ -25,3 +25,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def body():
+    """The built-in procedural body rig."""
+    from aniportrait.models.body import BodyModel
+
+    return BodyModel.procedural()
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """A tiny generator (seed 0) on planar manifolds."""
+    from aniportrait.config import TINY
+    from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
+
+    torch.manual_seed(0)
+    g = AniPortraitGenerator(TINY).eval()
+    init_planar_manifolds(g)
+    return g

@@ -28,8 +28,6 @@ from aniportrait.eval.metrics import (
     frechet_distance,
     kernel_inception_distance,
 )
-from aniportrait.models.body import BodyModel
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
 
 FRONT = math.pi / 2
 
@@ -220,19 +218,6 @@ def test_weights_roundtrip_and_bad_files(tmp_path):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Control errors and the synthetic estimator
-
-
-@pytest.fixture(scope="module")
-def body():
-    return BodyModel.procedural()
-
-
-@pytest.fixture(scope="module")
-def generator():
-    torch.manual_seed(0)
-    g = AniPortraitGenerator(TINY).eval()
-    init_planar_manifolds(g)
-    return g
 
 
 def _labels(n, seed=0):

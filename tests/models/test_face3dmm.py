@@ -10,7 +10,6 @@ import scipy.io
 import torch
 
 from aniportrait.constants import SMPL_NUM_FACES
-from aniportrait.models.body import BodyModel
 from aniportrait.models.face3dmm import (
     BFM_ENV_VAR,
     CANONICAL_PER_METRE,
@@ -43,11 +42,6 @@ MM = 1e-2  # decimetres per millimetre (the model unit)
 @pytest.fixture(scope="module")
 def face():
     return procedural_3dmm()
-
-
-@pytest.fixture(scope="module")
-def body():
-    return BodyModel.procedural()
 
 
 @pytest.fixture(scope="module")

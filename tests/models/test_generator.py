@@ -8,24 +8,10 @@ import torch
 from aniportrait import constants as K
 from aniportrait.config import SSHQ512, TINY
 from aniportrait.kernels._testing import assert_close
-from aniportrait.models.body import BodyModel
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.cameras import portrait_rays
 
 FRONT = (math.pi / 2, math.pi / 2)
-
-
-@pytest.fixture(scope="module")
-def body():
-    return BodyModel.procedural()
-
-
-@pytest.fixture(scope="module")
-def generator():
-    torch.manual_seed(0)
-    g = AniPortraitGenerator(TINY).eval()
-    init_planar_manifolds(g)
-    return g
 
 
 def _controls(n, yaw=0.0, head=0.0, expression=0.0):

@@ -9,7 +9,6 @@ import torch
 from test_train import FAST, write_dataset
 
 from aniportrait.checkpoint import load_generator
-from aniportrait.models.body import BodyModel
 from aniportrait.train.config import PRESETS, TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, Trainer
 from aniportrait.train.shape_prior import (
@@ -25,11 +24,6 @@ from aniportrait.train.shape_prior import (
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data") / "ds")
-
-
-@pytest.fixture(scope="module")
-def body():
-    return BodyModel.procedural()
 
 
 def octahedron():
