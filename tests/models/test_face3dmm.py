@@ -30,9 +30,7 @@ from aniportrait.models.face3dmm import (
     umeyama,
 )
 
-RELEASE_BARY = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "release-smpl" / "smpl_face_landmarks_bary.npy"
-)
+RELEASE_BARY = Path(__file__).resolve().parents[1] / "fixtures" / "release-smpl" / "smpl_face_landmarks_bary.npy"
 JAW, BROWS, NOSE, EYES, MOUTH = range(17), range(17, 27), range(27, 36), range(36, 48), range(48, 68)
 UPPER_LIDS = [37, 38, 43, 44]
 HEAD_BOX_X, HEAD_BOX_Y = (-0.07, 0.07), (-0.09, 0.1)  # canonical units

@@ -218,10 +218,9 @@ def test_landmark_loss_turns_on_with_a_face_estimator(dataset, tmp_path):
     assert calls and np.isfinite(stats["landmark"]) and stats["landmark"] > 0
 
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "release-smpl"
+RELEASE_SMPL = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "release-smpl"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/release-smpl")
 def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
     from aniportrait.models.body import procedural_rig
 
@@ -230,14 +229,14 @@ def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
     result = CliRunner().invoke(
         main,
         ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet", "--smpl", str(smpl)]
-        + ["--knn-index", str(SHARED / "valid_smpl_knn_index.npy")]
-        + ["--smpl-landmarks", str(SHARED / "smpl_face_landmarks_bary.npy")]
+        + ["--knn-index", str(RELEASE_SMPL / "valid_smpl_knn_index.npy")]
+        + ["--smpl-landmarks", str(RELEASE_SMPL / "smpl_face_landmarks_bary.npy")]
         + ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"],
     )
     assert result.exit_code == 0, result.output
     _, metadata, valid_index = load_generator(tmp_path / "run" / GENERATOR_FILE)
     assert metadata["body"] == "smpl"
-    assert torch.equal(valid_index, torch.from_numpy(np.load(SHARED / "valid_smpl_knn_index.npy")))
+    assert torch.equal(valid_index, torch.from_numpy(np.load(RELEASE_SMPL / "valid_smpl_knn_index.npy")))
     partial = CliRunner().invoke(
         main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
     )
