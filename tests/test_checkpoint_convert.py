@@ -160,7 +160,8 @@ def test_save_writes_a_temporary_file_in_the_same_folder_then_renames(tmp_path, 
     def spy(tensors, filename, metadata=None):
         seen.append(filename)
         assert not target.exists()  # the target never exists half-written
-        assert os.path.dirname(os.path.abspath(filename)) == str(tmp_path)  # same filesystem: rename is atomic
+        staging_folder = os.path.dirname(os.path.abspath(filename))  # beside the target: the rename is atomic
+        assert os.path.dirname(staging_folder) == str(tmp_path) and os.path.basename(staging_folder).startswith(".tmp-")
         assert os.path.abspath(filename) != str(target)
         save_file(tensors, filename, metadata=metadata)
 

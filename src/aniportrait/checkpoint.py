@@ -10,8 +10,6 @@ and free-form ``note``. Licensed body-model arrays are never stored.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 
 from aniportrait.config import GeneratorConfig
 from aniportrait.models.generator import AniPortraitGenerator
+from aniportrait.staging import atomic_write
 
 FORMAT = "aniportrait-generator"
 VERSION = "1"
@@ -31,24 +30,8 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not fit the model; the message says which and what to do."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``: never a partial
-    file. The temporary name keeps ``path``'s suffix, so writers that pick the format by extension still work."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically (:func:`atomic_write`)."""
+    """Write a safetensors file atomically (:func:`aniportrait.staging.atomic_write`)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

@@ -4,7 +4,9 @@ Outputs per seed, in the release's naming: ``video_{seed}_rgb.mp4`` (the portrai
 (the low-resolution render) and ``video_{seed}_depth.mp4`` (inferno-coloured depth), and, on request, PNG frames
 in ``frames_{seed}/``, and a ``contact_sheet.png`` (a row per seed, evenly spaced frames). Every file is written
 under a temporary name and renamed when its seed (for the sheet: the last seed) is done, so an interrupted or failed
-run leaves no partial output.
+run leaves no partial output. A run killed outright (SIGKILL) leaves its hidden staging folder or temporary file; the
+next render into the folder removes those whose process is gone (:mod:`aniportrait.staging`). Outputs get the modes
+the umask gives ordinary files and folders.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from aniportrait import constants as K
-from aniportrait.checkpoint import atomic_write
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.keyframes import Keyframes
+from aniportrait.staging import atomic_write, create_dir, owned_prefix, remove_stale
 
 VIDEO_QUALITY = 8  # imageio/ffmpeg quality, as the release's mimwrite
 # Inferno colour map (an approximation of matplotlib's) as control points at 0, 1/8, ..., 1, linearly interpolated.
@@ -105,7 +107,7 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
     """Create ``out_dir`` if needed and check that files can be written there; raise ``OSError`` otherwise."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+    with tempfile.NamedTemporaryFile(dir=out, prefix=owned_prefix("write-test")):
         pass
     return out
 
@@ -132,13 +134,14 @@ def render_videos(
         body: the body model matching the generator.
         seeds: identity seeds.
         frames: per-frame controls (see :func:`aniportrait.render.keyframes.interpolate`).
-        out_dir: existing, writable folder.
+        out_dir: existing, writable folder; stale staging entries of dead renders in it are removed first.
 
     Returns:
         The written paths.
     """
     device = generator.levels.device
     out = Path(out_dir)
+    remove_stale(out)
     written: list[Path] = []
     camera = torch.from_numpy(frames.camera).to(device)
     pose = torch.from_numpy(frames.pose).to(device)
@@ -149,7 +152,7 @@ def render_videos(
     for seed in seeds:
         sheet_rows.append([])
         names = output_names(seed)
-        staging = Path(tempfile.mkdtemp(prefix=f".render-{seed}-", dir=out))
+        staging = Path(create_dir(out, "render", label=f"{seed}-"))
         try:
             latents = sample_identity_latents(generator.config, [seed], id_bank=generator.id_bank)
             z_id, z_noise, betas = (t.to(device) for t in latents)
