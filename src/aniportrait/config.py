@@ -39,6 +39,9 @@ class GeneratorConfig:
     smoother_depth_kernel: int = 5  # LbsSmoother kernel along the samples
     smoother_spatial_kernel: int = 9  # LbsSmoother kernel across the image
     knn_stride: int = 2  # inverse skinning runs on every knn_stride-th row, column and sample
+    # Factor on RadianceNet's input coordinates (1 in the release): it scales every spatial frequency of the
+    # radiance field, so a model with coarse textures can keep its field below their Nyquist limit.
+    radiance_input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.hr_img_size != 4 * self.lr_img_size:
@@ -48,6 +51,8 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be a multiple of knn_stride={self.knn_stride}")
         if self.num_samples < 2 or self.num_samples_fine < 2 or self.num_manifolds < 1:
             raise ValueError("need at least 2 samples per ray and 1 manifold")
+        if not (math.isfinite(self.radiance_input_scale) and self.radiance_input_scale > 0):
+            raise ValueError(f"radiance_input_scale must be positive, got {self.radiance_input_scale}")
 
     @property
     def z_dim(self) -> int:

@@ -119,3 +119,42 @@ def test_full_size_generator_has_the_release_parameter_count():
     g = AniPortraitGenerator(SSHQ512)
     assert sum(p.numel() for p in g.parameters()) == 5_570_696
     assert len(g.state_dict()) == 234  # 244 release keys minus the duplicated smoother (2) and SMPL buffers (8)
+
+
+# -- dual-camera training renders ----------------------------------------------------------------------------------
+
+
+def _striped_field(period: float):
+    """A RadianceNet stand-in: opaque everywhere, colour = stripes along canonical x with ``period``."""
+
+    def features(points, freq, phase, view_dir):
+        stripes = 0.5 + 0.4 * torch.sin(2 * math.pi * points[..., :1] / period)
+        rgb = stripes.expand(*points.shape[:-1], 3)
+        sigma = torch.full_like(points[..., :1], 1e4)
+        return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
+
+    return features
+
+
+@torch.no_grad()
+def test_stage1_face_view_holds_detail_finer_than_a_portrait_texel(body, monkeypatch):
+    """The face camera evaluates the field at its own intersections: stripes one texel apart, which the manifold
+    textures sample at a single phase (flat), show in the face image at full contrast."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(TINY).eval()
+    from aniportrait.models.generator import init_planar_manifolds
+
+    init_planar_manifolds(generator)
+    texel = 2 * K.SAMPLE_SCALE / (TINY.lr_img_size - 1)  # texture texels sit at linspace(-0.22, 0.22, H)
+    monkeypatch.setattr(generator.radiance_net, "features", _striped_field(period=texel))
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0])
+    camera, pose, expression = _controls(1)
+    face_size = 32  # 0.21 units / 32 px: about 4.4 face pixels per stripe period
+    out = generator.render_train(body, z_id, z_noise, betas, expression, camera, pose, face_size=face_size, impl="ref")
+    face, portrait = out["face"][0, 0], out["image"][0, 0]
+    centre = slice(face_size // 4, 3 * face_size // 4)
+    face_contrast = float(face[centre, centre].std())
+    lr = TINY.lr_img_size
+    portrait_contrast = float(portrait[lr // 4 : 3 * lr // 4, lr // 4 : 3 * lr // 4].std())
+    assert face_contrast > 0.4, "the face view shows the stripes"
+    assert portrait_contrast < 0.05, "the textures cannot hold them: one texel apart, they sample one phase"

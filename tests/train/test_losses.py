@@ -18,6 +18,7 @@ from aniportrait.models.discriminator import (
 )
 from aniportrait.models.smoother import LbsSmoother
 from aniportrait.train import losses as L
+from aniportrait.train.config import TrainConfig
 
 # -- discriminators ------------------------------------------------------------------------------------------------
 
@@ -107,11 +108,8 @@ def test_torso_crop_takes_the_lower_quarter_rows():
         torso_crop(torch.zeros(1, 3, 10, 10))
 
 
-def test_multi_discriminator_inputs_weights_and_gradients():
+def test_multi_discriminator_inputs_and_gradients():
     md = MultiDiscriminator(TINY_DISCRIMINATOR)
-    assert md.weights == {"whole": 0.1, "face": 1.0, "torso": 0.5}
-    assert (disc.WEIGHT_WHOLE, disc.WEIGHT_FACE, disc.WEIGHT_TORSO) == (L.WEIGHT_WHOLE, L.WEIGHT_FACE, L.WEIGHT_TORSO)
-    assert L.LossWeights().discriminators == md.weights
     assert md.torso.img_shape == (4, 16)
     portrait = torch.randn(2, 3, 16, 16, requires_grad=True)
     face = torch.randn(2, 3, 16, 16, requires_grad=True)
@@ -121,7 +119,7 @@ def test_multi_discriminator_inputs_weights_and_gradients():
     assert {k: tuple(v.shape) for k, v in out.items()} == {"whole": (2, 3), "face": (2, 3), "torso": (2, 3)}
     (d_torso,) = torch.autograd.grad(out["torso"][:, 0].sum(), portrait, retain_graph=True)
     assert d_torso[:, :, :12].abs().sum() == 0 and d_torso[:, :, 12:].abs().sum() > 0  # lower quarter only
-    total = sum(md.weights[k] * L.g_loss_nonsaturating(v[:, 0]) for k, v in out.items())
+    total = sum({"whole": 0.1, "face": 1.0, "torso": 0.5}[k] * L.g_loss_nonsaturating(v[:, 0]) for k, v in out.items())
     total.backward()
     assert portrait.grad[:, :, :12].abs().sum() > 0 and face.grad.abs().sum() > 0
     for name in ("whole", "face", "torso"):
@@ -191,7 +189,6 @@ def test_camera_loss_zero_at_target_and_mse_otherwise():
     target = torch.tensor([[1.5, 1.6], [1.55, 1.4]])
     assert L.camera_loss(target.clone(), target).item() == 0.0
     torch.testing.assert_close(L.camera_loss(target + torch.tensor([0.1, -0.3]), target), torch.tensor(0.05))
-    assert L.LossWeights().pos_lambda == 15.0 and L.LossWeights().real_pos_lambda == 15.0
 
 
 # -- deformation and 3DMM losses -----------------------------------------------------------------------------------
@@ -236,7 +233,7 @@ def test_expression_smoothness_zero_for_identical_displacements_and_grows_with_r
     freq, phase = net.mapping(torch.randn(2, 144))
     points = torch.rand(2, 64, 3) * 0.2 - 0.1
     _, d0 = net(points, freq, phase)
-    _, d1 = net(points + L.EXP_SMOOTH_SIGMA * torch.randn_like(points), freq, phase)
+    _, d1 = net(points + TrainConfig().exp_smooth_sigma * torch.randn_like(points), freq, phase)
     assert L.expression_smoothness(d0, d1).item() == 0.0
     nn.init.normal_(net.final_layer.weight, std=0.1)
     noise = torch.randn_like(points)
@@ -299,9 +296,9 @@ def test_landmark_loss():
     assert L.landmark_loss(pred, target, weights).item() == 0.0
 
 
-def test_loss_weight_defaults():
-    w = L.LossWeights()
-    assert (w.whole, w.face, w.torso) == (0.1, 1.0, 0.5)
-    assert w.r1_gamma == 1.0 and L.R1_GAMMA_STAGE2 == 5.0
-    assert w.imitation == 20.0
-    assert all(v >= 0 for v in vars(w).values())
+def test_loss_weight_defaults_are_the_papers_and_live_in_the_training_config():
+    config = TrainConfig()
+    assert (config.weight_whole, config.weight_face, config.weight_torso) == (0.1, 1.0, 0.5)
+    assert config.r1_gamma == 1.0 and config.pos_lambda == 15.0 and config.imitation_lambda == 20.0
+    for name in ("WEIGHT_WHOLE", "LossWeights", "R1_GAMMA", "POS_LAMBDA", "IMITATION_LAMBDA"):
+        assert not hasattr(L, name) and not hasattr(disc, name), f"{name}: one source for each weight"

@@ -255,14 +255,24 @@ class TrainingFailed(click.ClickException):
 @click.option(
     "--config",
     "preset",
-    default="tiny",
-    show_default=True,
+    default=None,
     type=click.Choice(["tiny", "small", "sshq512"]),
-    help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's).",
+    help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's)  "
+    "[default: tiny; on --resume, the run's own settings].",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--init-from", type=click.Path(dir_okay=False), help="Generator to start from (stage 2: a stage-1 run).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out exactly where it stopped, with the settings in its config.json; only total_steps "
+    "and the logging, sample, snapshot and checkpoint intervals may be changed with --set.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=True),
+    help="Start from a generator file (.safetensors) or another run (its folder or state.safetensors: generator, EMA "
+    "and discriminators), e.g. stage 2 from a stage-1 run.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: per rank).")
 @click.option("--smpl", type=click.Path(dir_okay=False), help="Train on SMPL: SMPL_NEUTRAL.pkl/.npz (plain numpy).")
 @click.option("--knn-index", type=click.Path(dir_okay=False), help="With --smpl: valid_smpl_knn_index.npy.")
@@ -287,25 +297,35 @@ def train(
 ) -> None:
     """Train AniPortraitGAN (stage 1 or 2, see --set stage=2) on a dataset; multi-GPU with torchrun.
 
-    The run folder gets config.json, log.txt, stats.jsonl, samples/*.png, state.safetensors (every state, for
-    --resume) and generator.safetensors (the EMA generator, for `aniportrait render --checkpoint`).
+    The run folder gets config.json, log.txt, stats.jsonl, snapshots.jsonl, samples/*.png, state.safetensors (every
+    state, for --resume) and generator.safetensors (the EMA generator, for `aniportrait render --checkpoint`).
     """
     import os
 
-    from aniportrait.train.config import PRESETS
+    from aniportrait.train.config import PRESETS, ConfigError, parse_overrides
+    from aniportrait.train.run_folder import RunFolder, RunFolderError
 
+    folder = RunFolder(run_dir)
     try:
-        config = PRESETS[preset].with_overrides(list(overrides))
-    except ValueError as err:
+        values = parse_overrides(overrides)
+        requested = PRESETS[preset].with_overrides(overrides) if preset else None
+        if resume:
+            config = folder.resume_config(requested, values)
+        else:
+            config = requested or PRESETS["tiny"].with_overrides(overrides)
+            folder.check_new()
+        if init_from is not None and not os.path.exists(init_from):
+            raise RunFolderError(f"--init-from {init_from}: no such file or folder")
+        if init_from is not None and resume:
+            raise RunFolderError("--init-from starts a new run; it cannot be combined with --resume")
+    except (ConfigError, RunFolderError) as err:
         raise InputError(str(err)) from None
     if dry_run:
         click.echo(config.to_json())
         return
     from aniportrait.data.dataset import DatasetError
-    from aniportrait.train.loop import STATE_FILE, RunFolderError, Trainer, TrainingError
+    from aniportrait.train.loop import Trainer, TrainingError
 
-    if not resume and os.path.exists(os.path.join(run_dir, STATE_FILE)):
-        raise InputError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         device = _init_distributed(device)
@@ -325,7 +345,7 @@ def train(
             progress=not quiet,
         )
         trainer.run(resume=resume)
-    except (DatasetError, RunFolderError, *_input_errors()) as err:
+    except (DatasetError, RunFolderError, ConfigError, *_input_errors()) as err:
         raise InputError(str(err)) from None
     except TrainingError as err:
         raise TrainingFailed(str(err)) from None
@@ -334,7 +354,7 @@ def train(
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    click.echo(f"trained to step {trainer.step}; generator: {os.path.join(run_dir, 'generator.safetensors')}")
+    click.echo(f"trained to step {trainer.step}; generator: {folder.generator}")
 
 
 @main.command("eval")

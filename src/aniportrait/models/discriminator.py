@@ -43,10 +43,6 @@ COORD_CHANNELS = 2
 # Camera outputs after the logit: (pitch, yaw) [G].
 POSE_OUTPUTS = 2
 
-# Loss weights of the three discriminators [P §3.5: "lambda_whole = 0.1, lambda_face = 1.0, D_torso = 0.5"].
-WEIGHT_WHOLE = 0.1
-WEIGHT_FACE = 1.0
-WEIGHT_TORSO = 0.5
 # The torso discriminator sees rows [H - H // TORSO_FRACTION, H) of the portrait, all columns [P: "the lower 1/4"].
 TORSO_FRACTION = 4
 
@@ -198,21 +194,14 @@ def torso_crop(image: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """Sizes and weights of the three discriminators (defaults: stage 1, 128^2 portrait and face [P §3.6])."""
+    """Sizes of the three discriminators (defaults: stage 1, 128^2 portrait and face [P §3.6]). Their loss weights
+    are training settings (:class:`aniportrait.train.config.TrainConfig`)."""
 
     whole_size: int = 128  # [P] portrait side: 128 (stage 1), 512 (stage 2); the torso strip is (whole/4, whole)
     face_size: int = 128  # [P] face-camera image side: 128 (stage 1), 256 (stage 2)
     in_channels: int = 3  # RGB in [-1, 1]
     max_channels: int = MAX_CHANNELS  # [G] channel cap 400
     pose_outputs: int = POSE_OUTPUTS  # [G] regressed (pitch, yaw); 0 disables the camera head
-    weight_whole: float = WEIGHT_WHOLE  # [P] lambda_whole
-    weight_face: float = WEIGHT_FACE  # [P] lambda_face
-    weight_torso: float = WEIGHT_TORSO  # [P] lambda_torso
-
-    @property
-    def weights(self) -> dict[str, float]:
-        """Loss weight of each discriminator, keyed like :class:`MultiDiscriminator`'s submodules."""
-        return {"whole": self.weight_whole, "face": self.weight_face, "torso": self.weight_torso}
 
 
 # A config for tests: 16^2 portrait (4 x 16 torso strip), 16^2 face, at most 32 channels.
@@ -240,11 +229,6 @@ class MultiDiscriminator(nn.Module):
         self.face = PortraitDiscriminator(config.face_size, *common)
         self.torso = PortraitDiscriminator((config.whole_size // TORSO_FRACTION, config.whole_size), *common)
 
-    @property
-    def weights(self) -> dict[str, float]:
-        """{"whole": 0.1, "face": 1.0, "torso": 0.5} by default [P]."""
-        return self.config.weights
-
     def inputs(self, portrait: Tensor, face: Tensor) -> dict[str, Tensor]:
         """The image each discriminator judges: the portrait, the face image and :func:`torso_crop` (portrait).
 
@@ -259,3 +243,45 @@ class MultiDiscriminator(nn.Module):
     def forward(self, portrait: Tensor, face: Tensor) -> dict[str, Tensor]:
         """Judge a portrait [B, C, S, S] and its face image [B, C, F, F]: name -> [B, 1 + pose_outputs]."""
         return self.judge(self.inputs(portrait, face))
+
+    @torch.no_grad()
+    def load_progressive(self, state: dict[str, Tensor]) -> tuple[int, int]:
+        """Load another MultiDiscriminator's weights where they fit, possibly of other image sizes.
+
+        The encoder's blocks are indexed by resolution and all end at the same 2x2 map, so the blocks of a
+        discriminator for smaller images are the last blocks of one for larger images (progressive growing): blocks
+        are matched from the last one backwards, and every tensor whose shape agrees is copied (``fromRGB`` only at
+        equal sizes and widths).
+
+        Args:
+            state: a ``state_dict()`` of a :class:`MultiDiscriminator`.
+
+        Returns:
+            (tensors copied, tensors of this discriminator).
+        """
+        own = self.state_dict()
+        copied = 0
+        for name in ("whole", "face", "torso"):
+            sub: PortraitDiscriminator = getattr(self, name)
+            source_blocks = sorted(
+                {int(k.split(".")[2]) for k in state if k.startswith(f"{name}.layers.")}, reverse=True
+            )
+            mapping = {
+                f"{name}.layers.{len(sub.layers) - 1 - j}.": f"{name}.layers.{b}." for j, b in enumerate(source_blocks)
+            }
+            for key in own:
+                if not key.startswith(f"{name}."):
+                    continue
+                source_key = key
+                for mine, theirs in mapping.items():
+                    if key.startswith(mine):
+                        source_key = theirs + key[len(mine) :]
+                        break
+                else:
+                    if key.startswith(f"{name}.layers."):
+                        continue  # a block the source does not have
+                value = state.get(source_key)
+                if value is not None and value.shape == own[key].shape:
+                    own[key].copy_(value)
+                    copied += 1
+        return copied, len(own)

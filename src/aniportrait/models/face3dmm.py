@@ -718,7 +718,9 @@ class RegisteredFace(nn.Module):
     """A :class:`Face3DMM` with the similarity that places it in the generator's canonical (neutral-pose) space.
 
     Buffers ``scale`` [], ``rotation`` [3, 3] and ``translation`` [3] are non-persistent like the face's (both are
-    re-derived from the user's files). ``canonical = scale * rotation @ face_point + translation``.
+    re-derived from the user's files). ``canonical = scale * rotation @ face_point + translation``. A per-identity
+    registration (one similarity per batch item: scale [B], rotation [B, 3, 3], translation [B, 3], e.g. fitted to
+    each identity's body shape) applies item b's similarity to batch item b.
 
     Example:
         >>> body = BodyModel.procedural()
@@ -730,10 +732,14 @@ class RegisteredFace(nn.Module):
         super().__init__()
         self.face = face
         dtype = face.mean_shape.dtype
-        rotation, translation = torch.as_tensor(rotation), torch.as_tensor(translation)
-        if rotation.shape != (3, 3) or translation.shape != (3,) or torch.as_tensor(scale).numel() != 1:
-            raise ValueError("RegisteredFace needs a scalar scale, a [3, 3] rotation and a [3] translation")
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=dtype).reshape(()), persistent=False)
+        rotation, translation, scale = torch.as_tensor(rotation), torch.as_tensor(translation), torch.as_tensor(scale)
+        batch = () if rotation.ndim == 2 else rotation.shape[:1]
+        if rotation.shape[-2:] != (3, 3) or translation.shape != (*batch, 3) or scale.numel() != max(1, *batch):
+            raise ValueError(
+                "RegisteredFace needs a scalar scale, a [3, 3] rotation and a [3] translation (or [B], [B, 3, 3] and "
+                "[B, 3] for a per-identity registration)"
+            )
+        self.register_buffer("scale", scale.to(dtype).reshape(batch), persistent=False)
         self.register_buffer("rotation", rotation.to(dtype), persistent=False)
         self.register_buffer("translation", translation.to(dtype), persistent=False)
 
@@ -741,11 +747,19 @@ class RegisteredFace(nn.Module):
     def from_body_landmarks(
         cls, face: Face3DMM, body_landmarks: Tensor, indices: Sequence[int] | None = None
     ) -> RegisteredFace:
-        """Register the mean face to [68, 3] canonical SMPL-head landmarks (see :func:`register_to_body`)."""
+        """Register the mean face to [68, 3] canonical SMPL-head landmarks, or per identity to [B, 68, 3] (see
+        :func:`register_to_body`)."""
         return cls(face, *register_to_body(face, body_landmarks, indices))
 
+    @property
+    def per_identity(self) -> bool:
+        """True for a registration with one similarity per batch item."""
+        return self.rotation.ndim == 3
+
     def to_canonical(self, points: Tensor) -> Tensor:
-        """[..., 3] 3DMM-space points -> canonical units."""
+        """[..., 3] 3DMM-space points -> canonical units ([B, N, 3] for a per-identity registration)."""
+        if self.per_identity:
+            return self.scale[:, None, None] * points @ self.rotation.transpose(-1, -2) + self.translation[:, None]
         return self.scale * points @ self.rotation.T + self.translation
 
     def canonical_vertices(self, id: Tensor | None = None, expression: Tensor | None = None) -> Tensor:
@@ -758,7 +772,10 @@ class RegisteredFace(nn.Module):
 
     def canonical_expression_offsets(self, expression: Tensor) -> Tensor:
         """``B_exp expression`` rotated and scaled into canonical units [B, N, 3] (a displacement: no translation)."""
-        return self.scale * self.face.expression_offsets(expression) @ self.rotation.T
+        offsets = self.face.expression_offsets(expression)
+        if self.per_identity:
+            return self.scale[:, None, None] * offsets @ self.rotation.transpose(-1, -2)
+        return self.scale * offsets @ self.rotation.T
 
     @torch.no_grad()
     def imitation_targets(

@@ -156,6 +156,7 @@ class AniPortraitGenerator(nn.Module):
             z_dim=config.z_dim,
             feature_dim=config.feature_dim,
             mapping_hidden_dim=config.mapping_hidden_dim,
+            input_scale=config.radiance_input_scale,
         )
         self.sample_net = SampleNet(hidden_dim=config.hidden_dim_sample)
         self.deform_net = DeformNet(
@@ -239,6 +240,20 @@ class AniPortraitGenerator(nn.Module):
         hr_textures = torch.sigmoid(self.sr_net(lr_features, style))
         return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
 
+    def identity_codes(
+        self, z_id: Tensor, z_noise: Tensor, *, psi: float = 1.0, id_bank: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """RadianceNet's raw FiLM codes (freq, phase) [B, (L + 1) H] and the SR style [B, style_dim] of identities,
+        truncated towards the averages by ``psi`` (1 = none)."""
+        z = torch.cat([z_id, z_noise], dim=-1)
+        freq, phase = self.radiance_net.mapping(z)
+        style = self.sr_net.mapping(z)
+        if psi != 1:
+            avg = self.truncation_averages(id_bank)
+            freq, phase = self.radiance_net.truncate(freq, phase, (avg["freq"], avg["phase"]), psi)
+            style = self.sr_net.truncate(style, avg["style"], psi)
+        return freq, phase, style
+
     def manifold_textures(
         self,
         z_id: Tensor,
@@ -247,8 +262,12 @@ class AniPortraitGenerator(nn.Module):
         psi: float = 1.0,
         id_bank: Tensor | None = None,
         impl: str = "auto",
+        codes: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The low-resolution manifold textures and the SR style of identities (differentiable; used in training).
+
+        ``codes`` = (freq, phase, style) from :meth:`identity_codes` skips the mapping networks (``psi`` and
+        ``id_bank`` are then ignored).
 
         Returns:
             lr_features [B * M, 4 + F, H, W] (RGB, alpha, features; row 0 = lowest y) and style [B, style_dim].
@@ -256,12 +275,7 @@ class AniPortraitGenerator(nn.Module):
         cfg = self.config
         B, res, S, M = z_id.shape[0], cfg.lr_img_size, cfg.num_samples, cfg.num_manifolds
         z = torch.cat([z_id, z_noise], dim=-1)
-        freq, phase = self.radiance_net.mapping(z)
-        style = self.sr_net.mapping(z)
-        if psi != 1:
-            avg = self.truncation_averages(id_bank)
-            freq, phase = self.radiance_net.truncate(freq, phase, (avg["freq"], avg["phase"]), psi)
-            style = self.sr_net.truncate(style, avg["style"], psi)
+        freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
         # Orthogonal rays through the canonical texture box, intersected with the two-sided rule.
         grid_w = orthogonal_rays(res, S, batch=B, device=z.device, dtype=z.dtype) * K.WARP_SCALE
@@ -281,12 +295,21 @@ class AniPortraitGenerator(nn.Module):
     # -- stage B: per frame ----------------------------------------------------------------------------------------
 
     def canonical_samples(
-        self, body, points: Tensor, pose: Tensor, betas: Tensor, *, impl: str = "auto"
+        self,
+        body,
+        points: Tensor,
+        pose: Tensor,
+        betas: Tensor,
+        *,
+        impl: str = "auto",
+        skinning: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Ray samples mapped to canonical space by smoothed inverse skinning.
 
         Args:
             points: [B, H*W, S, 3] samples of a square grid of rays (H and S divisible by ``knn_stride``).
+            skinning: ``body.inverse_skinning(betas, pose)`` when the caller already has it (several views of one
+                posed body skin it once).
 
         Returns:
             ``x_can`` [B, H*W, S, 3]; ``transforms`` [B, 16, S', H', W'], the raw nearest-vertex matrices on the
@@ -295,7 +318,7 @@ class AniPortraitGenerator(nn.Module):
         st = self.config.knn_stride
         B, R, S, _ = points.shape
         res = math.isqrt(R)
-        verts, vert_transforms = body.inverse_skinning(betas, pose)
+        verts, vert_transforms = body.inverse_skinning(betas, pose) if skinning is None else skinning
         queries = points.reshape(B, res, res, S, 3)[:, ::st, ::st, ::st]
         r, d = queries.shape[1], queries.shape[3]
         _, transforms = ops.inverse_lbs(
@@ -425,10 +448,15 @@ class AniPortraitGenerator(nn.Module):
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
-        Both cameras look up the same manifold textures, built here from the identities (no cache): stage 1 uses the
-        low-resolution textures at the LR ray grid; stage 2 super-resolves them and upsamples the intersections x4,
-        exactly as inference does. The face camera is attached to the posed head and looks at the face from the
-        portrait camera's direction (:func:`aniportrait.render.cameras.face_rays`), like an aligned face crop.
+        The portrait camera renders as inference does, from the identities' manifold textures (built here, no
+        cache): stage 1 looks up the low-resolution textures at the LR ray grid; stage 2 super-resolves them and
+        upsamples the intersections x4. The face camera is attached to the posed head and looks at the face from the
+        portrait camera's direction (:func:`aniportrait.render.cameras.face_rays`), like an aligned face crop. In
+        stage 1 it evaluates RadianceNet at its own intersections (as GRAM renders any camera) instead of reading
+        the portrait's textures: the face view has about twice the portrait's sampling density, and a texture
+        lookup would cap its detail at one texel (the point of the dual camera is to supervise the face at its own
+        resolution). In stage 2 it reads the super-resolved textures, like the portrait. The body is skinned once
+        for both views.
 
         Returns:
             ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
@@ -439,8 +467,6 @@ class AniPortraitGenerator(nn.Module):
 
         cfg = self.config
         B, res, S = z_id.shape[0], cfg.lr_img_size, cfg.num_samples
-        lr_features, style = self.manifold_textures(z_id, z_noise, psi=1.0, impl=impl)
-        textures = lr_features[:, :4] if stage == 1 else torch.sigmoid(self.sr_net(lr_features, style))
         scale = 1 if stage == 1 else 4
         if (
             face_size % (scale * cfg.knn_stride)
@@ -450,24 +476,31 @@ class AniPortraitGenerator(nn.Module):
                 f"face_size {face_size} does not fit stage {stage}: it must be a multiple of {scale * cfg.knn_stride} "
                 f"and exceed {scale * cfg.knn_stride * (cfg.smoother_spatial_kernel // 2)} (the smoother's padding)"
             )
+        codes = self.identity_codes(z_id, z_noise)
+        lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
+        textures = lr_features[:, :4] if stage == 1 else torch.sigmoid(self.sr_net(lr_features, style))
+        skinning = body.inverse_skinning(betas, pose)
 
-        def view(points: Tensor, origin: Tensor) -> tuple[Tensor, dict, dict]:
-            samples = self.canonical_samples(body, points, pose, betas, impl=impl)
+        def view(points: Tensor, origin: Tensor, direct: bool) -> tuple[Tensor, dict, dict]:
+            samples = self.canonical_samples(body, points, pose, betas, impl=impl, skinning=skinning)
             found = self.intersect(samples["x_can"], z_id, expression, impl=impl)
             hits, valid = found["hits"], found["valid"]
-            if stage == 2:
-                hits, valid = upsample_hits(hits, valid)
-            color, _ = self._composite(textures, hits, valid, origin, impl)
+            if direct:
+                color, _ = self._composite_field(codes, hits, valid, origin, impl)
+            else:
+                if stage == 2:
+                    hits, valid = upsample_hits(hits, valid)
+                color, _ = self._composite(textures, hits, valid, origin, impl)
             side = math.isqrt(color.shape[1])
             return color.reshape(B, side, side, 3).permute(0, 3, 1, 2), samples, found
 
         points, origin = portrait_rays(camera, res, S)
-        image, samples, found = view(points, origin)
+        image, samples, found = view(points, origin, direct=False)
         joints = body.joints(betas, torch.zeros_like(pose)).to(points.dtype)
         head = posed_head_transform(pose, joints)
         offset = torch.tensor(K.ORIGIN_OFFSET, dtype=points.dtype, device=points.device)
         face_points, face_origin = face_rays(head, face_size // scale, S, view_origin=origin + offset)
-        face, _, _ = view(face_points, face_origin)
+        face, _, _ = view(face_points, face_origin, direct=stage == 1)
         return {
             "image": image,
             "face": face,
@@ -476,6 +509,20 @@ class AniPortraitGenerator(nn.Module):
             "smoothed": samples["smoothed"],
             "transforms": samples["transforms"],
         }
+
+    def _composite_field(
+        self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, origin: Tensor, impl: str
+    ) -> tuple[Tensor, Tensor]:
+        """Evaluate RadianceNet at the intersections (view direction locked to (0, 0, -1) as for the textures) and
+        composite: pixels [B, P, 3], depth [B, P]."""
+        freq, phase, _ = codes
+        B = hits.shape[0]
+        view_dir = torch.tensor([0.0, 0.0, -1.0], device=hits.device, dtype=hits.dtype).expand(B, 1, 3)
+        rgb, sigma, _ = self.radiance_net.features(hits, freq, phase, view_dir)
+        alpha = texture_alpha(sigma[..., 0]) * valid.to(sigma.dtype)
+        z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
+        color, depth, _ = ops.volume_composite(rgb, alpha, z, valid=valid, white_back=True, impl=impl)
+        return 2 * color - 1, depth
 
     def _composite(
         self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str

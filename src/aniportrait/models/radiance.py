@@ -35,6 +35,8 @@ class RadianceNet(nn.Module):
         feature_dim: size F of the feature passed to the SR net (32); must be at least 1.
         num_layers: number of FiLM layers (8); heads follow layers 1 .. num_layers - 1.
         mapping_hidden_dim: mapping-network width (256, fixed in the release whatever H is).
+        input_scale: factor on the (warped) input coordinates, 1 in the release; it scales the field's spatial
+            frequencies (``GeneratorConfig.radiance_input_scale``).
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class RadianceNet(nn.Module):
         feature_dim: int = 32,
         num_layers: int = 8,
         mapping_hidden_dim: int = 256,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        self.input_scale = input_scale
         if num_layers < 2 or feature_dim < 1:
             raise ValueError(f"RadianceNet needs num_layers >= 2 and feature_dim >= 1, got {num_layers}, {feature_dim}")
         self.hidden_dim = hidden_dim
@@ -118,7 +122,7 @@ class RadianceNet(nn.Module):
         batch, lead_shape = points.shape[0], points.shape[1:-1]
         hidden = self.hidden_dim
         freq = film_frequencies(freq)
-        h = (points * WARP_SCALE).reshape(batch, -1, points.shape[-1])
+        h = (points * (WARP_SCALE * self.input_scale)).reshape(batch, -1, points.shape[-1])
         num_layers = len(self.network)
         # Running head sum [rgb(3), sigma(1), feature(F)], seeded with the summed biases.
         acc = torch.cat(

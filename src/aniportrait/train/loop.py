@@ -1,19 +1,26 @@
-"""The training loop (paper section 3): dual-camera rendering, three discriminators, every loss, two stages.
+"""The training loop (paper section 3): it builds the models and runs generic phases on each step.
 
-One step = a discriminator step then a generator step on one batch:
+One step renders one batch of fakes (with its graph) and draws one batch of reals, then runs the phases in order:
 
-- D: non-saturating loss on real and fake portraits, faces and torsos (weights 0.1 / 1.0 / 0.5), R1 on the reals,
-  camera regression by D_whole on reals and fakes;
-- G: non-saturating loss through the three discriminators, camera regression, and the deformation losses of the
-  paper: 3DMM imitation (Eq. 10), expression smoothness (Eq. 12), minimal deformation (Eq. 13) and pose-deformation
-  smoothness (Eq. 11), and the landmark loss (Eq. 9) when a face-coefficient estimator is supplied (none ships).
+- ``D`` every step: the discriminators against the reals and the detached fakes;
+- ``Dreg`` every ``r1_every`` steps: R1 on the reals (lazy regularisation);
+- ``G`` every step: the same fakes through the updated discriminators, plus the generator's regularisers; then the
+  generator EMA.
+
+A phase is data (:class:`Phase`: its interval, optimiser and clipping groups); its loss terms and their weights come
+from :mod:`aniportrait.train.objective`. Each discriminator and each generator network is clipped on its own: one
+global norm lets the largest gradient (a camera or imitation term) scale every other step to nothing. The fakes of a step serve both the D and the G phase (one
+render per step instead of two, as in the classic DCGAN loop); the G phase sees them through the discriminators
+after their update.
 
 Stage 1 trains everything but super-resolution at the LR size; stage 2 trains super-resolution (and RadianceNet's
-feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. It starts from a stage-1 run
-(``init_from``).
+feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. A run starts from another
+with ``init_from``: a generator file gives the generator; a training state also gives the discriminators (their
+blocks are indexed by resolution, so a stage-2 discriminator takes a stage-1 one's blocks, as in progressive
+growing) and, when the discriminators match exactly, their optimiser.
 
-Determinism and resume: the real batch and the sampled labels/noise of step t depend only on (seed, t, rank), so
-a resumed run continues exactly where it stopped. Multi-process training (torchrun) averages gradients with an
+Determinism and resume: the real batch and the sampled labels/noise of step t depend only on (seed, t, rank), so a
+resumed run continues exactly where it stopped. Multi-process training (torchrun) averages gradients with an
 all-reduce after each backward, the scheme of StyleGAN2/EG3D: R1's double backward does not go through PyTorch's
 DDP wrapper, whose reducer hooks would fire in the middle of it.
 """
@@ -21,7 +28,7 @@ DDP wrapper, whose reducer hooks would fire in the middle of it.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import json
 import os
 import time
@@ -34,44 +41,44 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from aniportrait.checkpoint import save_generator
+from aniportrait.checkpoint import CheckpointError, read_safetensors, save_generator
 from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
 from aniportrait.models import face3dmm
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
-from aniportrait.models.face3dmm import RegisteredFace, rig_face_landmarks
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
-from aniportrait.train import losses as L
-from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, TrainConfig
-from aniportrait.train.shape_prior import (
+from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, RESUMABLE_CHANGES, TrainConfig
+from aniportrait.train.imitation import ExpressionTeacher
+from aniportrait.train.objective import Objective
+from aniportrait.train.run_folder import GENERATOR_FILE, SNAPSHOTS_FILE, STATE_FILE, RunFolder, RunFolderError
+from aniportrait.train.state import FORMAT as STATE_FORMAT
+from aniportrait.train.state import load_training_state, save_training_state
+from aniportrait.train.warmups import (
     CanonicalBody,
-    density_prior_loss,
+    fit_deformation_to_3dmm,
     fit_density_to_body,
     fit_sr_to_upsampling,
 )
-from aniportrait.train.state import load_training_state, save_training_state
 
-STATE_FILE = "state.safetensors"
-GENERATOR_FILE = "generator.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.txt"
-STATS_FILE = "stats.jsonl"
-SAMPLES_DIR = "samples"
+__all__ = ["GENERATOR_FILE", "STATE_FILE", "Phase", "RunFolderError", "Trainer", "TrainingError", "to_ray_grid"]
+
 SAMPLE_SEEDS = 8  # identities in a sample grid
-# Config values a resumed run may change (the schedule's length and the bookkeeping cadence).
-RESUMABLE_CHANGES = ("total_steps", "log_every", "sample_every", "checkpoint_every", "impl")
 ID_BANK_ROWS = 4096  # label rows a checkpoint carries (4096 x 90 float32 = 1.5 MB)
-IMITATION_POINTS = 4096  # canonical samples per image for the imitation and smoothness losses
+# Tags that keep the random streams of one step apart (seed, step, rank, tag).
+TAG_FAKE, TAG_REGULARISERS, TAG_SAMPLES, TAG_SHAPE_PRIOR, TAG_DEFORM_PRIOR, TAG_SR_PRIOR = (
+    1,
+    2,
+    0xA11,
+    0x5A9E,
+    0xDEF,
+    0x5A9F,
+)
 
 
 class TrainingError(RuntimeError):
     """Training cannot continue (a non-finite loss); the message says why and what was kept."""
-
-
-class RunFolderError(ValueError):
-    """The run folder or ``--init-from`` does not fit this run (bad input); the message says what to do."""
 
 
 @dataclass
@@ -109,8 +116,60 @@ class World:
             offset += g.numel()
 
 
+@dataclass
+class Phase:
+    """One optimisation phase of a step: it runs when ``step % interval == 0``.
+
+    Attributes:
+        name: ``"D"``, ``"Dreg"`` or ``"G"`` (the :class:`~aniportrait.train.objective.Objective` method it calls).
+        interval: steps between runs (``r1_every`` for ``Dreg``).
+        module: the network it trains (the only one whose parameters take gradients during the phase).
+        optimizer: its optimiser.
+        clip_groups: parameter groups clipped to ``grad_clip`` each on its own.
+    """
+
+    name: str
+    interval: int
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    clip_groups: list[list[torch.nn.Parameter]]
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.clip_groups for p in group]
+
+
 def _seeded(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+
+
+def to_ray_grid(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample images [B, C, H, W] to the pixel grid of a ``size``-ray render: bilinear at the ray positions.
+
+    Cameras put the first and last pixel centres on the image edges (NDC -1 and 1), so image and ray grids of any
+    size align corner to corner (``align_corners=True``). No antialiasing prefilter: the renders point-sample their
+    rays too, and a real image smoothed by a prefilter would differ from every fake by its softer edges.
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=True)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Dataset indices of the real batch of each step from ``start`` on (a DataLoader's ``batch_sampler``)."""
+
+    def __init__(self, indices, start: int, stop: int) -> None:
+        self.indices, self.start, self.stop = indices, start, stop
+
+    def __iter__(self):
+        return (self.indices(step) for step in range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+
+def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in ("image", "face", "camera")}
 
 
 class Trainer:
@@ -133,6 +192,8 @@ class Trainer:
     ) -> None:
         """
         Args:
+            init_from: a generator file (the generator only) or a training state / run folder (the generator, its
+                EMA and the discriminators; see the module docstring).
             smpl, knn_index, smpl_landmarks: train on SMPL (user-supplied ``SMPL_NEUTRAL.pkl``, the release's
                 ``valid_smpl_knn_index.npy`` and its 68 face-landmark barycentrics ``[68, 4]``) instead of the
                 built-in procedural rig; all three together.
@@ -142,8 +203,10 @@ class Trainer:
                 (paper Eq. 9). It must be differentiable w.r.t. its input and is not trained.
         """
         self.cfg, self.device, self.world, self.progress = config, torch.device(device), World.from_env(), progress
-        self.face_estimator = face_estimator
-        self.run_dir = Path(run_dir)
+        self.folder = RunFolder(run_dir, writer=self.world.rank == 0)
+        self.run_dir = self.folder.path
+        if (smpl is None) != (knn_index is None) or (smpl is None) != (smpl_landmarks is None):
+            raise RunFolderError("--smpl, --knn-index and --smpl-landmarks go together")
         self.dataset = PortraitDataset(data_dir)
         self.bank = LabelBank.from_dataset(self.dataset)
         with torch.random.fork_rng(devices=[]):
@@ -151,43 +214,50 @@ class Trainer:
             self.G = AniPortraitGenerator(get_config(config.model)).to(self.device)
             init_planar_manifolds(self.G)
             self.face_size = config.face_size or self.G.default_face_size(config.stage)
-            portrait = self.G.config.lr_img_size * (1 if config.stage == 1 else 4)
+            self.portrait_size = self.G.config.lr_img_size * (1 if config.stage == 1 else 4)
             self.D = MultiDiscriminator(
                 DiscriminatorConfig(
-                    whole_size=portrait,
+                    whole_size=self.portrait_size,
                     face_size=self.face_size,
                     max_channels=config.d_max_channels or D_MAX_CHANNELS_BY_MODEL[config.model],
-                    weight_whole=config.weight_whole,
-                    weight_face=config.weight_face,
-                    weight_torso=config.weight_torso,
                 )
             ).to(self.device)
-        self.portrait_size = portrait
-        if (smpl is None) != (knn_index is None) or (smpl is None) != (smpl_landmarks is None):
-            raise RunFolderError("--smpl, --knn-index and --smpl-landmarks go together")
         if smpl is None:
             self.body = BodyModel.procedural()
-            body_landmarks = rig_face_landmarks(self.body)
+            bary = face3dmm.rig_landmark_bary(self.body)
         else:
             self.body = BodyModel.from_file(smpl, knn_index)
-            body_landmarks = face3dmm.smpl_landmarks(self.body, face3dmm.load_landmark_bary(smpl_landmarks))
+            bary = face3dmm.load_landmark_bary(smpl_landmarks)
         self.body = self.body.to(self.device)
-        face = face3dmm.build_face_model(bfm)
-        self.face = RegisteredFace.from_body_landmarks(face, body_landmarks.cpu()).to(self.device)
         self.body_kind = "procedural" if smpl is None else "smpl"
+        landmarks = functools.partial(face3dmm.smpl_landmarks, self.body, bary)
+        self.teacher = ExpressionTeacher(face3dmm.build_face_model(bfm), landmarks).to(self.device)
         self.canonical_body = CanonicalBody.of(self.body)
+        self.step = 0
+        self.G_ema: AniPortraitGenerator | None = None  # set by init_from when the source has an EMA
+        self._init_d_state, self._init_note = None, None
         if init_from is not None:
             self._init_from(init_from)
         self.G.id_bank = self._checkpoint_id_bank()
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if self.G_ema is None:
+            self.G_ema = copy.deepcopy(self.G)
+        self.G_ema.eval().requires_grad_(False)
+        self.G_ema.id_bank = self.G.id_bank
         self.g_params = self._trainable_generator_params()
-        self.opt_G = torch.optim.Adam(
-            self.g_params, lr=config.lr_g if config.stage == 1 else config.lr_sr, betas=(config.beta1, config.beta2)
-        )
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
+        betas = (config.beta1, config.beta2)
+        self.opt_G = torch.optim.Adam(self.g_params, lr=config.lr_g if config.stage == 1 else config.lr_sr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
+        if self._init_d_state is not None:
+            self.opt_D.load_state_dict(self._init_d_state)
+        d_groups = [list(getattr(self.D, k).parameters()) for k in ("whole", "face", "torso")]
+        self.phases = [
+            Phase("D", 1, self.D, self.opt_D, d_groups),
+            Phase("Dreg", config.r1_every, self.D, self.opt_D, d_groups),
+            Phase("G", 1, self.G, self.opt_G, self._generator_clip_groups()),
+        ]
+        self.objective = Objective(config, self.D, self.teacher, self.canonical_body, face_estimator)
         self.amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.step = 0
 
     # -- set-up ---------------------------------------------------------------------------------------------------
 
@@ -205,6 +275,12 @@ class Trainer:
             p.requires_grad_(True)
         return params
 
+    def _generator_clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        """The trainable parameters of each generator network: each is clipped on its own (a strongly weighted
+        regulariser of one network must not shrink the others' steps)."""
+        groups = [[p for p in module.parameters() if p.requires_grad] for module in self.G.children()]
+        return [group for group in groups if group]
+
     def _checkpoint_id_bank(self) -> torch.Tensor:
         """The dataset's [id, betas] label rows (at most ``ID_BANK_ROWS``, a seeded subset) that checkpoints carry."""
         bank = id_bank(self.bank).float().cpu()
@@ -213,29 +289,75 @@ class Trainer:
         return bank
 
     def _init_from(self, path: str | os.PathLike) -> None:
-        from aniportrait.checkpoint import load_generator
+        """Start from a generator file, or a training state / run folder (see the module docstring)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / STATE_FILE
+        try:
+            tensors, metadata = read_safetensors(path, "--init-from checkpoint")
+        except CheckpointError as err:
+            raise RunFolderError(str(err)) from None
+        if metadata.get("format") != STATE_FORMAT:
+            from aniportrait.checkpoint import load_generator
 
-        source, _, _ = load_generator(path, device=self.device)
-        if source.config != self.G.config:
-            raise RunFolderError(f"{path}: its generator config differs from --config {self.cfg.model}")
-        self.G.load_state_dict(source.state_dict())
+            source, _, _ = load_generator(path, device=self.device)
+            if source.config != self.G.config:
+                raise RunFolderError(f"{path}: its generator config differs from --config {self.cfg.model}")
+            self.G.load_state_dict(source.state_dict())
+            return
+        extra = json.loads(metadata.get("extra", "{}"))
+        source_stage = int(extra.get("config", {}).get("stage", 1))
+        modules = {
+            name: {k[len(f"module/{name}/") :]: v for k, v in tensors.items() if k.startswith(f"module/{name}/")}
+            for name in ("G", "G_ema", "D")
+        }
+        try:
+            # A later stage freezes the generator at the earlier stage's EMA; the same stage continues both.
+            self.G.load_state_dict(modules["G" if source_stage == self.cfg.stage else "G_ema"])
+            self.G_ema = copy.deepcopy(self.G)
+            if source_stage == self.cfg.stage:
+                self.G_ema.load_state_dict(modules["G_ema"])
+        except RuntimeError as err:
+            raise RunFolderError(f"{path}: its generator differs from --config {self.cfg.model} ({err})") from None
+        loaded, total = self.D.load_progressive(modules["D"])
+        if loaded == total:
+            optimizers = json.loads(metadata["optimizers"])
+            if "D" in optimizers:
+                probe = torch.optim.Adam(self.D.parameters())
+                load_training_state(path, modules={}, optimizers={"D": probe})
+                self._init_d_state = probe.state_dict()
+        self._init_note = f"init from {path}: generator (stage {source_stage}), discriminator tensors {loaded}/{total}"
 
     # -- data -------------------------------------------------------------------------------------------------------
 
-    def real_batch(self, step: int) -> dict[str, torch.Tensor]:
-        """This rank's share of the global batch of ``step``: a fixed function of (seed, step)."""
+    def real_indices(self, step: int) -> list[int]:
+        """Dataset rows of this rank's share of the global batch of ``step``: a fixed function of (seed, step)."""
         n, per_epoch = len(self.dataset), max(len(self.dataset) // (self.cfg.batch_size * self.world.size), 1)
         epoch, slot = divmod(step, per_epoch)
         order = torch.randperm(n, generator=_seeded(self.cfg.seed, epoch, 0x5EED))
         start = slot * self.cfg.batch_size * self.world.size + self.world.rank * self.cfg.batch_size
-        idx = order[torch.arange(start, start + self.cfg.batch_size) % n]
-        items = [self.dataset[int(i)] for i in idx]
-        batch = {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("image", "face", "camera")}
-        batch["image"] = _resize(batch["image"], self.portrait_size)
-        batch["face"] = _resize(batch["face"], self.face_size)
+        return order[torch.arange(start, start + self.cfg.batch_size) % n].tolist()
+
+    def _prepare_real(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch["image"] = to_ray_grid(batch["image"], self.portrait_size)
+        batch["face"] = to_ray_grid(batch["face"], self.face_size)
         return batch
 
-    def fake_labels(self, step: int, tag: int) -> dict[str, torch.Tensor]:
+    def real_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The real batch of ``step`` (decoded on this thread; :meth:`run` prefetches with ``data_workers``)."""
+        return self._prepare_real(_collate([self.dataset[i] for i in self.real_indices(step)]))
+
+    def _real_batches(self, start: int):
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=_StepBatches(self.real_indices, start, self.cfg.total_steps),
+            num_workers=self.cfg.data_workers,
+            collate_fn=_collate,
+        )
+        return (self._prepare_real(batch) for batch in loader)
+
+    def fake_labels(self, step: int, tag: int = TAG_FAKE) -> dict[str, torch.Tensor]:
         """Identity, noise, expression, camera and pose drawn from the dataset's labels for (seed, step, rank, tag)."""
         g = _seeded(self.cfg.seed, step, self.world.rank, tag)
         n = self.cfg.batch_size
@@ -265,107 +387,52 @@ class Trainer:
             impl=self.cfg.impl,
         )
 
-    # -- losses -----------------------------------------------------------------------------------------------------
+    # -- one step ---------------------------------------------------------------------------------------------------
 
-    def _d_adversarial(self, real_out: dict[str, torch.Tensor], fake_out: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = self.D.config.weights
-        return sum(weights[k] * L.d_loss_nonsaturating(real_out[k][:, 0], fake_out[k][:, 0]) for k in real_out)
+    def _phase_terms(self, phase: Phase, real: dict, fake: dict, labels: dict, step: int) -> tuple[dict, dict]:
+        if phase.name == "D":
+            return self.objective.discriminator(real, {**fake, "camera": labels["camera"]})
+        if phase.name == "Dreg":
+            return self.objective.discriminator_reg(real)
+        rng = _seeded(self.cfg.seed, step, self.world.rank, TAG_REGULARISERS)
+        return self.objective.generator(self.G, fake, labels, rng)
 
-    def _g_adversarial(self, judged: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = self.D.config.weights
-        return sum(weights[k] * L.g_loss_nonsaturating(out[:, 0]) for k, out in judged.items())
-
-    def _optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list) -> None:
-        """Backward (scaled under AMP), average gradients over ranks, clip, step."""
-        optimizer.zero_grad(set_to_none=True)
+    def _optimizer_step(self, loss: torch.Tensor, phase: Phase) -> None:
+        """Backward (scaled under AMP), average gradients over ranks, clip each group, step."""
+        phase.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.world.all_reduce_grads(params)
-        self.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.scaler.step(optimizer)
+        self.world.all_reduce_grads(phase.params)
+        self.scaler.unscale_(phase.optimizer)
+        for group in phase.clip_groups:
+            torch.nn.utils.clip_grad_norm_(group, self.cfg.grad_clip)
+        self.scaler.step(phase.optimizer)
         self.scaler.update()
 
-    def d_step(self, step: int) -> dict[str, float]:
-        cfg = self.cfg
-        real = self.real_batch(step)
-        labels = self.fake_labels(step, 0)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
-            fake = self.render(self.G, labels)
-        lazy_r1 = step % cfg.r1_every == 0
-        real_inputs = {
-            k: v.detach().requires_grad_(lazy_r1) for k, v in self.D.inputs(real["image"], real["face"]).items()
-        }
-        with torch.autocast(self.device.type, enabled=self.amp):
-            real_out = self.D.judge(real_inputs)
-            fake_out = self.D.judge(self.D.inputs(fake["image"].float(), fake["face"].float()))
-            adversarial = self._d_adversarial(real_out, fake_out)
-            camera = cfg.real_pos_lambda * L.camera_loss(real_out["whole"][:, 1:3], real["camera"])
-            camera = camera + cfg.pos_lambda * L.camera_loss(fake_out["whole"][:, 1:3], labels["camera"])
-        r1 = torch.zeros((), device=self.device)
-        if lazy_r1:
-            r1 = sum(
-                self.D.config.weights[k]
-                * L.r1_penalty(real_out[k][:, 0].float(), real_inputs[k], cfg.r1_gamma * cfg.r1_every)
-                for k in real_out
-            )
-        loss = adversarial + camera + r1
-        self._check_finite("D", {"adversarial": adversarial, "camera": camera, "r1": r1})
-        self._optimizer_step(loss, self.opt_D, list(self.D.parameters()))
-        return {"d_adv": adversarial.detach().item(), "d_camera": camera.detach().item(), "d_r1": float(r1.detach())}
-
-    def g_step(self, step: int) -> dict[str, float]:
-        cfg = self.cfg
-        labels = self.fake_labels(step, 1)
+    def train_step(self, step: int, real: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One step: render the fakes once, then run each due phase. Returns the logged values."""
+        real = self.real_batch(step) if real is None else real
+        labels = self.fake_labels(step)
         with torch.autocast(self.device.type, enabled=self.amp):
             fake = self.render(self.G, labels)
-            judged = self.D(fake["image"].float(), fake["face"].float())
-            adversarial = self._g_adversarial(judged)
-            camera = cfg.pos_lambda * L.camera_loss(judged["whole"][:, 1:3], labels["camera"])
-        terms = {"g_adv": adversarial, "g_camera": camera}
-        if cfg.stage == 1:
-            terms.update(self._deformation_losses(fake, labels, step))
-            if cfg.shape_prior_lambda:
-                points_rng = _seeded(cfg.seed, step, self.world.rank, 3)
-                shape = density_prior_loss(self.G, self.canonical_body, labels, points_rng)
-                terms["shape"] = cfg.shape_prior_lambda * shape
-        if self.face_estimator is not None:
-            # Eq. 9: landmarks of the 3DMM from the sampled coefficients vs from those estimated on the render.
-            est_id, est_exp = self.face_estimator(fake["face"].float())
-            target = self.face.canonical_landmarks(labels["z_id"], labels["expression"])
-            terms["landmark"] = cfg.landmark_lambda * L.landmark_loss(
-                self.face.canonical_landmarks(est_id, est_exp), target
-            )
-        loss = sum(terms.values())
-        self._check_finite("G", terms)
-        self._optimizer_step(loss, self.opt_G, self.g_params)
-        self._update_ema()
-        return {k: v.detach().item() for k, v in terms.items()}
-
-    def _deformation_losses(self, fake: dict, labels: dict, step: int) -> dict[str, torch.Tensor]:
-        """Eq. 10-13 on a random subset of the portrait's canonical samples."""
-        cfg = self.cfg
-        x, d = fake["x"].flatten(1, 2), fake["d"].flatten(1, 2)  # [B, N, 3]
-        g = _seeded(cfg.seed, step, self.world.rank, 2)
-        pick = torch.randperm(x.shape[1], generator=g)[:IMITATION_POINTS].to(x.device)
-        x, d = x[:, pick].float(), d[:, pick].float()
-        target, distance = self.face.imitation_targets(x.detach(), labels["z_id"], labels["expression"])
-        imitation = L.imitation_loss(d, target.to(d.dtype), distance < L.IMITATION_MAX_DISTANCE)
-        # Expression smoothness (Eq. 12): the deformation at points perturbed by a small random offset.
-        freq, phase = self.G.deform_net.mapping(torch.cat([labels["z_id"], labels["expression"]], dim=-1))
-        shift = cfg.exp_smooth_sigma * torch.randn(x.shape, generator=g).to(x.device)
-        _, d_shifted = self.G.deform_net(x + shift, freq, phase)
-        return {
-            "imitation": cfg.imitation_lambda * imitation,
-            "exp_smooth": cfg.exp_smooth_lambda * L.expression_smoothness(d, d_shifted),
-            "minimal": cfg.minimal_lambda * L.minimal_deformation(d),
-            "pose_smooth": cfg.pose_smooth_lambda
-            * L.pose_deformation_smoothness(fake["smoothed"].float(), fake["transforms"].float()),
-        }
+        stats: dict[str, float] = {}
+        for phase in self.phases:
+            if step % phase.interval:
+                continue
+            self.D.requires_grad_(phase.module is self.D)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                terms, extra = self._phase_terms(phase, real, fake, labels, step)
+            self._check_finite(phase.name, terms)
+            self._optimizer_step(sum(terms.values()), phase)
+            if phase.name == "G":
+                self._update_ema()
+            stats.update({k: float(v.detach()) for k, v in terms.items()}, **extra)
+        self.D.requires_grad_(True)
+        return stats
 
     def _check_finite(self, which: str, terms: dict[str, torch.Tensor]) -> None:
         bad = [k for k, v in terms.items() if not torch.isfinite(torch.as_tensor(v)).all()]
         if bad:
-            kept = self.run_dir / STATE_FILE
+            kept = self.folder.state
             raise TrainingError(
                 f"step {self.step}: non-finite {which} loss ({', '.join(bad)}); stopped. The last good checkpoint is "
                 f"{kept if kept.exists() else 'none yet'}; lower the learning rates or check the data, then --resume"
@@ -376,7 +443,7 @@ class Trainer:
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.lerp_(p, 1 - self.cfg.ema_decay)
 
-    # -- run folder -------------------------------------------------------------------------------------------------
+    # -- checkpoints ------------------------------------------------------------------------------------------------
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"G": self.G, "G_ema": self.G_ema, "D": self.D}
@@ -386,7 +453,7 @@ class Trainer:
         if self.world.rank != 0:
             return
         save_training_state(
-            self.run_dir / STATE_FILE,
+            self.folder.state,
             modules=self._modules(),
             optimizers={"G": self.opt_G, "D": self.opt_D},
             step=self.step,
@@ -395,25 +462,19 @@ class Trainer:
         )
         valid_index = self.body.valid_index.cpu() if self.body_kind == "smpl" else None
         save_generator(
-            self.run_dir / GENERATOR_FILE,
-            self.G_ema,
-            body=self.body_kind,
-            valid_index=valid_index,
-            note=f"step {self.step}",
+            self.folder.generator, self.G_ema, body=self.body_kind, valid_index=valid_index, note=f"step {self.step}"
         )
 
     def resume(self) -> None:
-        path = self.run_dir / STATE_FILE
-        if not path.exists():
+        """Load the run folder's state (the config was taken from the folder: see :class:`RunFolder`)."""
+        if not self.folder.has_state():
             raise RunFolderError(f"--resume: no {STATE_FILE} in {self.run_dir}; start without --resume")
         step, rng, extra = load_training_state(
-            path, modules=self._modules(), optimizers={"G": self.opt_G, "D": self.opt_D}
+            self.folder.state, modules=self._modules(), optimizers={"G": self.opt_G, "D": self.opt_D}
         )
-        saved = dataclasses.replace(
-            TrainConfig(**extra["config"]), **{k: getattr(self.cfg, k) for k in RESUMABLE_CHANGES}
-        )
-        if saved != self.cfg:
-            changed = sorted(k for k in extra["config"] if getattr(saved, k) != getattr(self.cfg, k))
+        saved = TrainConfig(**extra["config"])
+        changed = [k for k in saved.changed_keys(self.cfg) if k not in RESUMABLE_CHANGES]
+        if changed:
             raise RunFolderError(
                 f"--resume: {self.run_dir} was started with other values of {', '.join(changed)}; only "
                 f"{', '.join(RESUMABLE_CHANGES)} may change on resume"
@@ -423,77 +484,115 @@ class Trainer:
             self.scaler.load_state_dict(extra["scaler"])
         self.step = step
 
+    # -- warm-ups, samples, snapshots -------------------------------------------------------------------------------
+
     def _warm_up(self) -> None:
-        """The stage's warm-up before step 0 (train/shape_prior.py); the EMA starts from its result."""
+        """The stage's warm-ups before step 0 (train/warmups.py); the EMA starts from their result."""
         cfg = self.cfg
-        steps, fit, what = (
-            (cfg.shape_prior_steps, fit_density_to_body, "shape warm-up, occupancy")
-            if cfg.stage == 1
-            else (cfg.sr_prior_steps, fit_sr_to_upsampling, "upsampling warm-up, texture")
-        )
-        if not steps:
-            return
-        start = time.perf_counter()
-        losses = fit(self, steps)
+
+        def draw(tag):
+            return lambda step: self.fake_labels(step, tag)
+
+        if cfg.stage == 1:
+            fits = [
+                (
+                    "shape warm-up, occupancy",
+                    cfg.shape_prior_steps,
+                    lambda n: fit_density_to_body(self.G, self.canonical_body, draw(TAG_SHAPE_PRIOR), n, cfg.seed),
+                ),
+                (
+                    "deformation warm-up, imitation",
+                    cfg.deform_prior_steps,
+                    lambda n: fit_deformation_to_3dmm(self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg),
+                ),
+            ]
+        else:
+            fits = [
+                (
+                    "upsampling warm-up, texture",
+                    cfg.sr_prior_steps,
+                    lambda n: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl),
+                ),
+            ]
+        for what, steps, fit in fits:
+            if not steps:
+                continue
+            start = time.perf_counter()
+            losses = fit(steps)
+            self.folder.log(
+                f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {time.perf_counter() - start:.1f} s"
+            )
         self.world.broadcast(self.G)  # ranks drew different labels: every replica takes rank 0's result
         self.G_ema.load_state_dict(self.G.state_dict())
-        self._log(
-            f"{what} loss {losses[0]:.4f} -> {losses[-1]:.4f} in {steps} steps, {time.perf_counter() - start:.1f} s"
-        )
-
-    def _log(self, line: str) -> None:
-        if self.world.rank == 0:
-            with open(self.run_dir / LOG_FILE, "a") as f:
-                f.write(line + "\n")
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
         """A PNG of the EMA generator's portraits and faces for fixed labels (rank 0)."""
-        labels = self.fake_labels(0, 0xA11)
+        labels = self.fake_labels(0, TAG_SAMPLES)
         labels = {k: v[: min(SAMPLE_SEEDS, len(v))] for k, v in labels.items()}
         out = self.render(self.G_ema, labels)
-        face = _resize(out["face"], out["image"].shape[-1])
+        face = to_ray_grid(out["face"], out["image"].shape[-1])
         grid = torch.cat([torch.cat(list(out["image"]), dim=2), torch.cat(list(face), dim=2)], dim=1)
         image = ((grid.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        path = self.run_dir / SAMPLES_DIR / f"step_{self.step:07d}.png"
+        path = self.folder.sample(self.step)
         path.parent.mkdir(exist_ok=True)
         import imageio.v2 as imageio
 
         imageio.imwrite(path, image)
         return path
 
+    def snapshot(self) -> dict[str, float] | None:
+        """Control errors and fidelity of the EMA generator with the synthetic world's estimator (procedural body
+        only; ``snapshot_metrics`` renders), appended to ``snapshots.jsonl``."""
+        if not self.cfg.snapshot_metrics or self.body_kind != "procedural" or self.world.rank != 0:
+            return None
+        from aniportrait.eval.snapshot import snapshot_metrics
+
+        start = time.perf_counter()
+        metrics = snapshot_metrics(
+            self.G_ema,
+            self.body,
+            self.dataset,
+            num=self.cfg.snapshot_metrics,
+            seed=self.cfg.seed,
+            stage=self.cfg.stage,
+            face_size=self.face_size,
+            impl=self.cfg.impl,
+        )
+        record = {"step": self.step, **metrics, "seconds": round(time.perf_counter() - start, 2)}
+        self.folder.stats(record, SNAPSHOTS_FILE)
+        return record
+
+    # -- the run ----------------------------------------------------------------------------------------------------
+
     def run(self, *, resume: bool = False) -> None:
         """Train until ``total_steps``, checkpointing every ``checkpoint_every`` steps and at the end."""
         cfg = self.cfg
-        if self.world.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CONFIG_FILE).write_text(cfg.to_json())
         if resume:
             self.resume()
+            self.folder.truncate_logs(self.step)
+        self.folder.start(cfg)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not self.progress or self.world.rank != 0)
-        self._log(f"start at step {self.step}: stage {cfg.stage}, model {cfg.model}, world {self.world.size}")
+        self.folder.log(f"start at step {self.step}: stage {cfg.stage}, model {cfg.model}, world {self.world.size}")
+        if self._init_note and self.step == 0:
+            self.folder.log(self._init_note)
         if self.step == 0:
             self._warm_up()
-        while self.step < cfg.total_steps:
+            if self.world.rank == 0:
+                self.snapshot()
+        for real in self._real_batches(self.step):
             start = time.perf_counter()
-            stats = self.d_step(self.step)
-            stats.update(self.g_step(self.step))
+            stats = self.train_step(self.step, real)
             self.step += 1
             stats.update(step=self.step, seconds=round(time.perf_counter() - start, 4))
-            if self.world.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.total_steps):
-                with open(self.run_dir / STATS_FILE, "a") as f:
-                    f.write(json.dumps(stats) + "\n")
+            if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
+                self.folder.stats(stats)
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
                 self.save()
             if self.world.rank == 0 and (self.step % cfg.sample_every == 0 or self.step == cfg.total_steps):
                 self.sample_grid()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k in ("d_adv", "g_adv", "imitation")})
+                self.snapshot()
+            bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k in ("d_face", "g_face", "imitation")})
             bar.update()
         bar.close()
-        self._log(f"done at step {self.step}")
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        self.folder.log(f"done at step {self.step}")

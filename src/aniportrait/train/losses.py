@@ -1,8 +1,9 @@
 """Training losses of AniPortraitGAN: adversarial (non-saturating + R1 + camera regression) and the deformation
 regularisers of paper Eq. 9-13. Each loss is a small pure function of tensors the training loop produces.
 
-Sources: [P] the AniPortraitGAN paper (spec paper.md, section 3.2 "Losses"); [G] GRAM, [H] GRAM-HD, [A] AniFaceGAN
-(paper.md section 6, reference.md section 4); [C] the inference-only release; [ours] a choice of this project where nobody states a value.
+Sources: [P] the AniPortraitGAN paper (section 3.5 "Losses"); [G] GRAM, [H] GRAM-HD, [A] AniFaceGAN; [C] the
+inference-only release; [ours] a choice of this project where nobody states a value. The weights of these terms
+live in one place, :class:`aniportrait.train.config.TrainConfig`, and :mod:`aniportrait.train.objective` applies them.
 
 Conventions:
 * ``||v||^2`` of a vector-valued quantity is the squared Euclidean norm per point (summed over the last, coordinate
@@ -18,63 +19,13 @@ Shape letters: ``B`` batch, ``P`` points, ``E`` expression coefficients, ``L`` l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aniportrait.models.discriminator import WEIGHT_FACE, WEIGHT_TORSO, WEIGHT_WHOLE
-
-# -- defaults, each with its source ------------------------------------------------------------------------------
-
-# Discriminator weights WEIGHT_WHOLE / WEIGHT_FACE / WEIGHT_TORSO = 0.1 / 1.0 / 0.5 (defined once, in
-# models/discriminator.py) [P §3.5]: "lambda_whole = 0.1, lambda_face = 1.0, D_torso = 0.5".
-# R1 gamma: not stated in [P]. 1 for GRAM / AniFaceGAN at 64-256^2 [G][A] (stage 1, 128^2); GRAM-HD's SR stage uses
-# 3 / 5 / 10 at 256 / 512 / 1024 [H] (stage 2 at 512^2: 5).
-R1_GAMMA = 1.0
-R1_GAMMA_STAGE2 = 5.0
-# Camera regression of the discriminator: weight on fakes in the D and G steps, and on reals in the D step [G][A].
-POS_LAMBDA = 15.0
-REAL_POS_LAMBDA = 15.0
-# Weights of Eq. 9-13: not stated in [P] nor in any released code. The imitation weight takes AniFaceGAN's
-# curriculum value of 'density_lambda' / 'rgb_lambda' at step 0 (20; 15 after 100k steps) [A], whose exact meaning is
-# undocumented; the rest are [ours] (1.0). These mirror train/config.py's TrainConfig defaults.
-IMITATION_LAMBDA = 20.0
-EXP_SMOOTH_LAMBDA = 1.0
-MINIMAL_LAMBDA = 1.0
-POSE_SMOOTH_LAMBDA = 1.0
-LANDMARK_LAMBDA = 1.0
-# Points farther than this from the 3DMM face are left out of the imitation loss, canonical units (1 unit = 1.177 m,
-# so about 1.2 cm) [ours]; [P] states no threshold.
-IMITATION_MAX_DISTANCE = 0.01
-# Std of the random point perturbation Delta of the expression-smoothness loss, canonical units [ours] ([P]: "small").
-EXP_SMOOTH_SIGMA = 0.01
-# The fixed average pooling of Eq. 11 uses the LbsSmoother's kernel support (D, H, W) = (5, 9, 9) [C] (paper.md 2.3).
+# The fixed average pooling of Eq. 11 uses the LbsSmoother's kernel support (D, H, W) = (5, 9, 9) [C].
 POSE_POOL_DEPTH_KERNEL = 5
 POSE_POOL_SPATIAL_KERNEL = 9
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Every loss weight (dimensionless multipliers of the losses below; the total is their weighted sum)."""
-
-    whole: float = WEIGHT_WHOLE  # [P] D_whole's adversarial (+ R1 + camera) terms
-    face: float = WEIGHT_FACE  # [P] D_face's
-    torso: float = WEIGHT_TORSO  # [P] D_torso's
-    r1_gamma: float = R1_GAMMA  # [G][A] gamma of 0.5 * gamma * E||grad D(real)||^2 (stage 2: R1_GAMMA_STAGE2 [H])
-    pos_lambda: float = POS_LAMBDA  # [G][A] camera MSE on fakes (radians^2), D and G steps
-    real_pos_lambda: float = REAL_POS_LAMBDA  # [G] camera MSE on reals (radians^2), D step
-    imitation: float = IMITATION_LAMBDA  # [A] Eq. 10, on squared displacements (canonical units^2)
-    exp_smooth: float = EXP_SMOOTH_LAMBDA  # [ours] Eq. 12, on squared displacement differences
-    minimal: float = MINIMAL_LAMBDA  # [ours] Eq. 13, on squared displacements
-    pose_smooth: float = POSE_SMOOTH_LAMBDA  # [ours] Eq. 11, on squared 4x4 matrix-entry differences
-    landmark: float = LANDMARK_LAMBDA  # [ours] Eq. 9, on squared landmark distances (units of the landmarks passed)
-
-    @property
-    def discriminators(self) -> dict[str, float]:
-        """Weights keyed like ``MultiDiscriminator``'s submodules."""
-        return {"whole": self.whole, "face": self.face, "torso": self.torso}
 
 
 def _mean_sq_norm(diff: Tensor, mask: Tensor | None = None) -> Tensor:

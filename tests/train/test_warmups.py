@@ -1,4 +1,5 @@
-"""The warm-ups of short runs: body occupancy, the density fit (stage 1) and the upsampling fit (stage 2)."""
+"""The warm-ups of short runs: body occupancy, the density and deformation fits (stage 1), the upsampling fit
+(stage 2), and the shape regulariser."""
 
 import json
 import math
@@ -11,10 +12,13 @@ from test_train import FAST, write_dataset
 from aniportrait.checkpoint import load_generator
 from aniportrait.train.config import PRESETS, TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, Trainer
-from aniportrait.train.shape_prior import (
+from aniportrait.train.warmups import (
     BOX,
+    SHELL,
     CanonicalBody,
     box_points,
+    density_prior_loss,
+    fit_deformation_to_3dmm,
     fit_density_to_body,
     fit_sr_to_upsampling,
     vertex_normals,
@@ -70,7 +74,7 @@ def test_box_points_cover_the_texture_region_and_the_body_part_of_it(body):
 def test_density_fit_lowers_the_occupancy_error_and_leaves_other_networks(dataset, tmp_path):
     trainer = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "run", progress=False)
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
-    losses = fit_density_to_body(trainer, 150)
+    losses = fit_density_to_body(trainer.G, trainer.canonical_body, trainer.fake_labels, 150, seed=0)
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses[::10]
     after = trainer.G.state_dict()
@@ -78,10 +82,66 @@ def test_density_fit_lowers_the_occupancy_error_and_leaves_other_networks(datase
     assert changed == {"radiance_net"}
 
 
+def test_regulariser_leaves_the_shell_around_the_body_free(body, tmp_path, dataset):
+    """Density just outside the body (hair, clothes) costs nothing; inside and far outside it does."""
+    trainer = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "run", progress=False)
+    canonical = trainer.canonical_body
+    labels = trainer.fake_labels(0)
+    torch.nn.init.zeros_(trainer.G.radiance_net.output_sigma[-1].weight)
+    with torch.no_grad():  # a constant, fully opaque field: alpha ~ 1 everywhere
+        for head in trainer.G.radiance_net.output_sigma:
+            head.weight.zero_()
+            head.bias.fill_(1e4)
+    rng = torch.Generator().manual_seed(0)
+    loose = density_prior_loss(trainer.G, canonical, labels, rng, points=4096, shell=SHELL)
+    rng = torch.Generator().manual_seed(0)
+    strict = density_prior_loss(trainer.G, canonical, labels, rng, points=4096, shell=0.0)
+    points = box_points(4096, torch.Generator().manual_seed(0))
+    signed = canonical.signed_distance(points)
+    outside_far, outside_near = (signed >= SHELL).float().mean(), ((signed > 0) & (signed < SHELL)).float().mean()
+    assert outside_near > 0.02, "the test needs points in the shell"
+    # Opaque everywhere: the error is 1 at every supervised outside point; the shell's points drop out.
+    assert strict.item() == pytest.approx(float((signed > 0).float().mean()), abs=0.02)
+    assert loose.item() == pytest.approx(float(outside_far / (1 - outside_near)), abs=0.02)
+
+
+def test_deformation_fit_moves_the_face_and_not_the_rest(dataset, tmp_path):
+    """After the warm-up DeformNet opens the mouth (the 3DMM's coefficient 0) near the mouth, and leaves points far
+    from the face where they are."""
+    config = TrainConfig(total_steps=1, **FAST)
+    trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+
+    def draw(step):  # mouth-open coefficients over their range (the tiny dataset's labels are all near 0)
+        labels = trainer.fake_labels(step)
+        labels["expression"] = torch.zeros_like(labels["expression"])
+        labels["expression"][:, 0] = 1.5 * torch.rand(len(labels["z_id"]), generator=torch.Generator().manual_seed(step))
+        return labels
+
+    losses = fit_deformation_to_3dmm(trainer.G, trainer.teacher, draw, 300, seed=0, cfg=config)
+    assert all(math.isfinite(x) for x in losses)
+    after = trainer.G.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"deform_net"}
+    # A wide-open mouth on a mean identity: the deformation at the lower lip against that at the chest.
+    labels = {"z_id": torch.zeros(1, 80), "betas": torch.zeros(1, 10), "expression": torch.zeros(1, 64)}
+    labels["expression"][0, 0] = 1.5
+    registered = trainer.teacher.register(labels["betas"])
+    target = -registered.canonical_expression_offsets(labels["expression"])[0]
+    mouth = target.norm(dim=-1).argmax()
+    lip = registered.canonical_vertices(labels["z_id"], labels["expression"])[:, mouth]
+    chest = torch.tensor([[0.0, -0.2, 0.0]])  # canonical: the upper chest, well below the face
+    freq, phase = trainer.G.deform_net.mapping(torch.cat([labels["z_id"], labels["expression"]], dim=-1))
+    with torch.no_grad():
+        _, d = trainer.G.deform_net(torch.stack([lip, chest], dim=1), freq, phase)
+    assert float(d[0, 0].norm()) > 0.1 * float(target[mouth].norm()), "the mouth opens (19% after 300 steps)"
+    assert float(d[0, 1].norm()) < 0.25 * float(d[0, 0].norm()), "the chest stays"
+
+
 def test_upsampling_fit_trains_super_resolution_only(dataset, tmp_path):
     trainer = Trainer(TrainConfig(total_steps=1, stage=2, **FAST), dataset, tmp_path / "run", progress=False)
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
-    losses = fit_sr_to_upsampling(trainer, 50)
+    losses = fit_sr_to_upsampling(trainer.G, trainer.fake_labels, 50, impl="ref")
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses[::5]
     after = trainer.G.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
@@ -109,6 +169,7 @@ def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
 def test_small_preset_is_the_documented_cpu_recipe():
     small = PRESETS["small"]
     assert small.model == "small" and small.shape_prior_steps > 0 and small.sr_prior_steps > 0
+    assert small.deform_prior_steps > 0
     assert not small.train_smoother
     with pytest.raises(ValueError, match="shape_prior_steps"):
         TrainConfig(shape_prior_steps=-1)

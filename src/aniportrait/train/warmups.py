@@ -1,0 +1,231 @@
+"""Warm-ups [ours] that give a short run a sensible start before the adversarial game, and the shape regulariser.
+
+Shape (stage 1, ``shape_prior_steps``): fit RadianceNet's density to the canonical body.
+    A randomly initialised RadianceNet fills the canonical box with a faint fog, and the discriminators would first
+    have to carve a figure out of it: thousands of steps that a CPU run cannot afford. For ``shape_prior_steps``
+    steps RadianceNet's alpha at random points of the canonical box is regressed onto the soft occupancy of the body
+    model's canonical (mean-pose, mean-shape) mesh, for random identities (a geometric start in the spirit of
+    StyleSDF's sphere and GRAM's SampleNet init). With ``shape_prior_lambda`` > 0 the loss stays on in stage 1 as a
+    regulariser against floaters, but only inside the body and beyond ``SHELL`` outside it, so that hair, clothes
+    and the head's own shape remain the GAN's to make. A point's signed distance is its offset from the nearest
+    vertex along that vertex's normal (a KD-tree query), which works for the procedural rig and for SMPL.
+
+Expression deformation (stage 1, ``deform_prior_steps``): fit DeformNet to the 3DMM.
+    Within the GAN the expression deformation gets most of its gradient from the adversarial and camera terms,
+    and an untaught one moves the torso with the expression (docs/training/gradient_balance.md). The warm-up trains
+    DeformNet alone on the deformation losses (3DMM imitation on the points of :mod:`aniportrait.train.imitation`,
+    expression smoothness, minimal deformation) with Adam, so that the GAN starts from a deformation that acts on
+    the face only.
+
+Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
+    A randomly initialised super-resolution network outputs noise, so the high-resolution discriminators would first
+    have to teach it to upsample at all. The warm-up regresses its output onto the x4 bilinear upsampling of the
+    low-resolution RGBA textures; the GAN then adds detail.
+
+Each fit takes a ``draw_labels(step) -> labels`` function (the trainer's label sampler) and is deterministic for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from aniportrait import constants as K
+from aniportrait.models.generator import texture_alpha
+from aniportrait.train import losses as L
+
+# Width (canonical units) of the sigmoid that softens the occupancy edge: about a texel of the small config.
+OCCUPANCY_SOFTNESS = 0.005
+# The regulariser leaves out points outside the body closer than this to its surface (canonical units, ~5 cm).
+SHELL = 0.04
+# Adam settings of the warm-ups (plain regressions, so larger steps and a momentum the GAN does not use).
+SHAPE_PRIOR_LR = 1e-3
+DEFORM_PRIOR_LR = 1e-3
+SR_PRIOR_LR = 3e-3
+WARMUP_BETAS = (0.9, 0.99)
+SHAPE_PRIOR_POINTS = 8192  # random canonical points per step of the warm-up
+SHAPE_REGULARISER_POINTS = 2048  # and of the stage-1 regulariser
+# Canonical region (lo, hi) per axis that the manifold textures reach: the texture box in x and y, the orthogonal
+# rays' depth range in z.
+BOX = (
+    (-K.SAMPLE_SCALE, K.SAMPLE_SCALE),
+    (K.SAMPLE_CENTER - K.SAMPLE_SCALE, K.SAMPLE_CENTER + K.SAMPLE_SCALE),
+    (K.ORTHO_ORIGIN_Z - K.ORTHO_T_FAR, K.ORTHO_ORIGIN_Z - K.ORTHO_T_NEAR),
+)
+
+DrawLabels = Callable[[int], dict[str, Tensor]]
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals [B, V, 3] of triangle meshes verts [B, V, 3], faces [F, 3] (outward if the
+    faces wind counter-clockwise seen from outside, as SMPL's and the procedural rig's do)."""
+    a, b, c = (verts[:, faces[:, k]] for k in range(3))
+    face_normals = torch.cross(b - a, c - a, dim=-1)  # length = 2 x area
+    normals = torch.zeros_like(verts)
+    for k in range(3):
+        normals.index_add_(1, faces[:, k], face_normals)
+    return F.normalize(normals, dim=-1)
+
+
+@dataclass(frozen=True)
+class CanonicalBody:
+    """The body's canonical mesh (mean pose, mean shape): vertices and unit normals [V, 3], for occupancy queries."""
+
+    verts: Tensor
+    normals: Tensor
+    tree: cKDTree
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, body) -> CanonicalBody:
+        """From a :class:`aniportrait.models.body.BodyModel` (procedural rig or SMPL)."""
+        dtype = body.mean_pose.dtype
+        verts, _ = body._smpl(torch.zeros(1, 10, dtype=dtype, device=body.mean_pose.device), body.mean_pose[None])
+        normals = vertex_normals(verts, body.smpl_model.faces_tensor.long().to(verts.device))
+        verts, normals = verts[0].float(), normals[0].float()
+        return cls(verts, normals, cKDTree(verts.cpu().double().numpy()))
+
+    @torch.no_grad()
+    def signed_distance(self, points: Tensor) -> Tensor:
+        """Approximate signed distance (negative inside) of canonical points [..., 3]: the offset from the nearest
+        vertex along its normal."""
+        flat = points.reshape(-1, 3).float()
+        _, nearest = self.tree.query(flat.cpu().double().numpy())
+        nearest = torch.from_numpy(np.asarray(nearest, dtype=np.int64)).to(flat.device)
+        verts, normals = self.verts.to(flat.device), self.normals.to(flat.device)
+        signed = ((flat - verts[nearest]) * normals[nearest]).sum(-1)
+        return signed.reshape(points.shape[:-1])
+
+    @torch.no_grad()
+    def occupancy(self, points: Tensor) -> Tensor:
+        """Soft occupancy in [0, 1] (1 inside) of canonical points [..., 3]."""
+        return torch.sigmoid(-self.signed_distance(points) / OCCUPANCY_SOFTNESS).to(points.dtype)
+
+
+def box_points(n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> Tensor:
+    """``n`` uniform canonical points [n, 3] in the region the manifold textures cover (``BOX``)."""
+    lo, hi = torch.tensor(BOX).T
+    return (lo + (hi - lo) * torch.rand(n, 3, generator=generator)).to(device)
+
+
+def density_prior_loss(
+    G,
+    body: CanonicalBody,
+    labels: dict[str, Tensor],
+    generator: torch.Generator,
+    *,
+    points: int = SHAPE_PRIOR_POINTS,
+    shell: float = 0.0,
+) -> Tensor:
+    """Mean squared error between RadianceNet's alpha and the body's occupancy at ``points`` canonical points drawn
+    with ``generator``, for each identity of ``labels``; points outside the body within ``shell`` of its surface are
+    left out (0 for the warm-up, ``SHELL`` for the regulariser)."""
+    xyz = box_points(points, generator, G.levels.device)
+    freq, phase = G.radiance_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
+    batch = freq.shape[0]
+    view_dir = xyz.new_tensor([0.0, 0.0, -1.0]).expand(batch, 1, 3)
+    _, sigma, _ = G.radiance_net.features(xyz.expand(batch, -1, -1), freq, phase, view_dir)
+    signed = body.signed_distance(xyz)
+    target = torch.sigmoid(-signed / OCCUPANCY_SOFTNESS)
+    weight = ((signed <= 0) | (signed >= shell)).float()
+    error = (texture_alpha(sigma[..., 0].float()) - target).square()
+    return (error * weight).sum() / (batch * weight.sum()).clamp_min(1.0)
+
+
+def fit_density_to_body(G, body: CanonicalBody, draw_labels: DrawLabels, steps: int, seed: int) -> list[float]:
+    """The shape warm-up on ``G.radiance_net`` (stage 1, before step 0); returns the loss of each step.
+
+    Each step draws identities with ``draw_labels(step)`` and ``SHAPE_PRIOR_POINTS`` canonical points
+    (deterministically from ``seed``) and regresses RadianceNet's alpha there onto the body's occupancy, with Adam
+    on RadianceNet only.
+    """
+    optimizer = torch.optim.Adam(G.radiance_net.parameters(), lr=SHAPE_PRIOR_LR, betas=WARMUP_BETAS)
+    losses = []
+    for step in range(steps):
+        points_rng = torch.Generator().manual_seed(seed * 100_003 + step)
+        loss = density_prior_loss(G, body, draw_labels(step), points_rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def deformation_losses(
+    G, teacher, labels: dict[str, Tensor], far_points: Tensor, generator: torch.Generator, cfg
+) -> dict[str, Tensor]:
+    """The weighted expression-deformation terms (paper Eq. 10, 12, 13) on the teacher's points for ``labels``.
+
+    Args:
+        G: the generator (its ``deform_net`` is evaluated).
+        teacher: an :class:`aniportrait.train.imitation.ExpressionTeacher`.
+        far_points: [B, P, 3] candidate far points (portrait ray samples or canonical box points).
+        cfg: the :class:`~aniportrait.train.config.TrainConfig` holding the weights.
+    """
+    points, target = teacher.samples(labels, far_points, cfg.imitation_points, generator, cfg.imitation_max_distance)
+    points, target = points.to(far_points.device), target.to(far_points.device)
+    freq, phase = G.deform_net.mapping(torch.cat([labels["z_id"], labels["expression"]], dim=-1))
+    _, d = G.deform_net(points, freq, phase)
+    shift = cfg.exp_smooth_sigma * torch.randn(points.shape, generator=generator).to(points.device)
+    _, d_shifted = G.deform_net(points + shift, freq, phase)
+    return {
+        "imitation": cfg.imitation_lambda * L.imitation_loss(d, target.to(d.dtype)),
+        "exp_smooth": cfg.exp_smooth_lambda * L.expression_smoothness(d, d_shifted),
+        "minimal": cfg.minimal_lambda * L.minimal_deformation(d),
+    }
+
+
+def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, seed: int, cfg) -> list[float]:
+    """The deformation warm-up on ``G.deform_net`` (stage 1, before step 0); returns the imitation loss per step.
+
+    Far points are uniform points of the canonical box (the region every ray sample maps into).
+    """
+    optimizer = torch.optim.Adam(G.deform_net.parameters(), lr=DEFORM_PRIOR_LR, betas=WARMUP_BETAS)
+    losses = []
+    for step in range(steps):
+        labels = draw_labels(step)
+        rng = torch.Generator().manual_seed(seed * 100_019 + step)
+        batch = labels["z_id"].shape[0]
+        far = box_points(batch * cfg.imitation_points, rng, G.levels.device).reshape(batch, -1, 3)
+        terms = deformation_losses(G, teacher, labels, far, rng, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimizer.step()
+        losses.append(float(terms["imitation"].detach()) / max(cfg.imitation_lambda, 1e-30))
+    return losses
+
+
+def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Error of RGBA textures [N, 4, H, W]: alpha everywhere, colour weighted by the target's alpha (most texels
+    are empty, and an unweighted colour error lets the network settle for one mean colour where it shows)."""
+    weight = target[:, 3:]
+    colour = (weight * (output[:, :3] - target[:, :3]).square()).sum() / (3 * weight.sum()).clamp_min(1e-6)
+    return colour + (output[:, 3] - target[:, 3]).square().mean()
+
+
+def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: str = "auto") -> list[float]:
+    """The stage-2 warm-up on ``G.sr_net`` (before step 0); returns the loss of each step.
+
+    The targets are the frozen stage-1 textures of random identities, upsampled x4 (bilinear, clamped to [0, 1]).
+    """
+    optimizer = torch.optim.Adam(G.sr_net.parameters(), lr=SR_PRIOR_LR, betas=WARMUP_BETAS)
+    losses = []
+    for step in range(steps):
+        labels = draw_labels(step)
+        with torch.no_grad():
+            lr_features, _ = G.manifold_textures(labels["z_id"], labels["z_noise"], impl=impl)
+            target = F.interpolate(lr_features[:, :4], scale_factor=4, mode="bilinear", align_corners=False)
+        style = G.sr_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
+        output = torch.sigmoid(G.sr_net(lr_features, style))
+        loss = upsampling_loss(output, target.clamp(0, 1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses

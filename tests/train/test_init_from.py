@@ -1,0 +1,71 @@
+"""Starting a run from another: the generator, its EMA and the discriminators (progressively across stages)."""
+
+import pytest
+import torch
+from test_train import FAST, write_dataset
+
+from aniportrait.checkpoint import load_generator
+from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
+from aniportrait.train.config import TrainConfig
+from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer
+from aniportrait.train.state import load_training_state
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds", res=64, face=32)
+
+
+@pytest.fixture(scope="module")
+def stage1(dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "s1"
+    Trainer(TrainConfig(total_steps=2, **FAST), dataset, run, progress=False).run()
+    return run
+
+
+def test_progressive_load_takes_the_shared_blocks():
+    torch.manual_seed(0)
+    small = MultiDiscriminator(DiscriminatorConfig(whole_size=16, face_size=16, max_channels=32))
+    large = MultiDiscriminator(DiscriminatorConfig(whole_size=64, face_size=32, max_channels=32))
+    copied, total = large.load_progressive(small.state_dict())
+    assert 0 < copied < total
+    # The small encoder's blocks are the large one's last blocks.
+    for name in ("whole", "face", "torso"):
+        src, dst = getattr(small, name).layers, getattr(large, name).layers
+        for k in range(1, len(src) + 1):
+            for (a, p), (b, q) in zip(src[-k].named_parameters(), dst[-k].named_parameters()):
+                assert a == b and torch.equal(p, q), (name, k, a)
+        assert torch.equal(getattr(small, name).final_layer.weight, getattr(large, name).final_layer.weight)
+    same = MultiDiscriminator(DiscriminatorConfig(whole_size=16, face_size=16, max_channels=32))
+    total_same = len(same.state_dict())
+    assert same.load_progressive(small.state_dict()) == (total_same, total_same)
+
+
+def test_same_stage_continues_generator_ema_discriminator_and_its_optimiser(stage1, dataset, tmp_path):
+    follow = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "next", init_from=stage1, progress=False)
+    probe = Trainer(TrainConfig(total_steps=2, **FAST), dataset, tmp_path / "probe", progress=False)
+    load_training_state(stage1 / STATE_FILE, modules=probe._modules(), optimizers={"G": probe.opt_G, "D": probe.opt_D})
+    for name in ("G", "G_ema", "D"):
+        for (key, a), b in zip(getattr(follow, name).state_dict().items(), getattr(probe, name).state_dict().values()):
+            assert torch.equal(a, b), (name, key)
+    for index, state in probe.opt_D.state_dict()["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(follow.opt_D.state_dict()["state"][index][key]), torch.as_tensor(value))
+    assert follow.step == 0, "a new run: its own step count"
+
+
+def test_stage2_starts_from_the_stage1_ema_and_its_discriminator_blocks(stage1, dataset, tmp_path):
+    follow = Trainer(
+        TrainConfig(total_steps=1, stage=2, **FAST), dataset, tmp_path / "s2", init_from=stage1, progress=False
+    )
+    ema, _, _ = load_generator(stage1 / GENERATOR_FILE)
+    for key, value in ema.state_dict().items():
+        assert torch.equal(follow.G.state_dict()[key], value), key
+    probe = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "p", progress=False)
+    load_training_state(stage1 / STATE_FILE, modules={"D": probe.D}, optimizers={})
+    assert torch.equal(follow.D.face.final_layer.weight, probe.D.face.final_layer.weight)
+    assert len(follow.D.whole.layers) > len(probe.D.whole.layers)
+    assert torch.equal(follow.D.whole.layers[-1].conv1.conv.weight, probe.D.whole.layers[-1].conv1.conv.weight)
+    assert not follow.opt_D.state_dict()["state"], "another discriminator: a fresh optimiser"
+    follow.run()
+    assert "discriminator tensors" in (tmp_path / "s2" / "log.txt").read_text()
