@@ -16,7 +16,6 @@ The file is read with ``torch.load(weights_only=True)``: no pickled code runs.
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from aniportrait.checkpoint import FORMAT, VALID_INDEX_KEY, VERSION, CheckpointE
 from aniportrait.config import SSHQ512
 from aniportrait.constants import SMPL_NUM_FACES, SMPL_NUM_VERTS
 from aniportrait.models.generator import AniPortraitGenerator
+from aniportrait.userfiles import UnreadableFileError, load_npy, load_torch_file
 
 DUPLICATE_SMOOTHER = {
     "renderer.smooth_layer.conv_block1.weight": "smoother.conv_block1.weight",
@@ -47,15 +47,12 @@ SMPL_BUFFERS = {
 def load_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read the release's checkpoint safely (``weights_only=True``); accept a bare state_dict or one under a key."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"official checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused: it holds pickled objects other than tensors") from None
-    except Exception as err:  # torch raises many types on damaged files (RuntimeError, KeyError, EOFError, ...)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        data = load_torch_file(
+            path, "official checkpoint", noun="readable PyTorch checkpoint", fix="pass the release's sshq512.pt"
+        )
+    except UnreadableFileError as err:
+        raise CheckpointError(str(err)) from None
     for key in ("state_dict", "generator_ema", "generator"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -67,12 +64,12 @@ def load_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
 def load_knn_index(path: str | os.PathLike, num_verts: int = SMPL_NUM_VERTS) -> torch.Tensor:
     """The release's ``valid_smpl_knn_index.npy``: sorted unique vertex ids in [0, num_verts)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"knn index file not found: {path} (the release's smpl_models/valid_smpl_knn_index.npy)")
     try:
-        index = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable .npy array: {err}") from None
+        index = load_npy(
+            path, "knn index file", fix="pass the release's smpl_models/valid_smpl_knn_index.npy", max_rows=num_verts
+        )
+    except UnreadableFileError as err:
+        raise CheckpointError(str(err)) from None
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer) or index.size == 0:
         raise CheckpointError(
             f"{path}: expected a 1-D integer array of vertex ids, got {index.dtype} {list(index.shape)}"

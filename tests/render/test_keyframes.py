@@ -116,8 +116,8 @@ def test_load_missing_file(tmp_path):
     assert "pose" in str(err.value) and "nope.npy" in str(err.value)
 
 
-def test_load_a_directory_is_not_found(tmp_path):
-    with pytest.raises(KeyframeError, match="not found"):
+def test_load_a_directory_is_refused_as_a_folder(tmp_path):
+    with pytest.raises(KeyframeError, match="is a folder"):
         kf.load("pose", tmp_path)
 
 

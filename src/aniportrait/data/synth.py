@@ -81,6 +81,7 @@ from aniportrait.data import format as fmt
 from aniportrait.data.dataset import DatasetError
 from aniportrait.models.body import RIG_BETA_SCALES, BodyModel, euler_zyx_to_matrix
 from aniportrait.render import cameras
+from aniportrait.userfiles import output_folder_problem
 
 __all__ = [
     "EXPRESSION_EFFECTS",
@@ -916,10 +917,17 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _check_target(out: Path) -> None:
+    """Refuse an output folder that exists with content, or that cannot be created (its nearest existing ancestor is
+    a file or not writable)."""
+    if str(out) in ("", "."):
+        raise DatasetError("the output folder is the current folder; name a new folder")
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} exists and is not a folder; choose a new output folder")
     if out.is_dir() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; choose a new output folder or remove it first")
+    problem = output_folder_problem(out)
+    if problem:
+        raise DatasetError(f"cannot create {out}: {problem}")
 
 
 def synthesize(
@@ -959,9 +967,12 @@ def synthesize(
         raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
     out = Path(out_dir)
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as err:  # e.g. a read-only file system
+        raise DatasetError(f"cannot create {out}: {err.strerror or err}; choose another output folder") from None
     threads = torch.get_num_threads()
     torch.set_num_threads(RENDER_THREADS)
     try:

@@ -39,14 +39,13 @@ x 1/16, 75x75 input) for tests: its features are meaningless for reporting.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aniportrait.checkpoint import describe_keys, state_dict_diff
+from aniportrait.userfiles import UnreadableFileError, load_torch_file
 
 __all__ = [
     "FID_WEIGHTS_FILE",
@@ -318,13 +317,12 @@ def load_fid_inception(path: str | os.PathLike, *, device: str | torch.device = 
     """
     path = os.fspath(path)
     hint = f"; download {FID_WEIGHTS_FILE} from {FID_WEIGHTS_URL}"
-    if not os.path.isfile(path):
-        raise EvalError(f"Inception weights not found: {path}{hint}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EvalError(f"{path}: not a safely loadable torch state_dict ({first}){hint}") from None
+        state = load_torch_file(
+            path, "Inception weights", noun="safely loadable torch state_dict", fix=hint.removeprefix("; ")
+        )
+    except UnreadableFileError as err:
+        raise EvalError(str(err)) from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise EvalError(f"{path}: expected a state_dict (a dict of tensors), got {type(state).__name__}{hint}")
     model = FIDInception()

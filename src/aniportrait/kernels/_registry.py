@@ -31,8 +31,19 @@ def interpreter_enabled() -> bool:
 
 def _check_impl(impl: str, source: str) -> str:
     if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r} from {source}; expected one of {', '.join(IMPLS)}")
+        fix = "set it to auto, ref or triton, or unset it" if source == f"${ENV_VAR}" else "use auto, ref or triton"
+        raise ValueError(f"unknown impl {impl!r} from {source}; {fix}")
     return impl
+
+
+def env_impl() -> str | None:
+    """The implementation named by ``$ANIPORTRAIT_IMPL`` (case and spaces ignored), or None when it is unset or empty.
+
+    Raises:
+        ValueError: the variable names no implementation (the message says how to fix it).
+    """
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    return _check_impl(value, f"${ENV_VAR}") if value else None
 
 
 @contextlib.contextmanager
@@ -60,8 +71,8 @@ def resolve_impl(op: str, impl: str, *tensors: torch.Tensor | None) -> str:
     source = "the impl argument"
     if impl == "auto" and _context_impl.get() is not None:
         impl, source = _context_impl.get(), "use_impl()"
-    if impl == "auto" and os.environ.get(ENV_VAR):
-        impl, source = os.environ[ENV_VAR].strip().lower(), f"${ENV_VAR}"
+    if impl == "auto" and env_impl() is not None:
+        impl, source = env_impl(), f"${ENV_VAR}"
     _check_impl(impl, source)
     present = [t for t in tensors if t is not None]
     on_cuda = bool(present) and all(t.is_cuda for t in present)

@@ -8,17 +8,28 @@ The formats are exactly the release's (reference.md section 3, "Keyframe files")
 
 Frames are linearly interpolated between keyframes, ``n_interval`` frames per keyframe, looping back to the first
 keyframe at the end (as gen_video does).
+
+Values beyond the plausible ranges below are refused (they render garbage, and huge ones overflow float32):
+
+- camera pitch in the open interval (0, pi) (the camera's polar angle; 0 and pi look straight down and up);
+- camera yaw in [pi/2 - pi, pi/2 + pi], half a turn either way of frontal;
+- pose: every Euler offset in [-pi, pi];
+- expression: every coefficient in [-10, 10] (real faces stay within about +-3).
+
+A video has at most ``MAX_FRAMES`` = 100,000 frames (keyframe rows x ``n_interval``), checked before interpolating.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import zipfile
+import re
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
+
+from aniportrait.userfiles import UnreadableFileError, load_npy
 
 EXPRESSION_DIM = 64
 NUM_POSE_JOINTS = 6
@@ -28,7 +39,15 @@ SHAPES = {"expression": (EXPRESSION_DIM,), "pose": (NUM_POSE_JOINTS, 3), "camera
 SHAPE_TEXT = {"expression": "[N, 64]", "pose": "[N, 6, 3]", "camera": "[N, 2] (pitch, yaw in radians)"}
 
 MAX_SEED = 2**32 - 1  # seeds feed torch.Generator.manual_seed; keep them in numpy's range too
-MAX_SEEDS = 100_000  # seeds in one run
+MAX_SEEDS = 100_000  # seeds in one run, counted over every item of the list
+MAX_FRAMES = 100_000  # frames of one video: keyframe rows x n_interval
+MAX_KEYFRAMES = MAX_FRAMES  # rows of a keyframe file (each makes at least one frame)
+
+# Plausible value ranges (radians for angles): (low, high, open interval?, how the range is described).
+PITCH_RANGE = (0.0, math.pi, True, "(0, pi) (radians)")
+YAW_RANGE = (math.pi / 2 - math.pi, math.pi / 2 + math.pi, False, "[pi/2 - pi, pi/2 + pi] (radians; pi/2 is frontal)")
+POSE_RANGE = (-math.pi, math.pi, False, "[-pi, pi] (radians)")
+EXPRESSION_RANGE = (-10.0, 10.0, False, "[-10, 10]")
 
 # Yaw offsets of the built-in camera sweep (radians, about +-17 degrees around frontal).
 YAW_SWEEP = (0.0, 0.3, 0.0, -0.3)
@@ -58,22 +77,44 @@ def validate(name: str, array: np.ndarray, source: str) -> np.ndarray:
         raise KeyframeError(f"{source}: {name} keyframes must be a numeric array of shape {SHAPE_TEXT[name]}")
     if array.ndim != 1 + len(SHAPES[name]) or array.shape[1:] != SHAPES[name] or array.shape[0] < 1:
         raise KeyframeError(f"{source}: {name} keyframes must have shape {SHAPE_TEXT[name]}, got {list(array.shape)}")
+    if array.shape[0] > MAX_KEYFRAMES:
+        raise KeyframeError(
+            f"{source}: {len(array):,} {name} keyframes; at most {MAX_KEYFRAMES:,} (one video has at most "
+            f"{MAX_FRAMES:,} frames)"
+        )
     if not np.isfinite(array).all():
         raise KeyframeError(f"{source}: {name} keyframes contain NaN or infinite values; fix or regenerate the file")
+    _check_range(name, array, source)  # before any cast, so that no overflow can happen or warn
     return array.astype(np.float32)
 
 
+def _check_range(name: str, array: np.ndarray, source: str) -> None:
+    """Refuse the first value beyond its plausible range, naming it, where it is and the range."""
+    if name == "camera":
+        checks = [("pitch", array[:, 0], PITCH_RANGE), ("yaw", array[:, 1], YAW_RANGE)]
+    elif name == "pose":
+        checks = [("Euler offset", array, POSE_RANGE)]
+    else:
+        checks = [("coefficient", array, EXPRESSION_RANGE)]
+    for label, column, (low, high, open_interval, text) in checks:
+        outside = (column <= low) | (column >= high) if open_interval else (column < low) | (column > high)
+        if outside.any():
+            where = tuple(int(i) for i in np.unravel_index(np.argmax(outside), column.shape))
+            place = f"keyframe {where[0]}" + (f", index {list(where[1:])}" if len(where) > 1 else "")
+            raise KeyframeError(
+                f"{source}: {name} {label} {column[where]:.6g} at {place} is outside the plausible range {text}; "
+                "fix the file"
+            )
+
+
 def load(name: str, path: str | os.PathLike) -> np.ndarray:
-    """Load and validate a ``.npy`` keyframe file (never unpickles: ``allow_pickle=False``)."""
+    """Load and validate a ``.npy`` keyframe file (never unpickles: ``allow_pickle=False``; at most
+    ``MAX_KEYFRAMES`` rows, checked before the data is read)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise KeyframeError(f"{name} keyframe file not found: {path}")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise KeyframeError(f"{path}: not a readable .npy array ({err}); save keyframes with numpy.save") from None
-    if not isinstance(array, np.ndarray):
-        raise KeyframeError(f"{path}: expected a single .npy array, got an .npz archive")
+        array = load_npy(path, f"{name} keyframe file", max_rows=MAX_KEYFRAMES)
+    except UnreadableFileError as err:
+        raise KeyframeError(str(err)) from None
     return validate(name, array, path)
 
 
@@ -145,6 +186,7 @@ def interpolate(keyframes: Keyframes, n_interval: int) -> Keyframes:
     first keyframe appended so that the animation loops."""
     if n_interval < 1:
         raise KeyframeError(f"n_interval must be at least 1, got {n_interval}")
+    check_frame_count(len(keyframes), n_interval)
     k = (np.arange(n_interval, dtype=np.float32) / n_interval)[None, :]
 
     def lerp(a: np.ndarray) -> np.ndarray:
@@ -156,28 +198,39 @@ def interpolate(keyframes: Keyframes, n_interval: int) -> Keyframes:
     return Keyframes(lerp(keyframes.expression), lerp(keyframes.pose), lerp(keyframes.camera))
 
 
+def check_frame_count(num_keyframes: int, n_interval: int) -> int:
+    """The frame count ``num_keyframes * n_interval`` of a video; ``KeyframeError`` beyond ``MAX_FRAMES``."""
+    frames = num_keyframes * n_interval
+    if frames > MAX_FRAMES:
+        raise KeyframeError(
+            f"{num_keyframes:,} keyframes x --n-interval {n_interval} = {frames:,} frames; a video has at most "
+            f"{MAX_FRAMES:,} frames: use fewer keyframes or a smaller --n-interval"
+        )
+    return frames
+
+
+_SEED_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,4-6"`` -> ``[0, 1, 4, 5, 6]``: comma-separated non-negative integers and inclusive ranges."""
-    seeds: list[int] = []
+    """``"0,1,4-6"`` -> ``[0, 1, 4, 5, 6]``: comma-separated non-negative integers and inclusive ranges, at most
+    ``MAX_SEEDS`` seeds in all (counted before duplicates are dropped), each at most ``MAX_SEED``."""
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
+    usage = f"bad seed list {shown}: use non-negative integers and ranges, e.g. 0,1,4-6"
+    items: list[tuple[int, int]] = []
+    total = 0
     for part in text.split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            if sep:
-                first, last = int(lo), int(hi)
-                if last < first:
-                    raise ValueError
-                if last - first >= MAX_SEEDS:
-                    raise KeyframeError(f"seed range {part!r} is too long: at most {MAX_SEEDS} seeds per run")
-                seeds.extend(range(first, last + 1))
-            else:
-                seeds.append(int(part))
-        except KeyframeError:
-            raise
-        except ValueError:
-            raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6") from None
-    if any(s < 0 for s in seeds) or not seeds:
-        raise KeyframeError(f"bad seed list {text!r}: use non-negative integers and ranges, e.g. 0,1,4-6")
-    if max(seeds) > MAX_SEED:
-        raise KeyframeError(f"bad seed list {text!r}: seeds must be at most {MAX_SEED}")
-    return list(dict.fromkeys(seeds))
+        match = _SEED_ITEM.fullmatch(part.strip())
+        if match is None:
+            raise KeyframeError(usage)
+        first = int(match[1])
+        last = first if match[2] is None else int(match[2])
+        if last < first:
+            raise KeyframeError(usage)
+        if last > MAX_SEED:
+            raise KeyframeError(f"bad seed list {shown}: seeds must be at most {MAX_SEED}")
+        total += last - first + 1
+        if total > MAX_SEEDS:
+            raise KeyframeError(f"seed list {shown} has over {MAX_SEEDS:,} seeds; at most {MAX_SEEDS:,} per run")
+        items.append((first, last))
+    return list(dict.fromkeys(seed for first, last in items for seed in range(first, last + 1)))
