@@ -1,22 +1,28 @@
-"""Measure how much each control changes the built-in default's frame, and where (the model card's numbers).
+"""How much each control changes a model's frame, and where: the model card's control-response numbers.
 
-Seed 0, frontal camera, psi 0.7. For each control, the mean absolute pixel change (on the [-1, 1] scale) of the
-128x128 frame against the rest frame: whole image, upper half, bottom quarter. Writes control_response.json beside
-this script.
+Everything goes through the command line, as a user renders: for each seed, `aniportrait render --png` of a rest
+frame (frontal camera, zero pose, neutral expression) and of one frame per control with that one control changed.
+Reported per control: the mean absolute pixel change (on the [-1, 1] scale) of the frame against the rest frame in
+the whole image, the upper half and the bottom quarter, averaged over the seeds, and the ratios the targets use
+(upper / bottom for expression and head, bottom / upper for the shoulders).
 
-    python docs/default_model/control_response.py
+    python docs/default_model/control_response.py [--checkpoint FILE] [--seeds 0-7] [--json OUT]
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import math
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-import torch
-
-from aniportrait import pretrained
-from aniportrait.models.generator import sample_identity_latents
+import imageio.v2 as imageio
+import numpy as np
 
 FRONT = (math.pi / 2, math.pi / 2)
 
@@ -31,46 +37,77 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
-    generator, metadata, valid_index = pretrained.builtin_generator()
-    body = pretrained.body_for_checkpoint(metadata, valid_index, None)
-    latents = sample_identity_latents(generator.config, [0], id_bank=generator.id_bank)
-    with torch.no_grad():
-        identity = generator.prepare_identity(*latents, psi=0.7, impl="ref")
+def controls() -> dict[str, dict[str, np.ndarray]]:
+    """name -> one-row keyframes (camera [1, 2], pose [1, 6, 3], expression [1, 64])."""
 
-    def frame(camera=FRONT, pose=None, expression=None):
-        with torch.no_grad():
-            return generator.render_frame(
-                identity,
-                body,
-                torch.tensor([camera], dtype=torch.float32),
-                torch.zeros(1, 6, 3) if pose is None else pose[None],
-                torch.zeros(1, 64) if expression is None else expression[None],
-                impl="ref",
-            )["image"][0]
+    def keys(camera=FRONT, pose=None, expression=None):
+        return {
+            "camera": np.array([camera], dtype=np.float32),
+            "pose": np.zeros((1, 6, 3), np.float32) if pose is None else pose[None].astype(np.float32),
+            "expression": np.zeros((1, 64), np.float32) if expression is None else expression[None].astype(np.float32),
+        }
 
-    base = frame()
-    side = base.shape[-1]
-    head, shoulders, mouth = torch.zeros(6, 3), torch.zeros(6, 3), torch.zeros(64)
-    head[3, 1] = 0.5  # head (joint 15) yaw, rad
+    head, shoulders, mouth, smile = np.zeros((6, 3)), np.zeros((6, 3)), np.zeros(64), np.zeros(64)
+    head[3, 1] = 0.5  # head (joint 15) yaw, rad (ZYX Euler: index 1 is Y)
     shoulders[4:, 0] = 0.3  # both shoulders (joints 16, 17) about z, rad
     mouth[0] = 3.0  # expression coefficient 0: mouth open
-    controls = {
-        "camera yaw +0.5 rad": frame(camera=(FRONT[0], FRONT[1] + 0.5)),
-        "head yaw 0.5 rad": frame(pose=head),
-        "shoulders 0.3 rad": frame(pose=shoulders),
-        "mouth open 3": frame(expression=mouth),
+    smile[1] = 1.5  # coefficient 1: smile
+    return {
+        "rest": keys(),
+        "camera yaw +0.5 rad": keys(camera=(FRONT[0], FRONT[1] + 0.5)),
+        "head yaw 0.5 rad": keys(pose=head),
+        "shoulders 0.3 rad": keys(pose=shoulders),
+        "mouth open 3": keys(expression=mouth),
+        "smile 1.5": keys(expression=smile),
     }
+
+
+def render(keys: dict, seeds: str, checkpoint: str | None, work: Path) -> dict[int, np.ndarray]:
+    """Render one frame per seed through the CLI; returns {seed: [H, W, 3] in [-1, 1]}."""
+    work.mkdir(parents=True)
+    args = [sys.executable, "-m", "aniportrait.cli", "render", "--seeds", seeds, "--n-interval", "1", "--png"]
+    args += ["--quiet", "--out", str(work / "out")]
+    for kind, value in keys.items():
+        np.save(work / f"{kind}.npy", value)
+        args += [f"--{kind}", str(work / f"{kind}.npy")]
+    if checkpoint:
+        args += ["--checkpoint", checkpoint]
+    subprocess.run(args, check=True, capture_output=True)
+    frames = {}
+    for folder in (work / "out").glob("frames_*"):
+        seed = int(folder.name.split("_")[1])
+        frames[seed] = imageio.imread(folder / "frame_00000.png").astype(np.float64) / 127.5 - 1
+    return frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="default: the built-in model")
+    parser.add_argument("--seeds", default="0-7")
+    parser.add_argument("--json", default=str(Path(__file__).with_name("control_response.json")))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = {name: render(keys, args.seeds, args.checkpoint, Path(tmp) / str(i))
+                  for i, (name, keys) in enumerate(controls().items())}
+    rest = frames.pop("rest")
+    side = next(iter(rest.values())).shape[0]
     regions = {"whole": slice(None), "upper half": slice(0, side // 2), "bottom quarter": slice(side - side // 4, side)}
+    changes = {}
+    for name, per_seed in frames.items():
+        row = {r: float(np.mean([np.abs(per_seed[s][rows] - rest[s][rows]).mean() for s in rest])) for r, rows in
+               regions.items()}
+        row = {k: round(v, 4) for k, v in row.items()}
+        upper, bottom = row["upper half"], row["bottom quarter"]
+        row["upper / bottom"] = round(upper / max(bottom, 1e-9), 2)
+        row["bottom / upper"] = round(bottom / max(upper, 1e-9), 2)
+        changes[name] = row
     report = {
-        "machine": f"{os.cpu_count()}-core {_cpu_name()}, torch {torch.__version__}",
-        "changes": {
-            name: {r: round((image[:, rows] - base[:, rows]).abs().mean().item(), 4) for r, rows in regions.items()}
-            for name, image in controls.items()
-        },
+        "checkpoint": args.checkpoint or "built-in default",
+        "seeds": args.seeds,
+        "machine": f"{os.cpu_count()}-core {_cpu_name()}",
+        "changes": changes,
     }
-    out = Path(__file__).with_name("control_response.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
