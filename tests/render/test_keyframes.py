@@ -6,6 +6,7 @@ Frames are ``(1 - k) kf[i] + k kf[i + 1]`` with ``k = j / n_interval``, looping 
 
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -358,3 +359,140 @@ def test_parse_seeds_rejects(text):
 def test_parse_seeds_rejects_seeds_torch_cannot_use():
     with pytest.raises(KeyframeError):
         kf.parse_seeds(str(2**64))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1_0", "+1", "\u0661", "1 2", "0-1-", " - 3"],
+    ids=["underscore", "plus", "arabic-digit", "space", "dash", "neg"],
+)
+def test_parse_seeds_accepts_only_ascii_digits(text):
+    with pytest.raises(KeyframeError, match="bad seed list"):
+        kf.parse_seeds(text)
+
+
+def test_parse_seeds_bounds_the_total_over_every_item():
+    assert len(kf.parse_seeds("0-99999")) == kf.MAX_SEEDS
+    assert kf.parse_seeds(f"{kf.MAX_SEED}") == [kf.MAX_SEED]
+    for text in ("0-99999,100000-199999", "0-100000", "0-99999,5", "0,0-99999"):  # counted before duplicates go
+        with pytest.raises(KeyframeError, match="at most 100,000 per run"):
+            kf.parse_seeds(text)
+    for text in (str(kf.MAX_SEED + 1), f"0-{kf.MAX_SEED + 1}", "0-" + "9" * 40):
+        with pytest.raises(KeyframeError, match=f"at most {kf.MAX_SEED}"):
+            kf.parse_seeds(text)
+
+
+def test_parse_seeds_message_shortens_a_long_list():
+    with pytest.raises(KeyframeError) as err:
+        kf.parse_seeds("x" * 10_000)
+    assert len(str(err.value)) < 200
+
+
+# -- plausible ranges and size limits ------------------------------------------------------------------------------
+
+
+def _with_value(kind: str, index: tuple, value: float, dtype=np.float64) -> np.ndarray:
+    array = GOOD[kind].astype(dtype)
+    array[index] = value
+    return array
+
+
+@pytest.mark.parametrize(
+    ("kind", "index", "value", "fragments"),
+    [
+        ("camera", (1, 0), 0.0, ["camera pitch 0 at keyframe 1", "(0, pi)"]),
+        ("camera", (0, 0), math.pi, ["camera pitch 3.14159 at keyframe 0", "(0, pi)"]),
+        ("camera", (2, 0), -0.5, ["camera pitch -0.5"]),
+        ("camera", (0, 1), 1e30, ["camera yaw 1e+30 at keyframe 0", "[pi/2 - pi, pi/2 + pi]"]),
+        ("camera", (0, 1), 1e300, ["camera yaw 1e+300"]),
+        ("camera", (1, 1), -1.6, ["camera yaw -1.6 at keyframe 1"]),
+        ("camera", (1, 1), 4.72, ["camera yaw 4.72"]),
+        ("pose", (2, 3, 1), 3.2, ["pose Euler offset 3.2 at keyframe 2, index [3, 1]", "[-pi, pi]"]),
+        ("pose", (0, 0, 0), -1e30, ["pose Euler offset -1e+30 at keyframe 0, index [0, 0]"]),
+        ("expression", (1, 7), 1e6, ["expression coefficient 1e+06 at keyframe 1, index [7]", "[-10, 10]"]),
+        ("expression", (0, 63), -10.5, ["expression coefficient -10.5 at keyframe 0, index [63]"]),
+    ],
+)
+def test_validate_refuses_values_beyond_the_plausible_range(kind, index, value, fragments):
+    array = _with_value(kind, index, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning may leak (1e300 overflows float32)
+        with pytest.raises(KeyframeError) as err:
+            kf.validate(kind, array, "f.npy")
+    message = str(err.value)
+    assert message.startswith("f.npy: ") and "fix the file" in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "index", "value"),
+    [
+        ("camera", (0, 0), 1e-3),
+        ("camera", (0, 0), math.pi - 1e-3),
+        ("camera", (0, 1), math.pi / 2 - math.pi),
+        ("camera", (0, 1), math.pi / 2 + math.pi),
+        ("pose", (0, 0, 0), -math.pi),
+        ("pose", (0, 0, 0), math.pi),
+        ("expression", (0, 0), -10.0),
+        ("expression", (0, 0), 10.0),
+    ],
+)
+def test_validate_accepts_the_ends_of_the_ranges(kind, index, value):
+    out = kf.validate(kind, _with_value(kind, index, value), "f.npy")
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64 here")
+def test_validate_refuses_a_longdouble_beyond_float64_without_a_warning():
+    array = GOOD["camera"].astype(np.longdouble)
+    array[0, 1] = np.longdouble(10) ** 400
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KeyframeError, match="camera yaw 1e\\+400"):
+            kf.validate("camera", array, "f.npy")
+
+
+@pytest.mark.parametrize("name", ["expression", "pose", "video"])
+def test_release_keyframes_lie_well_inside_the_ranges(name):
+    """The release's files (built-in trajectories) pass with room to spare: at most half of each range is used."""
+    keys = kf.builtin(name)
+    assert np.abs(keys.expression).max() <= kf.EXPRESSION_RANGE[1] / 2
+    assert np.abs(keys.pose).max() <= kf.POSE_RANGE[1] / 2
+    assert np.abs(keys.camera - math.pi / 2).max() <= math.pi / 4
+
+
+def test_validate_refuses_more_rows_than_a_video_may_have():
+    kf.validate("camera", np.full((kf.MAX_KEYFRAMES, 2), 1.5), "f.npy")
+    with pytest.raises(KeyframeError, match="100,001 camera keyframes; at most 100,000"):
+        kf.validate("camera", np.full((kf.MAX_KEYFRAMES + 1, 2), 1.5), "f.npy")
+
+
+def test_load_refuses_a_huge_file_from_its_header_without_reading_the_data(tmp_path, monkeypatch):
+    path = tmp_path / "camera.npy"
+    np.save(path, np.full((kf.MAX_KEYFRAMES + 1, 2), 1.5, np.float32))
+
+    def no_data_read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(np, "load", no_data_read)
+    with pytest.raises(KeyframeError, match="camera.npy: the camera keyframe file has 100,001 rows; at most 100,000"):
+        kf.load("camera", path)
+
+
+def test_load_refuses_out_of_range_values_naming_the_file(tmp_path):
+    path = tmp_path / "camera.npy"
+    np.save(path, np.array([[1.5, 1e300]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KeyframeError, match=r"camera\.npy: camera yaw 1e\+300 at keyframe 0"):
+            kf.load("camera", path)
+
+
+def test_interpolate_refuses_over_100000_frames_before_allocating():
+    keys = kf.neutral(100_000)  # x 1000 frames each would need 34 GB
+    with pytest.raises(KeyframeError, match=r"100,000 keyframes x --n-interval 1000 = 100,000,000 frames"):
+        kf.interpolate(keys, 1000)
+    assert len(kf.interpolate(kf.neutral(1000), 100)) == kf.MAX_FRAMES
+    with pytest.raises(KeyframeError, match="at most 100,000 frames"):
+        kf.interpolate(kf.neutral(1001), 100)

@@ -1,12 +1,17 @@
 """The ``aniportrait`` command line (a click group). Commands stay thin: parse, validate, call the library.
 
 Bad input (wrong shapes, NaN, missing or corrupt files, unknown options) ends with one line on stderr that says
-what is wrong and what to do, exit code 2, no traceback and no partial output.
+what is wrong and what to do, exit code 2, no traceback and no partial output. Click's own usage errors are printed
+on one line too (``_Group``), float options refuse NaN and infinity (``FiniteFloat``), and path options refuse an
+empty string (``NonEmptyPath``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import math
+import os
 import platform
 
 import click
@@ -15,9 +20,75 @@ IMPL_CHOICE = click.Choice(["auto", "ref", "triton"])
 
 
 class InputError(click.ClickException):
-    """Bad user input: printed as ``Error: <message>`` with exit code 2."""
+    """Bad user input: printed as ``Error: <message>`` on one line (line breaks become spaces), exit code 2."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(line.strip() for line in message.strip().splitlines()))
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses NaN and infinity, then checks the optional bounds of ``click.FloatRange``."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class NonEmptyPath(click.Path):
+    """``click.Path`` that refuses an empty string (which would otherwise mean the current folder)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the path is empty; give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    """Turn click's usage errors (unknown option, bad value, missing argument) into one 'Error:' line."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as err:
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        raise InputError(err.format_message() + where) from None
+
+
+class _Group(click.Group):
+    """The root group: every usage error of every command prints one line instead of click's usage block."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """Refuse an output file whose folder is missing, not a folder, or not writable (before any work is done)."""
+    from aniportrait.userfiles import output_file_problem
+
+    problem = output_file_problem(path)
+    if problem:
+        raise InputError(f"cannot write {option} {path}: {problem}")
+
+
+def _check_output_folder(path: str, option: str) -> None:
+    """Refuse an output folder that cannot be created or written (before any work is done)."""
+    from aniportrait.userfiles import output_folder_problem
+
+    problem = output_folder_problem(path)
+    if problem:
+        raise InputError(f"cannot write to {option} {path}: {problem}")
 
 
 def _input_errors():
@@ -30,7 +101,7 @@ def _input_errors():
     return (CheckpointError, BodyModelError, FaceModelError, KeyframeError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(importlib.metadata.version("aniportrait"), prog_name="aniportrait")
 def main() -> None:
     """AniPortraitGAN: animatable 3D-aware head-and-shoulder portraits on fused Triton kernels."""
@@ -38,21 +109,34 @@ def main() -> None:
 
 @main.command()
 def info() -> None:
-    """Print versions and which op implementation `auto` would pick on this machine."""
+    """Print versions and which op implementation `auto` would pick on this machine (honouring ANIPORTRAIT_IMPL);
+    exit code 2 when ANIPORTRAIT_IMPL is unknown or cannot run here."""
     import torch
 
-    from aniportrait.kernels._registry import interpreter_enabled
+    from aniportrait.kernels._registry import ENV_VAR, env_impl, resolve_impl
     from aniportrait.kernels._triton import HAS_TRITON
 
     triton_version = importlib.metadata.version("triton") if HAS_TRITON else "not installed"
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    auto = "triton" if (torch.cuda.is_available() and HAS_TRITON and not interpreter_enabled()) else "ref"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    problem = None
+    try:
+        forced = env_impl()
+        auto = resolve_impl("info", "auto", torch.empty(0, device=device))
+        auto += f" (set by {ENV_VAR})" if forced else f" on {device} tensors (override with {ENV_VAR}=ref|triton)"
+    except ValueError as err:  # an unknown value
+        problem, auto = str(err), f"none ({ENV_VAR} is unknown, see the error below)"
+    except RuntimeError as err:  # triton forced where it cannot run
+        problem = f"${ENV_VAR}={os.environ.get(ENV_VAR)}: {str(err).removeprefix('info: ')}"
+        auto = f"none ({ENV_VAR} cannot run here, see the error below)"
     click.echo(f"aniportrait {importlib.metadata.version('aniportrait')}")
     click.echo(f"python      {platform.python_version()}")
     click.echo(f"torch       {torch.__version__}")
     click.echo(f"triton      {triton_version}")
     click.echo(f"cuda device {cuda}")
-    click.echo(f"auto impl   {auto} (override with ANIPORTRAIT_IMPL=ref|triton)")
+    click.echo(f"auto impl   {auto}")
+    if problem:
+        raise InputError(problem)
 
 
 def _resolve_device(device: str) -> str:
@@ -77,30 +161,55 @@ def _check_impl(impl: str, device: str) -> None:
     """Fail before rendering when ``--impl`` cannot run on ``device`` (e.g. triton on CPU)."""
     import torch
 
-    from aniportrait.kernels._registry import resolve_impl
+    from aniportrait.kernels._registry import ENV_VAR, resolve_impl
 
     try:
         resolve_impl("render", impl, torch.empty(0, device=device))
+    except ValueError as err:  # an unknown $ANIPORTRAIT_IMPL
+        raise InputError(str(err)) from None
     except RuntimeError as err:
-        raise InputError(f"--impl {impl}: {str(err).removeprefix('render: ')}") from None
+        source = f"--impl {impl}" if impl != "auto" else f"${ENV_VAR}={os.environ.get(ENV_VAR)}"
+        raise InputError(f"{source}: {str(err).removeprefix('render: ')}") from None
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Our .safetensors checkpoint (default: built-in).")
-@click.option("--smpl", type=click.Path(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
-@click.option("--seeds", default="0", show_default=True, metavar="LIST", help="Identity seeds, e.g. 0,1,4-6.")
-@click.option("--expression", type=click.Path(dir_okay=False), help="Expression keyframes [N, 64] (.npy).")
-@click.option("--pose", type=click.Path(dir_okay=False), help="Pose keyframes [N, 6, 3] (.npy), ZYX Euler offsets.")
-@click.option("--camera", type=click.Path(dir_okay=False), help="Camera keyframes [N, 2] = (pitch, yaw) (.npy).")
+@click.option(
+    "--checkpoint", type=NonEmptyPath(dir_okay=False), help="Our .safetensors checkpoint (default: built-in)."
+)
+@click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
+@click.option(
+    "--seeds", default="0", show_default=True, metavar="LIST", help="Identity seeds, e.g. 0,1,4-6 (at most 100,000)."
+)
+@click.option(
+    "--expression",
+    type=NonEmptyPath(dir_okay=False),
+    help="Expression keyframes [N, 64] (.npy), each coefficient in [-10, 10].",
+)
+@click.option(
+    "--pose",
+    type=NonEmptyPath(dir_okay=False),
+    help="Pose keyframes [N, 6, 3] (.npy), ZYX Euler offsets in radians within [-pi, pi].",
+)
+@click.option(
+    "--camera",
+    type=NonEmptyPath(dir_okay=False),
+    help="Camera keyframes [N, 2] = (pitch, yaw) in radians (.npy): pitch in (0, pi), yaw in [pi/2 - pi, pi/2 + pi].",
+)
 @click.option(
     "--trajectory",
     type=click.Choice(["demo", "yaw", "expression", "head", "shoulder", "pose", "video"]),
     default=None,
     help="Built-in keyframes when no file is given  [default: demo].",
 )
-@click.option("--n-interval", default=8, show_default=True, type=click.IntRange(1, 1000), help="Frames per keyframe.")
+@click.option(
+    "--n-interval",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Frames per keyframe; a video has at most 100,000 frames (keyframes x n-interval).",
+)
 @click.option("--fps", default=25, show_default=True, type=click.IntRange(1, 240))
-@click.option("--psi", default=0.7, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation.")
+@click.option("--psi", default=0.7, show_default=True, type=FiniteFloat(0.0, 1.0), help="Truncation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
 @click.option(
@@ -119,7 +228,7 @@ def _check_impl(impl: str, device: str) -> None:
     metavar="N",
     help="Also write contact_sheet.png: a row per seed of N evenly spaced frames.",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out_dir", required=True, type=NonEmptyPath(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def render(
     checkpoint,
@@ -140,10 +249,14 @@ def render(
     out_dir,
     quiet,
 ) -> None:
-    """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes."""
+    """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
+
+    Keyframe values beyond the plausible ranges in the option help are refused, and so is a video of more than
+    100,000 frames or a contact sheet of more than 2**28 pixels."""
     from aniportrait.render import keyframes as kf
 
     try:
+        _check_output_folder(out_dir, "--out")
         seed_list = kf.parse_seeds(seeds)
         if trajectory is not None and (expression or pose or camera):
             raise InputError("give keyframe files or --trajectory, not both")
@@ -155,6 +268,7 @@ def render(
         device = _resolve_device(device)
         _check_impl(impl, device)
         generator, body = _load_model(checkpoint, smpl, device)
+        _check_contact_sheet(sheet_columns, len(seed_list), len(frames), generator.config.hr_img_size)
         from aniportrait.render.video import RenderSettings, check_writable, render_videos
 
         try:
@@ -170,6 +284,27 @@ def render(
     click.echo(f"wrote {len(frames)} frames per seed to {out}/: " + ", ".join(p.name for p in written))
 
 
+MAX_SHEET_PIXELS = 2**28  # contact_sheet.png: about 0.8 GB of RGB in memory
+
+
+def _check_contact_sheet(columns: int, seeds: int, frames: int, side: int) -> None:
+    """Refuse a contact sheet (a row per seed of ``columns`` frames of ``side`` pixels) beyond ``MAX_SHEET_PIXELS``."""
+    from aniportrait.render.video import sheet_frame_indices
+
+    shown = len(sheet_frame_indices(frames, columns))
+    pixels = seeds * shown * side * side
+    if pixels > MAX_SHEET_PIXELS:
+        raise InputError(
+            f"--contact-sheet {columns} with {seeds:,} seeds makes a {pixels / 1e6:,.0f}-megapixel sheet; at most "
+            f"{MAX_SHEET_PIXELS / 1e6:,.0f}: use fewer columns or seeds"
+        )
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (following links; also for files that do not exist yet)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _load_model(checkpoint, smpl, device):
     from aniportrait.checkpoint import load_generator
     from aniportrait.pretrained import body_for_checkpoint, builtin_generator
@@ -182,19 +317,22 @@ def _load_model(checkpoint, smpl, device):
 
 
 @main.command("convert-official")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--knn-index", required=True, type=click.Path(dir_okay=False), help="valid_smpl_knn_index.npy")
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .safetensors.")
-@click.option("--smpl-out", type=click.Path(dir_okay=False), help="Also write the embedded SMPL arrays (.npz).")
+@click.argument("checkpoint", type=NonEmptyPath(dir_okay=False))
+@click.option("--knn-index", required=True, type=NonEmptyPath(dir_okay=False), help="valid_smpl_knn_index.npy")
+@click.option("-o", "--out", "out_path", required=True, type=NonEmptyPath(dir_okay=False), help="Output .safetensors.")
+@click.option("--smpl-out", type=NonEmptyPath(dir_okay=False), help="Also write the embedded SMPL arrays (.npz).")
 def convert_official_command(checkpoint, knn_index, out_path, smpl_out) -> None:
     """Convert the authors' sshq512.pt (read with weights_only=True) to an aniportrait safetensors checkpoint."""
-    import os
-
     from aniportrait.convert import convert_official
 
-    for path in (out_path, smpl_out):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise InputError(f"output folder does not exist: {os.path.dirname(os.path.abspath(path))}")
+    outputs = [("-o", out_path)] + ([("--smpl-out", smpl_out)] if smpl_out else [])
+    if smpl_out and _same_file(out_path, smpl_out):
+        raise InputError(f"-o and --smpl-out are the same file ({out_path}); give two different paths")
+    for option, path in outputs:
+        for source in (checkpoint, knn_index):
+            if _same_file(path, source):
+                raise InputError(f"{option} {path} would overwrite the input {source}; choose another output path")
+        _check_output_file(path, option)
     try:
         counts = convert_official(checkpoint, knn_index, out_path, smpl_out=smpl_out)
     except _input_errors() as err:
@@ -212,11 +350,11 @@ def data() -> None:
 
 
 @data.command("check")
-@click.argument("dataset", type=click.Path(file_okay=False))
+@click.argument("dataset", type=NonEmptyPath(exists=True, file_okay=False))
 @click.option("--no-decode", is_flag=True, help="Check headers and sizes only (faster).")
 def data_check(dataset, no_decode) -> None:
     """Validate DATASET (the format of aniportrait.data.format); exit 1 if any entry is missing, corrupt or
-    mis-shaped."""
+    mis-shaped, exit 2 if DATASET is not an existing folder."""
     from aniportrait.data.dataset import check_dataset
 
     report = check_dataset(dataset, decode=not no_decode)
@@ -226,8 +364,8 @@ def data_check(dataset, no_decode) -> None:
 
 
 @data.command("synth")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--n", "count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000), help="Images.")
+@click.argument("out", type=NonEmptyPath(file_okay=False))
+@click.option("--n", "count", default=1000, show_default=True, type=click.IntRange(1, 1_000_000), help="Images.")
 @click.option("--res", default=128, show_default=True, type=click.IntRange(16, 2048), help="Portrait side.")
 @click.option("--face-res", default=None, type=click.IntRange(16, 2048), help="Face-crop side [default: res/2].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
@@ -358,12 +496,18 @@ def train(
 
 
 @main.command("eval")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint to evaluate (default: built-in).")
-@click.option("--smpl", type=click.Path(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Dataset (reals, labels).")
+@click.option("--checkpoint", type=NonEmptyPath(dir_okay=False), help="Checkpoint to evaluate (default: built-in).")
+@click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=NonEmptyPath(exists=True, file_okay=False),
+    help="Dataset (reals, labels).",
+)
 @click.option(
     "--inception",
-    type=click.Path(dir_okay=False),
+    type=NonEmptyPath(dir_okay=False),
     help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception weights), for fid, kid and identity.",
 )
 @click.option("--metrics", "metric_list", default="fid,kid,control,identity", show_default=True, metavar="LIST")
@@ -373,21 +517,22 @@ def train(
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+@click.option("--json", "json_out", type=NonEmptyPath(dir_okay=False), help="Also write the report as JSON here.")
 def eval_command(
     checkpoint, smpl, data_dir, inception, metric_list, num, batch_size, bank_size, seed, device, impl, json_out
 ) -> None:
     """Evaluate a checkpoint against a dataset: FID and KID x 100 (portrait and face), control accuracy, identity
     consistency. Prints a table; --json writes the report."""
-    import os
-
     from aniportrait.data.dataset import DatasetError
     from aniportrait.eval.inception import EvalError, load_fid_inception
-    from aniportrait.eval.report import evaluate, format_table, to_json
+    from aniportrait.eval.report import METRICS, evaluate, format_table, to_json
 
-    wanted = tuple(m.strip() for m in metric_list.split(",") if m.strip())
-    if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
-        raise InputError(f"--json folder does not exist: {os.path.dirname(os.path.abspath(json_out))}")
+    wanted = _parse_metrics(metric_list, METRICS)
+    if json_out:
+        for source in (checkpoint, inception):
+            if source and _same_file(json_out, source):
+                raise InputError(f"--json {json_out} would overwrite the input {source}; choose another path")
+        _check_output_file(json_out, "--json")
     try:
         device = _resolve_device(device)
         _check_impl(impl, device)
@@ -409,10 +554,23 @@ def eval_command(
         raise InputError(str(err)) from None
     click.echo(format_table(report))
     if json_out:
-        tmp = json_out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(to_json(report))
-        os.replace(tmp, json_out)
+        from pathlib import Path
+
+        from aniportrait.checkpoint import atomic_write
+
+        text = to_json(report)
+        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _parse_metrics(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """``--metrics``: a comma-separated list of at least one known metric (duplicates dropped, order kept)."""
+    wanted = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in wanted if m not in known]
+    if unknown:
+        raise InputError(f"--metrics: unknown metrics {', '.join(unknown)}; choose from {', '.join(known)}")
+    if not wanted:
+        raise InputError(f"--metrics {text!r} names no metric; choose one or more of {', '.join(known)}")
+    return wanted
 
 
 def _init_distributed(device: str) -> str:

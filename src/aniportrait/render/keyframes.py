@@ -102,9 +102,16 @@ def _check_range(name: str, array: np.ndarray, source: str) -> None:
             where = tuple(int(i) for i in np.unravel_index(np.argmax(outside), column.shape))
             place = f"keyframe {where[0]}" + (f", index {list(where[1:])}" if len(where) > 1 else "")
             raise KeyframeError(
-                f"{source}: {name} {label} {column[where]:.6g} at {place} is outside the plausible range {text}; "
+                f"{source}: {name} {label} {_show(column[where])} at {place} is outside the plausible range {text}; "
                 "fix the file"
             )
+
+
+def _show(value: np.generic) -> str:
+    """A number as ``%.6g``, also a longdouble beyond float64's range."""
+    if abs(value) <= np.finfo(np.float64).max:
+        return f"{float(value):.6g}"
+    return np.format_float_scientific(value, precision=5, trim="-")
 
 
 def load(name: str, path: str | os.PathLike) -> np.ndarray:
