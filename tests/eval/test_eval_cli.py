@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -49,21 +50,35 @@ def test_eval_writes_every_metric(dataset, inception_weights, tmp_path):
     result = CliRunner().invoke(
         main,
         ["eval", "--data", str(dataset), "--inception", str(inception_weights), "--num", "4"]
-        + ["--batch-size", "4", "--bank-size", "16", "--json", str(out), "--impl", "ref"],
+        + ["--batch-size", "4", "--json", str(out), "--impl", "ref"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     for key in ("fid_full", "kid_x100_full", "fid_face", "kid_x100_face", "control_camera_deg", "identity_gap"):
         assert math.isfinite(report[key]), key
+    for key in ("fidelity", "fidelity_floor", "control_floor_camera_deg", "control_floor_expression"):
+        assert math.isfinite(report[key]) and report[key] >= 0, key
     assert report["num"] == 4 and "fid_full" in result.output
 
 
-def test_eval_control_needs_no_inception(dataset, tmp_path):
-    result = CliRunner().invoke(
-        main, ["eval", "--data", str(dataset), "--metrics", "control", "--num", "4", "--bank-size", "16"]
-    )
+def test_eval_control_and_fidelity_need_no_inception(dataset, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--data", str(dataset), "--metrics", "control,fidelity", "--num", "4"])
     assert result.exit_code == 0, result.output
-    assert "control_head_pose_deg" in result.output
+    assert "control_head_pose_deg" in result.output and "fidelity_floor" in result.output
+    # without 2 x num rows there is no data-vs-data floor
+    result = CliRunner().invoke(main, ["eval", "--data", str(dataset), "--metrics", "fidelity", "--num", "5"])
+    assert result.exit_code == 0 and "fidelity " in result.output and "fidelity_floor" not in result.output
+
+
+def test_eval_skips_estimator_metrics_on_other_data(dataset, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    meta = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps(dict(meta, source="a photo collection")))
+    result = CliRunner().invoke(main, ["eval", "--data", str(other), "--metrics", "control,fidelity", "--num", "4"])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "control_camera_deg" not in result.output
+    assert "'a photo collection'" in result.output
 
 
 @pytest.mark.parametrize(

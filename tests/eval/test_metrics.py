@@ -1,5 +1,5 @@
 """Evaluation metrics: FID / KID, the FID Inception extractor and its weights loader, control errors, identity
-consistency and the synthetic world's label estimator (all on CPU, small)."""
+consistency (all on CPU, small)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ import scipy.linalg
 import torch
 
 from aniportrait.config import TINY
-from aniportrait.data import synth
 from aniportrait.eval import EvalError
-from aniportrait.eval.control import (
-    SyntheticEstimator,
-    _to_signed,
-    control_errors,
-    identity_consistency,
-    label_errors,
-)
+from aniportrait.eval.control import control_errors, identity_consistency, label_errors
 from aniportrait.eval.inception import FIDInception, load_fid_inception, state_dict_mismatch
 from aniportrait.eval.metrics import (
     extract_features,
@@ -274,34 +267,6 @@ def test_control_errors_oracle_and_noisy(generator, body):
     for key in ("camera_deg", "head_pose_deg", "shoulder_pose_deg", "expression"):
         assert err[key] > 0.01, key
     assert err["camera_deg"] == pytest.approx(math.degrees(0.1) * math.sqrt(2 / math.pi), rel=0.8)
-
-
-def test_synthetic_estimator_recovers_labels():
-    res, bank_n = 32, 40
-    estimator = SyntheticEstimator.build(bank_n, res, res, seed=5, thumb=16)
-    assert len(estimator) == bank_n
-    # images whose labels are in the bank: rendered again from the bank's own figures
-    figures = synth.sample_figures(5, 6)
-    images, faces = synth.render_figures(figures, res, res, supersample=1)
-    est = estimator(_to_signed(images), _to_signed(faces))
-    err = label_errors(est, figures.labels())
-    assert err["camera_deg"] < 1e-4 and err["head_pose_deg"] < 1e-4 and err["expression"] < 1e-5
-    # near the bank: the same figures slightly re-posed, re-framed and re-expressed
-    near = figures.with_(
-        pose=figures.pose + 0.02,
-        camera=figures.camera + 0.01,
-        expression=figures.expression + 0.05,
-    )
-    images, faces = synth.render_figures(near, res, res, supersample=1)
-    est = estimator(_to_signed(images), _to_signed(faces))
-    err = label_errors(est, near.labels())
-    assert err["camera_deg"] < math.degrees(0.011)
-    assert err["head_pose_deg"] < math.degrees(0.021) and err["shoulder_pose_deg"] < math.degrees(0.021)
-    assert err["expression"] < 0.051
-    # and much better than guessing a random bank row
-    shuffled = {k: v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))] for k, v in est.items()}
-    chance = label_errors({k: estimator.labels[k][[7, 11, 19, 23, 31, 39]] for k in shuffled}, near.labels())
-    assert chance["head_pose_deg"] > 3 * err["head_pose_deg"]
 
 
 # --------------------------------------------------------------------------------------------------------------------

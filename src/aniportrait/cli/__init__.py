@@ -510,19 +510,21 @@ def train(
     type=NonEmptyPath(dir_okay=False),
     help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception weights), for fid, kid and identity.",
 )
-@click.option("--metrics", "metric_list", default="fid,kid,control,identity", show_default=True, metavar="LIST")
+@click.option(
+    "--metrics", "metric_list", default="fid,kid,control,identity,fidelity", show_default=True, metavar="LIST"
+)
 @click.option("--num", default=1000, show_default=True, type=click.IntRange(2), help="Images per set.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--bank-size", default=2048, show_default=True, type=click.IntRange(1), help="Control: estimator bank.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
 @click.option("--json", "json_out", type=NonEmptyPath(dir_okay=False), help="Also write the report as JSON here.")
 def eval_command(
-    checkpoint, smpl, data_dir, inception, metric_list, num, batch_size, bank_size, seed, device, impl, json_out
+    checkpoint, smpl, data_dir, inception, metric_list, num, batch_size, seed, device, impl, json_out
 ) -> None:
     """Evaluate a checkpoint against a dataset: FID and KID x 100 (portrait and face), control accuracy, identity
-    consistency. Prints a table; --json writes the report."""
+    consistency, and fidelity in the synthetic estimator's feature space (control and fidelity: `data synth` datasets
+    only). Prints a table; --json writes the report."""
     from aniportrait.data.dataset import DatasetError
     from aniportrait.eval.inception import EvalError, load_fid_inception
     from aniportrait.eval.report import METRICS, evaluate, format_table, to_json
@@ -547,7 +549,6 @@ def eval_command(
             num=num,
             batch_size=batch_size,
             seed=seed,
-            bank_size=bank_size,
             impl=impl,
         )
     except (DatasetError, EvalError, *_input_errors()) as err:

@@ -6,9 +6,13 @@
   :func:`~aniportrait.eval.metrics.kernel_inception_distance`, :func:`~aniportrait.eval.metrics.extract_features`
   and a generator sampler for the "N generated vs N real" protocol.
 - :mod:`aniportrait.eval.control`: control errors (camera, head pose, shoulder pose, expression) of renders with
-  given labels, estimated back by a pluggable estimator (:class:`~aniportrait.eval.control.SyntheticEstimator` for
-  models trained on the synthetic dataset), and identity consistency across poses and expressions. These two are
-  *not* in the paper (it reports FID/KID only); no published peer reports them.
+  given labels, estimated back by a pluggable estimator, and identity consistency across poses and expressions. These
+  two are *not* in the paper (it reports FID/KID only); no published peer reports them.
+- :mod:`aniportrait.eval.estimator`: the synthetic world's learned label estimator (a small CNN with shipped weights
+  and its held-out floor), the estimator of models trained on the synthetic dataset; its features give the
+  ``fidelity`` number. :mod:`aniportrait.eval.estimator_train` trains it.
+- :mod:`aniportrait.eval.snapshot`: control errors and fidelity of a generator in one cheap call, for training
+  snapshots.
 """
 
 from aniportrait.eval.inception import EvalError

@@ -15,14 +15,10 @@ Control errors
     ``camera`` [B, 2], ``pose`` [B, 6, 3], ``expression`` [B, >= 4]; groups it does not return are not reported.
     Angle differences are wrapped to [-pi, pi].
 
-SyntheticEstimator
-    The synthetic world's (:mod:`aniportrait.data.synth`) own label reader: a k-nearest-neighbour regressor over a
-    bank of synthetic renders with known labels, rendered with the synth engine at the evaluation resolution.
-    Images are compared as small thumbnails (portrait: darkness ``(1 - mean RGB) / 2`` so the white background is 0
-    and the silhouette dominates; face: grey levels minus their mean). It is deterministic (fixed bank seed) and
-    **valid only for models trained on the synthetic dataset**: for SHHQ-HS models use a real face/pose tracker
-    (e.g. Deep3DFaceRecon for expression and EFT for pose, as the paper's video driving does). Its resolution is the
-    bank's: labels between bank samples are only approximated (a few degrees with a bank of a few thousand).
+The estimator of models trained on the synthetic dataset
+    :mod:`aniportrait.eval.estimator`: a small CNN trained on ``data synth`` images, with its held-out errors (the
+    floor) in its weights file. For SHHQ-HS models use a real face/pose tracker (e.g. Deep3DFaceRecon for expression
+    and EFT for pose, as the paper's video driving does).
 
 Identity consistency
     :func:`identity_consistency` renders every seed under K controls (poses, expressions, cameras), embeds the
@@ -36,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,7 +42,6 @@ __all__ = [
     "EXPRESSION_COEFFS",
     "HEAD_JOINTS",
     "SHOULDER_JOINTS",
-    "SyntheticEstimator",
     "control_errors",
     "identity_consistency",
     "label_errors",
@@ -57,7 +51,6 @@ POSE_JOINTS = (12, 13, 14, 15, 16, 17)  # the rows of a [N, 6, 3] pose label
 HEAD_JOINTS = (12, 15)
 SHOULDER_JOINTS = (13, 14, 16, 17)
 EXPRESSION_COEFFS = (0, 1, 2, 3)
-BANK_SEED = 20240917  # the SyntheticEstimator's default bank seed (not a training-set seed)
 
 Estimator = Callable[[Tensor, Tensor], dict]
 
@@ -77,19 +70,19 @@ def label_errors(estimated: dict, true: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     n = None
     if "camera" in estimated:
-        err = _angle_error(torch.as_tensor(estimated["camera"]), torch.as_tensor(true["camera"]))
+        err = _angle_error(torch.as_tensor(estimated["camera"]).detach(), torch.as_tensor(true["camera"]))
         out["camera_deg"] = float(err.mean())
         out["camera_pitch_deg"] = float(err[:, 0].mean())
         out["camera_yaw_deg"] = float(err[:, 1].mean())
         n = err.shape[0]
     if "pose" in estimated:
-        err = _angle_error(torch.as_tensor(estimated["pose"]), torch.as_tensor(true["pose"]))
+        err = _angle_error(torch.as_tensor(estimated["pose"]).detach(), torch.as_tensor(true["pose"]))
         out["head_pose_deg"] = float(err[:, _rows(HEAD_JOINTS)].mean())
         out["shoulder_pose_deg"] = float(err[:, _rows(SHOULDER_JOINTS)].mean())
         n = err.shape[0]
     if "expression" in estimated:
         idx = list(EXPRESSION_COEFFS)
-        e, t = torch.as_tensor(estimated["expression"]).double(), torch.as_tensor(true["expression"]).double()
+        e, t = torch.as_tensor(estimated["expression"]).detach().double(), torch.as_tensor(true["expression"]).double()
         out["expression"] = float((e[:, idx] - t[:, idx]).abs().mean())
         n = e.shape[0]
     if n is None:
@@ -168,88 +161,6 @@ def control_errors(
                 estimates.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())
     estimated = {key: torch.cat(parts) for key, parts in estimates.items()}
     return label_errors(estimated, {"camera": camera, "pose": pose, "expression": expression})
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _descriptor(images: Tensor, faces: Tensor, thumb: int, face_weight: float) -> Tensor:
-    """[B, 2 thumb^2] float64: portrait darkness thumbnail and mean-free grey face thumbnail."""
-    images, faces = images.double(), faces.double()
-    dark = F.adaptive_avg_pool2d((1.0 - images.mean(dim=1, keepdim=True)) / 2.0, thumb).flatten(1)
-    grey = F.adaptive_avg_pool2d(faces.mean(dim=1, keepdim=True), thumb).flatten(1)
-    grey = grey - grey.mean(dim=1, keepdim=True)
-    return torch.cat([dark, face_weight * grey], dim=1)
-
-
-def _to_signed(pixels: np.ndarray) -> Tensor:
-    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-class SyntheticEstimator:
-    """k-nearest-neighbour label reader over a bank of synthetic renders (see the module docstring).
-
-    Build one with :meth:`build`; call it as ``estimator(images, faces)`` -> ``{"camera", "pose", "expression"}``.
-    With ``k > 1`` the labels of the k nearest bank renders are averaged with weights ``1 / (distance + 1e-9)``.
-    """
-
-    LABELS = ("camera", "pose", "expression")
-
-    def __init__(self, descriptors: Tensor, labels: dict, *, thumb: int = 16, k: int = 1, face_weight: float = 1.0):
-        if k < 1 or k > len(descriptors):
-            raise EvalError(f"k must be in 1..{len(descriptors)}, got {k}")
-        self.descriptors = descriptors.double()
-        self.labels = {key: torch.as_tensor(np.asarray(labels[key])).float() for key in self.LABELS}
-        self.thumb, self.k, self.face_weight = int(thumb), int(k), float(face_weight)
-
-    @classmethod
-    def build(
-        cls,
-        n: int = 2048,
-        res: int = 64,
-        face_res: int | None = None,
-        *,
-        seed: int = BANK_SEED,
-        thumb: int = 16,
-        k: int = 1,
-        face_weight: float = 1.0,
-        supersample: int = 1,
-    ) -> SyntheticEstimator:
-        """Render a bank of ``n`` synthetic figures (labels from :func:`~aniportrait.data.synth.sample_figures`
-        with ``seed``) at the evaluation resolution ``res`` / ``face_res`` (default ``res // 2``)."""
-        from aniportrait.data import synth
-
-        if n < 1:
-            raise EvalError(f"bank size must be positive, got {n}")
-        figures = synth.sample_figures(seed, n)
-        images, faces = synth.render_figures(figures, res, face_res, supersample=supersample)
-        return cls.from_renders(
-            _to_signed(images), _to_signed(faces), figures.labels(), thumb=thumb, k=k, face_weight=face_weight
-        )
-
-    @classmethod
-    def from_renders(cls, images: Tensor, faces: Tensor, labels: dict, **kwargs) -> SyntheticEstimator:
-        """A bank from renders in [-1, 1] ([N, 3, H, W], [N, 3, F, F]) and their labels."""
-        thumb, face_weight = kwargs.get("thumb", 16), kwargs.get("face_weight", 1.0)
-        return cls(_descriptor(images, faces, thumb, face_weight), labels, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.descriptors)
-
-    @torch.no_grad()
-    def __call__(self, images: Tensor, faces: Tensor) -> dict[str, Tensor]:
-        query = _descriptor(images.detach().cpu(), faces.detach().cpu(), self.thumb, self.face_weight)
-        dist = torch.cdist(query, self.descriptors)
-        d, idx = dist.topk(self.k, dim=1, largest=False)
-        w = 1.0 / (d + 1e-9)
-        w = (w / w.sum(dim=1, keepdim=True)).float()
-        out = {}
-        for key, table in self.labels.items():
-            picked = table[idx]  # [B, k, ...]
-            shape = (w.shape[0], w.shape[1]) + (1,) * (picked.ndim - 2)
-            out[key] = (picked * w.view(shape)).sum(dim=1)
-        return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
