@@ -306,7 +306,10 @@ RENDER_CASES = [
     _render(
         "contact-sheet-too-big", ["--seeds", "0-9999", "--contact-sheet", "64"], ["megapixel", "at most 268", "seeds"]
     ),
+    _render("precision-unknown", ["--precision", "fp16"], ["--precision", "'fp16' is not one of"]),
+    _render("flag-with-a-value", ["--png=yes"], ["--png", "does not take a value"]),
     _render("unknown-option", ["--bogus"], ["No such option '--bogus'"]),
+    _render("extra-argument", ["video.mp4"], ["unexpected extra argument"]),
 ]
 
 
@@ -430,6 +433,8 @@ DATA_CASES = [
     *_number_cases(SYNTH, "--seed", {"nan": "nan", "float": "0.5"}, ["--seed", "not a valid integer"]),
     *_number_cases(SYNTH, "--seed", {"negative": "-1", "huge": "4294967296"}, ["--seed", "range"]),
     Case("data-unknown-subcommand", ["data", "bogus"], ["No such command 'bogus'"]),
+    Case("check-extra-argument", ["data", "check", "{in}/emptydir", "more"], ["unexpected extra argument"]),
+    Case("synth-missing-out", ["data", "synth"], ["Missing argument 'OUT'"]),
 ]
 
 
