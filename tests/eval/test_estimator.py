@@ -98,6 +98,7 @@ def test_loader_refuses_bad_files(tmp_path):
         "text.safetensors": (None, "not a readable safetensors file"),
         "format.safetensors": ((tensors, dict(meta, format="aniportrait-generator")), "not an estimator file"),
         "config.safetensors": ((tensors, dict(meta, config="{")), "bad estimator metadata"),
+        "huge.safetensors": ((tensors, dict(meta, config=meta["config"].replace("16", "100000"))), "1..1024"),
         "widths.safetensors": ((tensors, dict(meta, config=meta["config"].replace("16", "8"))), "do not match"),
         "keys.safetensors": (({k: v for k, v in tensors.items() if k != "head.bias"}, meta), "1 missing keys"),
         "nan.safetensors": ((dict(tensors, **{"head.bias": torch.full((24,), math.nan)}), meta), "NaN or inf"),

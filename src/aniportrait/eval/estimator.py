@@ -12,8 +12,8 @@ Inputs
     to 32..128 (portrait) and 24..64 (face) and back, so renders at 32 and 128 read alike.
 
 Network
-    Two conv branches of the same shape (portrait, face): five strided / plain 3x3 conv + BatchNorm + ReLU layers
-    down to a 4x4 map, flattened (position matters for camera and pose) into a linear layer. The two branch codes are
+    Two conv branches of the same shape (portrait, face): six 3x3 conv + BatchNorm + ReLU layers (strides 2, 2, 1,
+    2, 1, 2) down to a 4x4 map, flattened (position matters for camera and pose) into a linear layer. The two branch codes are
     joined by a linear layer + SiLU into the **feature** vector [B, 64] (:meth:`SyntheticLabelEstimator.features`,
     the space of the fidelity number), and a last linear layer gives the 24 standardised targets. The targets'
     training-set mean and std are buffers, so the file carries them.
@@ -64,6 +64,7 @@ VERSION = "1"
 ESTIMATOR_FILE = ("estimator", "synthetic.safetensors")  # inside aniportrait.assets
 SYNTH_SOURCE = "aniportrait.data.synth"  # how dataset.json's "source" of a `data synth` dataset starts
 EXPRESSION_DIM = 64
+MAX_CHANNELS, MAX_INPUT = 1024, 512  # bounds on a weights file's config, checked before any allocation
 READ_COEFFS = 4  # expression coefficients 0..3
 TARGET_DIM = 2 + 18 + READ_COEFFS  # camera, pose, expression 0..3
 TARGET_NAMES = (
@@ -101,14 +102,16 @@ class EstimatorConfig:
     @classmethod
     def from_json(cls, text: str) -> EstimatorConfig:
         data = json.loads(text)
-        if not isinstance(data, dict) or set(data) != {f for f in cls.__dataclass_fields__}:
+        if not isinstance(data, dict) or set(data) != set(cls.__dataclass_fields__):
             raise ValueError(f"config keys must be {sorted(cls.__dataclass_fields__)}")
         data["widths"] = tuple(int(w) for w in data["widths"])
         config = cls(**{k: v if k == "widths" else int(v) for k, v in data.items()})
-        if len(config.widths) != 6 or min(config.widths + (config.branch_dim, config.feature_dim)) < 1:
-            raise ValueError("config needs 6 positive widths and positive branch_dim, feature_dim")
-        if config.portrait_size % 16 or config.face_size % 16 or min(config.portrait_size, config.face_size) < 16:
-            raise ValueError("input sizes must be positive multiples of 16")
+        channels = config.widths + (config.branch_dim, config.feature_dim)
+        if len(config.widths) != 6 or not all(1 <= c <= MAX_CHANNELS for c in channels):
+            raise ValueError(f"config needs 6 widths, branch_dim and feature_dim in 1..{MAX_CHANNELS}")
+        sizes = (config.portrait_size, config.face_size)
+        if any(s % 16 or not 16 <= s <= MAX_INPUT for s in sizes):
+            raise ValueError(f"input sizes must be multiples of 16 in 16..{MAX_INPUT}")
         return config
 
 
