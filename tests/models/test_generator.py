@@ -158,3 +158,37 @@ def test_stage1_face_view_holds_detail_finer_than_a_portrait_texel(body, monkeyp
     portrait_contrast = float(portrait[lr // 4 : 3 * lr // 4, lr // 4 : 3 * lr // 4].std())
     assert face_contrast > 0.4, "the face view shows the stripes"
     assert portrait_contrast < 0.05, "the textures cannot hold them: one texel apart, they sample one phase"
+
+
+def test_face_field_composite_evaluates_only_valid_intersections_and_matches_all_points(generator):
+    """Valid-only evaluation (gathered, padded per item) equals evaluating every intersection and masking."""
+    from aniportrait import ops
+    from aniportrait.models.generator import texture_alpha
+
+    g = torch.Generator().manual_seed(1)
+    B, P, M = 2, 30, TINY.num_manifolds
+    hits = 0.1 * torch.randn(B, P, M, 3, generator=g)
+    valid = torch.rand(B, P, M, generator=g) > 0.4
+    valid[1, :, :] &= torch.rand(P, M, generator=g) > 0.5  # items with different counts
+    origin = torch.tensor([[0.0, 0.0, 1.9]]).expand(B, 3)
+    codes = generator.identity_codes(*sample_identity_latents(TINY, [0, 1])[:2])
+    calls = []
+    features = generator.radiance_net.features
+
+    def counting(points, *args):
+        calls.append(points.shape[1])
+        return features(points, *args)
+
+    generator.radiance_net.features = counting
+    try:
+        color, depth = generator._composite_field(codes, hits, valid, origin, "ref")
+    finally:
+        del generator.radiance_net.features
+    assert calls == [int(valid.reshape(B, -1).sum(1).max())]
+    view = torch.tensor([[[0.0, 0.0, -1.0]]]).expand(B, 1, 3)
+    rgb, sigma, _ = features(hits, codes[0], codes[1], view)
+    alpha = texture_alpha(sigma[..., 0]) * valid
+    z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
+    ref_color, ref_depth, _ = ops.volume_composite(rgb, alpha, z, valid=valid, white_back=True, impl="ref")
+    torch.testing.assert_close(color, 2 * ref_color - 1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(depth, ref_depth, atol=1e-5, rtol=1e-5)

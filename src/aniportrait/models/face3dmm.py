@@ -734,7 +734,7 @@ class RegisteredFace(nn.Module):
         dtype = face.mean_shape.dtype
         rotation, translation, scale = torch.as_tensor(rotation), torch.as_tensor(translation), torch.as_tensor(scale)
         batch = () if rotation.ndim == 2 else rotation.shape[:1]
-        if rotation.shape[-2:] != (3, 3) or translation.shape != (*batch, 3) or scale.numel() != max(1, *batch):
+        if rotation.shape[-2:] != (3, 3) or translation.shape != (*batch, 3) or scale.numel() != max([1, *batch]):
             raise ValueError(
                 "RegisteredFace needs a scalar scale, a [3, 3] rotation and a [3] translation (or [B], [B, 3, 3] and "
                 "[B, 3] for a per-identity registration)"

@@ -516,10 +516,19 @@ class AniPortraitGenerator(nn.Module):
         """Evaluate RadianceNet at the intersections (view direction locked to (0, 0, -1) as for the textures) and
         composite: pixels [B, P, 3], depth [B, P]."""
         freq, phase, _ = codes
-        B = hits.shape[0]
+        B, P, M, _ = hits.shape
         view_dir = torch.tensor([0.0, 0.0, -1.0], device=hits.device, dtype=hits.dtype).expand(B, 1, 3)
-        rgb, sigma, _ = self.radiance_net.features(hits, freq, phase, view_dir)
-        alpha = texture_alpha(sigma[..., 0]) * valid.to(sigma.dtype)
+        # Only valid intersections reach the image (invalid ones get alpha 0): evaluate those, valid ones first in
+        # each batch item, padded to the largest count.
+        flat_valid = valid.reshape(B, P * M)
+        count = int(flat_valid.sum(dim=1).max())
+        order = torch.argsort((~flat_valid).to(torch.uint8), dim=1, stable=True)[:, :count]
+        points = torch.gather(hits.reshape(B, P * M, 3), 1, order[..., None].expand(-1, -1, 3))
+        rgb_valid, sigma_valid, _ = self.radiance_net.features(points, freq, phase, view_dir)
+        rgb = hits.new_zeros(B, P * M, 3).scatter(1, order[..., None].expand(-1, -1, 3), rgb_valid)
+        sigma = hits.new_zeros(B, P * M).scatter(1, order, sigma_valid[..., 0])
+        rgb, sigma = rgb.reshape(B, P, M, 3), sigma.reshape(B, P, M)
+        alpha = texture_alpha(sigma) * valid.to(sigma.dtype)
         z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
         color, depth, _ = ops.volume_composite(rgb, alpha, z, valid=valid, white_back=True, impl=impl)
         return 2 * color - 1, depth
