@@ -1,0 +1,60 @@
+"""The 3DMM teacher of the expression deformation: where its points lie, their targets, per-identity registration."""
+
+import pytest
+import torch
+
+from aniportrait.models.body import BodyModel
+from aniportrait.models.face3dmm import procedural_3dmm, rig_landmark_bary, smpl_landmarks
+from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher
+from aniportrait.train.warmups import box_points
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    body = BodyModel.procedural()
+    bary = rig_landmark_bary(body)
+    return ExpressionTeacher(procedural_3dmm(), lambda betas: smpl_landmarks(body, bary, betas))
+
+
+def labels(batch=2, mouth=1.5, betas=0.0):
+    expression = torch.zeros(batch, 64)
+    expression[:, 0] = mouth
+    return {"z_id": torch.zeros(batch, 80), "betas": torch.full((batch, 10), betas), "expression": expression}
+
+
+def test_half_the_points_lie_on_the_face_and_carry_its_deformation(teacher):
+    """The old sampling (portrait ray samples only) put a few dozen of 4,096 points near the face."""
+    count = 512
+    far = box_points(2 * count, torch.Generator().manual_seed(0)).expand(2, -1, -1)
+    points, target = teacher.samples(labels(), far, count, torch.Generator().manual_seed(1), max_distance=0.01)
+    assert points.shape == target.shape == (2, 2 * count, 3)
+    registered = teacher.register(labels()["betas"])
+    face = registered.canonical_vertices(labels()["z_id"], labels()["expression"])
+    distance = torch.cdist(points, face).min(dim=-1).values
+    assert (distance[:, :count] < 4 * SURFACE_JITTER).float().mean() > 0.95, "surface points hug the face"
+    moving = target[:, :count].norm(dim=-1) > 0.003  # the lower lip and chin move by up to ~1.2 cm at 1.5
+    assert moving.float().mean() > 0.05
+    # Far points beyond the threshold keep still: zero targets.
+    far_distance = distance[:, count:]
+    assert (target[:, count:][far_distance >= 0.01] == 0).all()
+
+
+def test_targets_invert_the_3dmm_expression(teacher):
+    far = box_points(64, torch.Generator().manual_seed(0)).expand(1, -1, -1)
+    _, open_target = teacher.samples(labels(1, 1.0), far, 64, torch.Generator().manual_seed(2), 0.01)
+    _, twice = teacher.samples(labels(1, 2.0), far, 64, torch.Generator().manual_seed(2), 0.01)
+    surface = slice(0, 64)
+    torch.testing.assert_close(twice[:, surface], 2 * open_target[:, surface], atol=1e-6, rtol=1e-5)
+    neutral = teacher.samples(labels(1, 0.0), far, 64, torch.Generator().manual_seed(2), 0.01)[1]
+    assert neutral.abs().max() == 0
+
+
+def test_registration_follows_each_identitys_body_shape(teacher):
+    """Canonical space follows the body's shape, so the 3DMM must too: a taller neck lifts the face."""
+    short, tall = teacher.register(torch.zeros(1, 10)), teacher.register(torch.full((1, 10), 1.0))
+    base = teacher.face.vertices(torch.zeros(1, 80), torch.zeros(1, 64))
+    shift = (tall.to_canonical(base) - short.to_canonical(base)).mean(dim=1).norm()
+    assert shift > 0.005, "betas move the registered face by more than half a centimetre"
+    both = teacher.register(torch.stack([torch.zeros(10), torch.full((10,), 1.0)]))
+    assert both.per_identity and both.rotation.shape == (2, 3, 3)
+    torch.testing.assert_close(both.to_canonical(base.expand(2, -1, -1))[1:], tall.to_canonical(base))
