@@ -1,9 +1,10 @@
 """Our safetensors checkpoints (round trip, atomic writes, clear errors) and `convert-official` of the release's .pt.
 
-The release's ``sshq512.pt`` is a plain state_dict with 244 keys (reference.md section 3): the 234 network tensors
-(our names unchanged), the smoother registered a second time as ``renderer.smooth_layer.*``, and the 8 buffers of
-smplx's SMPLLayer as ``renderer.smpl_model.*``. The file is not available, so the tests build one with the exact key
-names and shapes: random network weights, and SMPL buffers made from the procedural rig in SMPLLayer layout.
+The release's ``sshq512.pt`` is a plain state_dict with 244 keys (as read from it when this port was written): the
+234 network tensors (our names unchanged), the smoother registered a second time as ``renderer.smooth_layer.*``, and
+the 8 buffers of smplx's SMPLLayer as ``renderer.smpl_model.*``. The file is not available, so the tests build one
+with the exact key names and shapes: random network weights, and SMPL buffers made from the procedural rig in
+SMPLLayer layout.
 """
 
 import json
@@ -327,7 +328,7 @@ DUPLICATES = {
     "renderer.smooth_layer.conv_block1.weight": "smoother.conv_block1.weight",
     "renderer.smooth_layer.conv_block2.weight": "smoother.conv_block2.weight",
 }
-# smplx SMPLLayer buffers = the release's renderer.smpl_model.* (reference.md section 3), with dtypes.
+# smplx SMPLLayer buffers = the release's renderer.smpl_model.* (sshq512.pt), with dtypes.
 RELEASE_SMPL = {
     "shapedirs": ((6890, 3, 10), torch.float32),
     "faces_tensor": ((13776, 3), torch.int64),
@@ -414,7 +415,7 @@ def test_synthetic_release_has_the_244_keys_and_shapes_of_the_spec(release):
     counts = {}
     for key, value in network.items():
         counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + value.numel()
-    # Parameter counts of reference.md section 3.
+    # Parameter counts per module in the release's sshq512.pt.
     assert counts == {
         "radiance_net": 1_949_948,
         "sample_net": 33_665,

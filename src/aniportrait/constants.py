@@ -1,4 +1,6 @@
-"""Named constants of the release's normalised portrait frame (YueWuHKUST/AniPortraitGAN; reference.md section 1.1).
+"""Named constants of the release's normalised portrait frame (YueWuHKUST/AniPortraitGAN).
+
+The comments name the release file a value comes from where it is set in one place.
 
 Units: "canonical" units are the release's normalised face frame; "warped" units are canonical units times
 ``WARP_SCALE`` (the release's ``UniformBoxWarp(0.24)``).

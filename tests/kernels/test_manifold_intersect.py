@@ -20,7 +20,7 @@ IMPLS = {"ref": manifold_intersect_ref, "triton": manifold_intersect_triton}
 
 
 def release_intersections(s, points, levels, two_sided, min_step=0.05):
-    """The release's per-level loop, written from reference.md section 2(a): argmax(c_k * cost_k) with
+    """The release's per-level loop (``generators/siren.py``), written out: argmax(c_k * cost_k) with
     cost = linspace(S-1, 0, S-1) and c_k the boolean (one-sided) or sign (two-sided) crossing score."""
     S = s.shape[-1]
     cost = torch.linspace(S - 1, 0, S - 1, dtype=s.dtype)

@@ -1,4 +1,4 @@
-"""Body model: ZYX Euler rotations, SMPL file loading, the procedural rig, and the inverse skinning of reference.md 2(b)."""
+"""Body model: ZYX Euler rotations, SMPL file loading, the procedural rig, and the release's inverse skinning."""
 
 import io
 import math
@@ -36,7 +36,7 @@ from aniportrait.models.body import (
 # The canonical portrait box (canonical units) that the valid vertices should fill.
 BOX_LO = torch.tensor([-0.22, -0.25, -0.2])
 BOX_HI = torch.tensor([0.22, 0.19, 0.2])
-# Buffers of smplx's SMPLLayer = the release checkpoint's renderer.smpl_model.* keys (reference.md section 3).
+# Buffers of smplx's SMPLLayer = the release checkpoint's renderer.smpl_model.* keys (sshq512.pt).
 RELEASE_SMPL_BUFFERS = {
     "shapedirs": ((6890, 3, 10), torch.float32),
     "faces_tensor": ((13776, 3), torch.int64),

@@ -1,7 +1,8 @@
 """Tests of the generator networks: checkpoint layout, forward formulas, units, gradients, dtypes (CPU, tiny configs).
 
-The full-size key -> shape tables below are transcribed from reference.md section 3 (the release checkpoint's
-``radiance_net.``, ``sample_net.``, ``deform_net.``, ``sr_net.`` and ``smoother.`` keys, prefixes stripped).
+The full-size key -> shape tables below are the release checkpoint's (``sshq512.pt``) ``radiance_net.``,
+``sample_net.``, ``deform_net.``, ``sr_net.`` and ``smoother.`` keys, prefixes stripped, as read from that file when
+this port was written (the file is not in this repository).
 """
 
 import math
@@ -19,7 +20,7 @@ from aniportrait.models.smoother import LbsSmoother
 from aniportrait.models.superres import ModConv2d, StyleRRDBNet
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Expected checkpoint layout (reference.md section 3)
+# Expected checkpoint layout (the release's sshq512.pt)
 
 RADIANCE_NET_KEYS = {
     "network.0.layer.weight": (256, 3),
@@ -270,7 +271,7 @@ SMOOTHER_KEYS = {
     "conv_block2.weight": (16, 1, 5, 9, 9),
 }
 
-# Parameter counts per module (reference.md section 3).
+# Parameter counts per module in the release's sshq512.pt.
 EXPECTED_LAYOUT = {
     "radiance_net": (RadianceNet, RADIANCE_NET_KEYS, 1_949_948),
     "sample_net": (SampleNet, SAMPLE_NET_KEYS, 33_665),

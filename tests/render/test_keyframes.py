@@ -1,6 +1,6 @@
 """Keyframes: validation and loading of the release's formats, built-in trajectories, interpolation and seed lists.
 
-Formats (reference.md section 3, "Keyframe files"): expression [N, 64], pose [N, 6, 3], camera [N, 2] = (pitch, yaw).
+Formats (the release's keyframe files): expression [N, 64], pose [N, 6, 3], camera [N, 2] = (pitch, yaw).
 Frames are ``(1 - k) kf[i] + k kf[i + 1]`` with ``k = j / n_interval``, looping back to the first keyframe.
 """
 

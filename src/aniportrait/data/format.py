@@ -15,8 +15,8 @@ A dataset is a folder::
       images/{id}.png   the portrait, RGB, R x R (an alpha channel, if present, is composited over white)
       faces/{id}.png    the aligned face crop of the same image, RGB, F x F
 
-Labels follow the conventions of the release's keyframes (reference.md section 3), so that a label row can drive
-``aniportrait render`` directly.
+Labels follow the conventions of the release's keyframe files (see :mod:`aniportrait.render.keyframes`), so that a
+label row can drive ``aniportrait render`` directly.
 """
 
 FORMAT = "aniportrait-dataset"

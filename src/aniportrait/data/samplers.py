@@ -1,8 +1,8 @@
 """Label samplers: draw cameras, poses, identities and expressions from a dataset's empirical distribution.
 
 The paper samples every label "from the estimated distributions", and the release does it by drawing random rows of
-label banks (reference.md section 1.2). The samplers here do the same from a :class:`LabelBank`, the label arrays of
-a dataset (:mod:`aniportrait.data.format`):
+label banks (``samplers/joint_sampler.py``). The samplers here do the same from a :class:`LabelBank`, the label arrays
+of a dataset (:mod:`aniportrait.data.format`):
 
 - :func:`sample_camera_pose` ``mode="paired"``: camera and all six joints from one row (the release's
   ``CameraJointSampler``, whose bank rows are [pitch, yaw, 18 Euler angles]).

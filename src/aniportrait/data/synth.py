@@ -9,7 +9,7 @@ The figure
     right trapezius (collars J13/J14), and deltoid + upper-arm stubs (shoulders J16/J17, towards the elbows J18/J19).
     The rig gives the mean-pose joints for the sampled betas (``BodyModel.joints``, one SMPL call per batch); each part
     is defined in that mean-pose canonical frame and moved by its bone's chain transform for the sampled pose
-    (``R(E)`` about the joints, reference.md 2(b) step 6). So the pose label is the figure's actual pose.
+    (``R(E)`` about the joints, as in the release's ``run_model_lbs``). So the pose label is the figure's actual pose.
 
 Shape (``betas``)
     The joints respond to betas through the rig (size, shoulder width and height, neck length move joints); part

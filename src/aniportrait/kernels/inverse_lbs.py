@@ -25,7 +25,7 @@ gradients ``g = dL/dd2`` [B, P, k]; then the (query, slot) pairs are sorted by v
 a per-vertex pass sums each vertex's pairs in a fixed order into ``d_vert_transforms`` and ``d_verts``.
 
 Reference: ``run_model_lbs`` in YueWuHKUST/AniPortraitGAN ``generators/renderer.py`` (pytorch3d ``knn_points``, K=1,
-squared distances); spec section 2(b) of ``reference.md``.
+squared distances).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ interpolation weights are recomputed. The backward writes the dense gradients ``
 [B, R, S, C] chunk by chunk from the same program that owns the rays, so it needs no atomics and is deterministic.
 
 Reference: ``SampleNet.get_intersections`` (two-sided) and ``get_s_and_intersections_target_lbs_with_deform``
-(one-sided) in YueWuHKUST/AniPortraitGAN ``generators/siren.py``; spec section 2(a) of ``reference.md``.
+(one-sided) in YueWuHKUST/AniPortraitGAN ``generators/siren.py``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Saved for backward: the (contiguous) inputs and two per-ray statistics in the co
 ``out_depth - z0``: O(B R) extra memory instead of O(B R L) for ``T`` or ``w``, which backward recomputes.
 
 References: ``generators/utils.py:alpha_integration`` and ``generators_manifold_sr.py:render`` of the AniPortraitGAN
-release (spec section 2(c) and section 1.5 step 9); AniPortraitGAN (Wu et al., SIGGRAPH Asia 2023).
+release; AniPortraitGAN (Wu et al., SIGGRAPH Asia 2023).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ Shape letters: ``B`` batch, ``V`` = 6890 SMPL vertices, ``Vv`` valid vertices (3
 Frames: "SMPL metres" (y up, z forward, x to the figure's left) and canonical units (the face frame above).
 
 Reference: YueWuHKUST/AniPortraitGAN ``generators/renderer.py`` (``run_model_lbs``, ``init_smpl``) and
-``generators/utils.py`` (``convert_eulers_to_pose``); reference.md sections 2(b), 3 and 5.
+``generators/utils.py`` (``convert_eulers_to_pose``), its checkpoint's ``renderer.smpl_model.*`` buffers and
+``smpl_models/valid_smpl_knn_index.npy``.
 """
 
 from __future__ import annotations
@@ -923,7 +924,7 @@ class BodyModel(nn.Module):
         return self._smpl(betas, rotations @ self.mean_pose)[1]
 
     def inverse_skinning(self, betas: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
-        """Posed valid vertices and their inverse skinning transforms, both in canonical units (reference.md 2(b)).
+        """Posed valid vertices and their inverse skinning transforms in canonical units (the release's inverse LBS).
 
         The given rotations R(E) of joints 12..17 act on top of the mean pose (absolute pose R(E) @ A); SMPL runs
         posed and canonical, both meshes move to the face frame, and each vertex gets the inverse of

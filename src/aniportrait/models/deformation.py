@@ -3,7 +3,8 @@
 Mapping z = [z_id(80), z_exp(64)] -> FiLM codes for three FiLM layers (7 -> 128 -> 128 -> 128), then Linear 128 -> 7
 whose first 3 outputs are d. The point input is ``[w(x_can), w(ref_deform) = 0, score = 0]``: AniFaceGAN zeroed the
 reference deformation ("doesn't help and cause the result flickering"). Release quirk kept for checkpoint parity
-(reference.md 1.5 caveat): d is in WARPED units, and synthesis adds the same d to unwarped x_can for the lookup.
+(AniFaceGAN does the same): d is in WARPED units, and the release's ``synthesis`` adds the same d to unwarped x_can for
+the lookup.
 Reference: YueWuHKUST/AniPortraitGAN:generators/siren.py ``DeformNet``. Shape letters: ``B`` batch, ``P`` points.
 """
 

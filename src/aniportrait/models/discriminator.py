@@ -2,7 +2,7 @@
 
 AniPortraitGAN [P §3.4-3.5] judges three images: the whole portrait (``whole``), the face-camera render (``face``)
 and the lower quarter of the portrait (``torso``), with loss weights 0.1 / 1.0 / 0.5. Their architecture is not
-stated and not released; we take GRAM's / GRAM-HD's encoder discriminator as described in reference.md section 4:
+stated and not released; we take GRAM's / GRAM-HD's encoder discriminator (``discriminators/discriminators.py``):
 
 * fromRGB: 1x1 conv ``in_channels -> ch(i0)``, LeakyReLU 0.2, with ``ch(i) = min(max_channels, 2^i)`` and
   ``i0 = 13 - log2(S)`` for an input of side ``S``;
@@ -16,7 +16,8 @@ Rectangular inputs (the torso strip, ``S x 4S``): the schedule follows the short
 ``2 x 2k``, and the final 2x2 conv's ``1 x (2k - 1)`` outputs are averaged; for square inputs this is exactly the
 square encoder above.
 
-Sources: [P] paper.md sections 2.6 and 3.2; [G]/[H] reference.md section 4 (GRAM / GRAM-HD discriminators).
+Sources: [P] the AniPortraitGAN paper, sections 3.4-3.5; [G] GRAM (microsoft/GRAM) and [H] GRAM-HD
+(JeffreyXiang/GRAM-HD), ``discriminators/discriminators.py``.
 Shape letters: ``B`` batch, ``C`` channels, ``H``, ``W`` image rows and columns.
 """
 

@@ -27,8 +27,8 @@ Shape letters: ``B`` batch, ``N`` 3DMM vertices (35709 for BFM_model_front), ``T
 ``K`` = 68 landmarks (iBUG 300-W order: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67).
 
 References: sicxu/Deep3DFaceRecon_pytorch ``models/bfm.py`` (ParametricFaceModel) and ``util/load_mats.py``
-(transferBFM09); paper.md sections 2.4 and 3.2; reference.md sections 4 and 5; Umeyama, "Least-squares estimation
-of transformation parameters between two point patterns", TPAMI 1991.
+(transferBFM09); the AniPortraitGAN paper, sections 3.3.2 and 3.5 (Eq. 6-7, 9-10); AniFaceGAN (the 3DMM imitation
+it inherits); Umeyama, "Least-squares estimation of transformation parameters between two point patterns", TPAMI 1991.
 """
 
 from __future__ import annotations

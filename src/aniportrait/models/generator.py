@@ -4,7 +4,7 @@ Submodule names and parameter shapes are the release's (``ManifoldSRGenerator3d`
 ``radiance_net``, ``sample_net``, ``deform_net``, ``sr_net``, ``smoother``. The body model (SMPL or our procedural rig)
 is *not* part of the state: it is passed in, so our checkpoints never carry licensed SMPL arrays.
 
-Two stages (reference.md sections 1.4-1.5):
+Two stages (the release's ``manifold_sr`` and ``synthesis``):
 
 1. :meth:`AniPortraitGenerator.prepare_identity` (per identity): intersect canonical orthogonal rays with the
    manifolds, run RadianceNet there, and super-resolve the 24 RGBA+feature textures. The result is cached.

@@ -1,8 +1,8 @@
 """SampleNet (``sample_net``): the scalar field s whose level sets are the radiance manifolds.
 
 A ReLU MLP 3 -> 128 -> 128 -> 128 -> 1 with no latent input (the manifolds are shared by all identities). Units, as the
-release warps twice (reference.md 1.4-1.5): its intersection routines receive once-warped points ``x_fed`` and the MLP
-sees ``q = w(x_fed) - SAMPLE_NET_CENTER``, with ``w(x) = WARP_SCALE * x``:
+release warps twice (in ``manifold_sr`` and ``synthesis`` alike): its intersection routines receive once-warped points
+``x_fed`` and the MLP sees ``q = w(x_fed) - SAMPLE_NET_CENTER``, with ``w(x) = WARP_SCALE * x``:
 
 - manifold SR feeds ``x_fed = w(p)`` for canonical grid points p: the MLP sees ``w(w(p)) + (0, 0, 1.5)``
   (``from_canonical``);

@@ -3,7 +3,7 @@
 Eight FiLM layers read ``w(x) = WARP_SCALE * x``; after layers 1..7 linear heads add to sigma, rgb and a feature. The
 last rgb head reads a colour FiLM layer on ``cat([view_dir, h_7])`` (direction first). The mapping gives 9 frequency and
 phase slices of width H (8 layers + colour layer). Reference: AniPortraitGAN generators/siren.py
-``forward_feature_with_frequencies_phase_shifts`` (the only forward the release calls); reference.md 1.6.
+``forward_feature_with_frequencies_phase_shifts`` (the only forward the release calls).
 Shape letters: ``B`` batch, ``P`` points per batch item, ``H`` hidden width, ``F`` feature size.
 """
 

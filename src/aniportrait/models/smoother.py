@@ -2,8 +2,8 @@
 
 Normalised depthwise conv3d -> trilinear x2 upsampling (align_corners=False) -> normalised depthwise conv3d. Kernels are
 [16, 1, 5, 9, 9] Parameters (init 1/405) divided by their per-channel sum in every forward, so constant fields stay
-constant; reflect padding (W 4, H 4, D 2). Release quirk kept (reference.md 2(b) step 9): the upsampling puts coarse
-cell i at fine 2i + 0.5 while its strided queries sat at 2i, a half-sample shift.
+constant; reflect padding (W 4, H 4, D 2). Release quirk kept, a half-sample shift: the upsampling puts coarse
+cell i at fine 2i + 0.5 while its strided queries sat at 2i.
 Reference: YueWuHKUST/AniPortraitGAN:generators/generators_manifold_sr.py ``LbsSmoother``.
 Shape letters: ``B`` batch, ``C`` channels, ``D``, ``H``, ``W`` (samples, rows, columns).
 """

@@ -4,7 +4,7 @@ conv_first -> nb RRDBs -> trunk_conv (+ conv_first output) -> 2 x (ModConv 3x3, 
 HRconv + LReLU -> ModConv conv_last (1x1). The style (mapping of [z_id, z_noise]) is sliced by the modulated layers'
 input channels, in order. The output is raw: the release applies the sigmoid to all 4 channels in the caller.
 ``ModConv2d``: ``w' = W * s[in]`` (raw style, no +1), ``w'' = w' rsqrt(sum_{in,kh,kw} w'^2 + 1e-8)``, bias unmodulated.
-Reference: YueWuHKUST/AniPortraitGAN:generators/styleesrgan.py; reference.md 1.4 step 8, 1.6.
+Reference: YueWuHKUST/AniPortraitGAN:generators/styleesrgan.py and its caller ``ManifoldSRGenerator3d.manifold_sr``.
 Shape letters: ``N`` images (B * L textures, item-major), ``S`` style rows, ``C`` channels, ``H``, ``W`` size.
 """
 

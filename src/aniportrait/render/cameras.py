@@ -1,4 +1,7 @@
-"""Portrait-camera rays and the orthogonal rays of manifold super-resolution (reference.md sections 1.4-1.5).
+"""Portrait-camera rays and the orthogonal rays of manifold super-resolution.
+
+As in the release: ``gen_video.py`` and ``samplers/utils.py`` (portrait camera), ``ManifoldSRGenerator3d.manifold_sr``
+(orthogonal rays).
 
 Conventions of the release: a camera at pitch ``phi`` and yaw ``theta`` sits at
 ``r (sin phi cos theta, cos phi, sin phi sin theta)``, so the frontal camera ``phi = theta = pi/2`` is at
@@ -98,7 +101,7 @@ def orthogonal_rays(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Face camera of the dual-camera scheme (paper section 3.4; spec paper.md 2.5)
+# Face camera of the dual-camera scheme (AniPortraitGAN paper, section 3.4)
 #
 # A second camera rigidly attached to the posed head, "in the same local coordinate system as previous 3D-aware head
 # GANs" (GRAM, AniFaceGAN). Those GANs look at the face centre from distance 1 with a 12 degree field of view and
@@ -127,7 +130,7 @@ FRONTAL_VIEW = (math.pi / 2, math.pi / 2)  # (pitch, yaw) of a view straight at 
 
 
 def posed_head_transform(pose: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The posed head joint's rigid transform, relative to the canonical mean pose (reference.md 2(b) step 6).
+    """The posed head joint's rigid transform from the canonical mean pose, as in the release's ``run_model_lbs``.
 
     Forward kinematics of the neck J12 and head J15 rotations (their ancestors are identity in the release's pose):
     ``R = R(E_12) R(E_15)`` and ``p = J12 + R(E_12) (J15 - J12)``. A point x of the head in the mean-pose canonical

@@ -1,6 +1,6 @@
 """Keyframes of an animation: loading, validation, built-in trajectories and per-frame interpolation.
 
-The formats are exactly the release's (reference.md section 3, "Keyframe files"):
+The formats are exactly those of the release's keyframe files (read by its ``gen_video.py``):
 
 - expression [N, 64]: Deep3DFaceRecon expression coefficients, 0 = neutral;
 - pose [N, 6, 3]: ZYX Euler angles of SMPL joints 12..17 as offsets from the canonical mean pose, 0 = mean pose;

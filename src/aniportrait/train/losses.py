@@ -9,9 +9,10 @@ Conventions:
 * ``||v||^2`` of a vector-valued quantity is the squared Euclidean norm per point (summed over the last, coordinate
   dimension), then averaged over points and batch. So a loss of 1e-4 on displacements means an RMS displacement
   error of 1e-2 in the units the caller passes.
-* Displacements: the release's DeformNet returns ``d`` and the renderer reads textures at ``x_can + d`` (reference.md
-  1.5 step 8), so ``d`` is the rendered ``D_e(x^p) - x^p``. Pass ``d`` as returned and the 3DMM targets in the same
-  (canonical) units. (The scalar field sees ``d / WARP_SCALE``: the release quirk documented in models/deformation.py.)
+* Displacements: the release's DeformNet returns ``d`` and the renderer reads textures at ``x_can + d``
+  (``get_s_and_intersections_target_lbs_with_deform`` in ``generators/siren.py``), so ``d`` is the rendered
+  ``D_e(x^p) - x^p``. Pass ``d`` as returned and the 3DMM targets in the same (canonical) units. (The scalar field
+  sees ``d / WARP_SCALE``: the release quirk documented in models/deformation.py.)
 
 Shape letters: ``B`` batch, ``P`` points, ``E`` expression coefficients, ``L`` landmarks, ``C`` channels,
 ``D``, ``H``, ``W`` (samples, rows, columns) of the ray-aligned transform volume.
