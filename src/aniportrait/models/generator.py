@@ -358,9 +358,9 @@ class AniPortraitGenerator(nn.Module):
         B, R, S, _ = x_can.shape
         S2 = cfg.num_samples_fine
         # Linear re-interpolation of the samples along each ray (align_corners=True), 64 -> 256 in the release.
-        x_fine = F.interpolate(
-            x_can.reshape(B * R, S, 3).transpose(1, 2), size=S2, mode="linear", align_corners=True
-        ).transpose(1, 2)
+        x_fine = x_can.reshape(B * R, S, 3)
+        if S2 != S:
+            x_fine = F.interpolate(x_fine.transpose(1, 2), size=S2, mode="linear", align_corners=True).transpose(1, 2)
         freq, phase = self.deform_net.mapping(torch.cat([z_id, expression], dim=-1))
         low_precision = torch.autocast(x_can.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
