@@ -53,14 +53,18 @@ def run(tree: Path, data: str, threads: int, warm: int, steps: int) -> list[floa
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(
         [sys.executable, "-c", SNIPPET, data, str(threads), str(warm), str(steps)],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def revision(tree: Path) -> str:
-    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def main() -> None:
@@ -105,7 +109,9 @@ def _cpu_name() -> str:
 
 
 def _dirty(tree: Path) -> bool:
-    status = subprocess.run(["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True).stdout
+    status = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain"], check=True, capture_output=True, text=True
+    ).stdout
     return bool(status.strip())
 
 

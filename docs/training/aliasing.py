@@ -77,8 +77,11 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "fine": FINE, "planes": PLANES, "identities": IDENTITIES, "rows": rows},
-                      f, indent=2)
+            json.dump(
+                {"config": args.config, "fine": FINE, "planes": PLANES, "identities": IDENTITIES, "rows": rows},
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

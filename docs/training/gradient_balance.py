@@ -93,8 +93,17 @@ def main() -> None:
             print(f"  {term:<12}" + "".join(f"{row[g]:14.4g}" for g in groups))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "overrides": args.overrides, "warm": args.warm,
-                       "measure": args.measure, "median_norms": table}, f, indent=2)
+            json.dump(
+                {
+                    "config": args.config,
+                    "overrides": args.overrides,
+                    "warm": args.warm,
+                    "measure": args.measure,
+                    "median_norms": table,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":
