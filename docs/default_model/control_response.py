@@ -87,15 +87,19 @@ def main() -> None:
     parser.add_argument("--json", default=str(Path(__file__).with_name("control_response.json")))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        frames = {name: render(keys, args.seeds, args.checkpoint, Path(tmp) / str(i))
-                  for i, (name, keys) in enumerate(controls().items())}
+        frames = {
+            name: render(keys, args.seeds, args.checkpoint, Path(tmp) / str(i))
+            for i, (name, keys) in enumerate(controls().items())
+        }
     rest = frames.pop("rest")
     side = next(iter(rest.values())).shape[0]
     regions = {"whole": slice(None), "upper half": slice(0, side // 2), "bottom quarter": slice(side - side // 4, side)}
     changes = {}
     for name, per_seed in frames.items():
-        row = {r: float(np.mean([np.abs(per_seed[s][rows] - rest[s][rows]).mean() for s in rest])) for r, rows in
-               regions.items()}
+        row = {
+            r: float(np.mean([np.abs(per_seed[s][rows] - rest[s][rows]).mean() for s in rest]))
+            for r, rows in regions.items()
+        }
         row = {k: round(v, 4) for k, v in row.items()}
         upper, bottom = row["upper half"], row["bottom quarter"]
         row["upper / bottom"] = round(upper / max(bottom, 1e-9), 2)

@@ -4,14 +4,14 @@ Writes ``docs/estimator/baselines.json``: for each model, the ``aniportrait eval
 (stage 2, the final 128x128 renders, ``--num`` label rows of the held-out dataset) and ``snapshot_metrics`` at
 stage 1 and stage 2 (64 renders, as a training run logs them), with their wall times. Models:
 
-- ``default``: a checkpoint (``--default``; the built-in default when this was first run);
+- each ``--model NAME=CHECKPOINT`` (``baselines.json``: the built-in default when this was first run);
 - ``untrained``: the ``small`` config as the package initialises it without a checkpoint (seed 0, planar
   manifolds, no label bank).
 
 Usage (one CPU thread)::
 
     OMP_NUM_THREADS=1 python docs/estimator/baselines.py --data DATA/heldout \\
-        --default src/aniportrait/assets/models/default.safetensors --out docs/estimator/baselines.json
+        --model default=src/aniportrait/assets/models/default.safetensors --out docs/estimator/baselines.json
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def measure(generator, body, data: str, num: int, snapshot_num: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="held-out synthetic dataset")
-    parser.add_argument("--default", required=True, help="the default checkpoint to measure")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT",
+                        help="a checkpoint to measure (repeatable)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--num", type=int, default=256)
     parser.add_argument("--snapshot-num", type=int, default=64)
@@ -71,18 +72,19 @@ def main() -> None:
     meta = json.loads((Path(args.data) / "dataset.json").read_text())
     result = {
         "command": "OMP_NUM_THREADS=1 python docs/estimator/baselines.py "
-        f"--data {Path(args.data).name} --default {args.default} --num {args.num}",
+        f"--data {Path(args.data).name} {' '.join('--model ' + m for m in args.model)} --num {args.num}",
         "data": {"source": meta.get("source"), "count": meta.get("count"), "image_size": meta.get("image_size")},
         "estimator_sha256": sha256(builtin_estimator_path()),
         "estimator_floors": builtin_estimator().record.get("floors"),
         "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
         "models": {},
     }
-    models = {"default": lambda: load_generator(args.default), "untrained": untrained_small}
-    for name, load in models.items():
-        generator, metadata, valid_index = load()
+    checkpoints = dict(m.split("=", 1) for m in args.model)
+    for name in [*checkpoints, "untrained"]:
+        path = checkpoints.get(name)
+        generator, metadata, valid_index = load_generator(path) if path else untrained_small()
         body = body_for_checkpoint(metadata, valid_index, None)
-        entry = {"checkpoint_sha256": sha256(args.default)} if name == "default" else {"checkpoint": "none (small)"}
+        entry = {"checkpoint_sha256": sha256(path)} if path else {"checkpoint": "none (small)"}
         entry.update(measure(generator, body, args.data, args.num, args.snapshot_num))
         result["models"][name] = entry
         print(name, json.dumps(entry, indent=1), flush=True)

@@ -69,3 +69,22 @@ def test_stage2_starts_from_the_stage1_ema_and_its_discriminator_blocks(stage1, 
     assert not follow.opt_D.state_dict()["state"], "another discriminator: a fresh optimiser"
     follow.run()
     assert "discriminator tensors" in (tmp_path / "s2" / "log.txt").read_text()
+
+
+def test_a_same_stage_start_keeps_the_source_ema_through_the_warm_up_phase(stage1, dataset, tmp_path):
+    """Without warm-ups the loaded EMA survives the start of the run (it used to be overwritten by the raw
+    generator); with a warm-up the EMA starts from the fitted generator."""
+    follow = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "a", init_from=stage1, progress=False)
+    source = {k: v.clone() for k, v in follow.G_ema.state_dict().items()}
+    assert any(not torch.equal(v, follow.G.state_dict()[k]) for k, v in source.items()), "EMA and G must differ"
+    follow._warm_up()
+    for key, value in follow.G_ema.state_dict().items():
+        assert torch.equal(value, source[key]), key
+    warmed = Trainer(
+        TrainConfig(total_steps=1, shape_prior_steps=1, **FAST), dataset, tmp_path / "b", init_from=stage1,
+        progress=False,
+    )
+    (tmp_path / "b").mkdir()  # run() makes the folder; the warm-up logs into it
+    warmed._warm_up()
+    for key, value in warmed.G_ema.state_dict().items():
+        assert torch.equal(value, warmed.G.state_dict()[key]), key

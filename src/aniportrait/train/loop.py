@@ -487,7 +487,8 @@ class Trainer:
     # -- warm-ups, samples, snapshots -------------------------------------------------------------------------------
 
     def _warm_up(self) -> None:
-        """The stage's warm-ups before step 0 (train/warmups.py); the EMA starts from their result."""
+        """The stage's warm-ups before step 0 (train/warmups.py); the EMA starts from their result. Without a
+        warm-up the EMA stays as it is (a run started ``--init-from`` a same-stage run keeps that run's EMA)."""
         cfg = self.cfg
 
         def draw(tag):
@@ -514,16 +515,16 @@ class Trainer:
                     lambda n: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl),
                 ),
             ]
+        fits = [(what, steps, fit) for what, steps, fit in fits if steps]
         for what, steps, fit in fits:
-            if not steps:
-                continue
             start = time.perf_counter()
             losses = fit(steps)
             self.folder.log(
                 f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {time.perf_counter() - start:.1f} s"
             )
         self.world.broadcast(self.G)  # ranks drew different labels: every replica takes rank 0's result
-        self.G_ema.load_state_dict(self.G.state_dict())
+        if fits:
+            self.G_ema.load_state_dict(self.G.state_dict())
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
