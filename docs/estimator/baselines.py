@@ -5,13 +5,14 @@ Writes ``docs/estimator/baselines.json``: for each model, the ``aniportrait eval
 stage 1 and stage 2 (64 renders, as a training run logs them), with their wall times. Models:
 
 - each ``--model NAME=CHECKPOINT`` (``baselines.json``: the built-in default when this was first run);
-- ``untrained``: the ``small`` config as the package initialises it without a checkpoint (seed 0, planar
+- ``--model untrained``: the ``small`` config as the package initialises it without a checkpoint (seed 0, planar
   manifolds, no label bank).
 
 Usage (one CPU thread)::
 
     OMP_NUM_THREADS=1 python docs/estimator/baselines.py --data DATA/heldout \\
-        --model default=src/aniportrait/assets/models/default.safetensors --out docs/estimator/baselines.json
+        --model default=src/aniportrait/assets/models/default.safetensors --model untrained \\
+        --out docs/estimator/baselines.json
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="held-out synthetic dataset")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT",
-                        help="a checkpoint to measure (repeatable)")
+                        help="NAME=CHECKPOINT, or 'untrained' (repeatable)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--num", type=int, default=256)
     parser.add_argument("--snapshot-num", type=int, default=64)
@@ -79,9 +80,10 @@ def main() -> None:
         "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
         "models": {},
     }
-    checkpoints = dict(m.split("=", 1) for m in args.model)
-    for name in [*checkpoints, "untrained"]:
-        path = checkpoints.get(name)
+    if any("=" not in m and m != "untrained" for m in args.model):
+        parser.error("--model takes NAME=CHECKPOINT or 'untrained'")
+    checkpoints = dict(m.split("=", 1) if "=" in m else (m, None) for m in args.model)
+    for name, path in checkpoints.items():
         generator, metadata, valid_index = load_generator(path) if path else untrained_small()
         body = body_for_checkpoint(metadata, valid_index, None)
         entry = {"checkpoint_sha256": sha256(path)} if path else {"checkpoint": "none (small)"}
