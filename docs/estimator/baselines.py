@@ -63,8 +63,13 @@ def measure(generator, body, data: str, num: int, snapshot_num: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="held-out synthetic dataset")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT",
-                        help="NAME=CHECKPOINT, or 'untrained' (repeatable)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="NAME=CHECKPOINT, or 'untrained' (repeatable)",
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--num", type=int, default=256)
     parser.add_argument("--snapshot-num", type=int, default=64)

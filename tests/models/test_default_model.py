@@ -98,7 +98,7 @@ def test_each_control_acts_where_it_names(default):
         side = base.shape[-1]
         top, bottom = slice(0, side // 2), slice(side - side // 4, side)
 
-        def change(image, rows=slice(None)):
+        def change(image, rows=slice(None), base=base):
             return (image[:, rows] - base[:, rows]).abs().mean().item()
 
         assert change(render(generator, body, seed, camera=(math.pi / 2, math.pi / 2 + 0.5))) > 0.05

@@ -81,7 +81,10 @@ def test_a_same_stage_start_keeps_the_source_ema_through_the_warm_up_phase(stage
     for key, value in follow.G_ema.state_dict().items():
         assert torch.equal(value, source[key]), key
     warmed = Trainer(
-        TrainConfig(total_steps=1, shape_prior_steps=1, **FAST), dataset, tmp_path / "b", init_from=stage1,
+        TrainConfig(total_steps=1, shape_prior_steps=1, **FAST),
+        dataset,
+        tmp_path / "b",
+        init_from=stage1,
         progress=False,
     )
     (tmp_path / "b").mkdir()  # run() makes the folder; the warm-up logs into it

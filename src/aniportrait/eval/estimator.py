@@ -13,8 +13,8 @@ Inputs
 
 Network
     Two conv branches of the same shape (portrait, face): six 3x3 conv + BatchNorm + ReLU layers (strides 2, 2, 1,
-    2, 1, 2) down to a 4x4 map, flattened (position matters for camera and pose) into a linear layer. The two branch codes are
-    joined by a linear layer + SiLU into the **feature** vector [B, 64] (:meth:`SyntheticLabelEstimator.features`,
+    2, 1, 2) down to a 4x4 map, flattened (position matters for camera and pose) into a linear layer. The two
+    branch codes are joined by a linear layer + SiLU into the **feature** vector [B, 64] (:meth:`SyntheticLabelEstimator.features`,
     the space of the fidelity number), and a last linear layer gives the 24 standardised targets. The targets'
     training-set mean and std are buffers, so the file carries them.
 

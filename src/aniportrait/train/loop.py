@@ -9,9 +9,9 @@ One step renders one batch of fakes (with its graph) and draws one batch of real
 
 A phase is data (:class:`Phase`: its interval, optimiser and clipping groups); its loss terms and their weights come
 from :mod:`aniportrait.train.objective`. Each discriminator and each generator network is clipped on its own: one
-global norm lets the largest gradient (a camera or imitation term) scale every other step to nothing. The fakes of a step serve both the D and the G phase (one
-render per step instead of two, as in the classic DCGAN loop); the G phase sees them through the discriminators
-after their update.
+global norm lets the largest gradient (a camera or imitation term) scale every other step to nothing. The fakes of
+a step serve both the D and the G phase (one render per step instead of two, as in the classic DCGAN loop); the G
+phase sees them through the discriminators after their update.
 
 Stage 1 trains everything but super-resolution at the LR size; stage 2 trains super-resolution (and RadianceNet's
 feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. A run starts from another
