@@ -1,11 +1,14 @@
-"""Generator configs: the small model's radiance field fits its textures (little energy above their Nyquist limit)."""
+"""Generator configs: the small model's radiance field fits its textures (little energy above their Nyquist limit);
+the expression's neck gate."""
 
 import dataclasses
 
+import pytest
 import torch
 
 from aniportrait import constants as K
-from aniportrait.config import SMALL, SSHQ512
+from aniportrait.config import SMALL, SSHQ512, TINY, GeneratorConfig
+from aniportrait.models.generator import AniPortraitGenerator
 from aniportrait.models.radiance import RadianceNet
 
 
@@ -39,3 +42,36 @@ def test_small_radiance_field_stays_below_its_texture_nyquist_limit():
     release_scale = energy_above_nyquist(dataclasses.replace(SMALL, radiance_input_scale=1.0))
     assert small < 0.1, small
     assert release_scale > 1.5 * small, (release_scale, small)
+
+
+def test_expression_gate_fields_are_validated_and_travel_in_json():
+    assert SSHQ512.neck_gate is None  # the release has no gate
+    gated = dataclasses.replace(SMALL, expression_gate_low=-0.16, expression_gate_high=-0.125)
+    assert gated.neck_gate == (-0.16, -0.125)
+    assert GeneratorConfig.from_json(gated.to_json()) == gated
+    for low, high in ((-0.1, -0.2), (-0.1, -0.1), (float("nan"), 0.1), (-0.1, float("inf"))):
+        with pytest.raises(ValueError, match="expression_gate_low"):
+            dataclasses.replace(SMALL, expression_gate_low=low, expression_gate_high=high)
+    with pytest.raises(ValueError, match="odd"):
+        dataclasses.replace(SMALL, smoother_spatial_kernel=4)
+
+
+def test_generator_with_a_neck_gate_moves_nothing_below_the_neck():
+    """An expression change moves the deformed lookup points above the gate and leaves those below it in place."""
+    # No re-interpolation along the rays, so each sample's d sits at its own height.
+    config = dataclasses.replace(
+        TINY, expression_gate_low=-0.16, expression_gate_high=-0.125, num_samples_fine=TINY.num_samples
+    )
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(config)
+    torch.nn.init.normal_(generator.deform_net.final_layer.weight, std=0.1)
+    x_can = torch.rand(1, 16, config.num_samples, 3) * 0.6 - 0.3
+    z_id = torch.randn(1, config.z_id_dim)
+    expression = torch.zeros(1, config.z_exp_dim)
+    with torch.no_grad():
+        d0 = generator.intersect(x_can, z_id, expression)["d"]
+        d1 = generator.intersect(x_can, z_id, expression + 2.0)["d"]
+    y = x_can[..., 1:2].expand_as(d0)
+    assert torch.equal(d0[y <= -0.16], torch.zeros_like(d0[y <= -0.16]))
+    assert torch.equal(d1[y <= -0.16], d0[y <= -0.16])
+    assert (d1 - d0)[y >= -0.125].abs().max() > 1e-3

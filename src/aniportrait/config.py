@@ -36,12 +36,21 @@ class GeneratorConfig:
     num_manifolds: int = 24  # level sets (manifolds)
     levels_start: float = 23.0  # first level (nearest the camera)
     levels_end: float = 8.0  # last level
-    smoother_depth_kernel: int = 5  # LbsSmoother kernel along the samples
-    smoother_spatial_kernel: int = 9  # LbsSmoother kernel across the image
+    # LbsSmoother kernels along the samples and across the image, in cells of the knn_stride grid (the release's
+    # 64x64x32 grid: 9 cells are 14% of the image, 5 cells 16% of a ray). A smaller grid needs smaller kernels, or
+    # the smoothing carries the head's transforms onto the shoulders.
+    smoother_depth_kernel: int = 5
+    smoother_spatial_kernel: int = 9
     knn_stride: int = 2  # inverse skinning runs on every knn_stride-th row, column and sample
     # Factor on RadianceNet's input coordinates (1 in the release): it scales every spatial frequency of the
     # radiance field, so a model with coarse textures can keep its field below their Nyquist limit.
     radiance_input_scale: float = 1.0
+    # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
+    # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
+    # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,
+    # never the shoulders.
+    expression_gate_low: float = 0.0
+    expression_gate_high: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hr_img_size != 4 * self.lr_img_size:
@@ -53,6 +62,20 @@ class GeneratorConfig:
             raise ValueError("need at least 2 samples per ray and 1 manifold")
         if not (math.isfinite(self.radiance_input_scale) and self.radiance_input_scale > 0):
             raise ValueError(f"radiance_input_scale must be positive, got {self.radiance_input_scale}")
+        if self.smoother_depth_kernel % 2 == 0 or self.smoother_spatial_kernel % 2 == 0:
+            raise ValueError(
+                "smoother kernels must be odd (centred), got "
+                f"{self.smoother_depth_kernel} and {self.smoother_spatial_kernel}"
+            )
+        gate = (self.expression_gate_low, self.expression_gate_high)
+        if not all(math.isfinite(v) for v in gate) or (gate != (0.0, 0.0) and not gate[0] < gate[1]):
+            raise ValueError(f"expression_gate_low must be below expression_gate_high (or both 0), got {gate}")
+
+    @property
+    def neck_gate(self) -> tuple[float, float] | None:
+        """DeformNet's ``(low, high)`` neck gate, or None where the config has none."""
+        low, high = self.expression_gate_low, self.expression_gate_high
+        return (low, high) if high > low else None
 
     @property
     def z_dim(self) -> int:

@@ -36,6 +36,9 @@ class DeformNet(nn.Module):
         output_dim: final-layer outputs (7; only the first 3 are used).
         num_layers: number of FiLM layers (3).
         mapping_hidden_dim: mapping-network width (128).
+        neck_gate: ``(low, high)`` canonical heights (y, unwarped units), or None (the release: no gate). With a
+            gate, d is scaled by a smoothstep of the point's height, 0 at and below ``low`` and 1 at and above
+            ``high``: the expression can move the face, never the torso.
     """
 
     def __init__(
@@ -46,10 +49,14 @@ class DeformNet(nn.Module):
         output_dim: int = 7,
         num_layers: int = 3,
         mapping_hidden_dim: int = 128,
+        neck_gate: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         if input_dim < DEFORM_DIM or output_dim < DEFORM_DIM:
             raise ValueError(f"DeformNet needs input_dim and output_dim >= 3, got {input_dim}, {output_dim}")
+        if neck_gate is not None and not neck_gate[0] < neck_gate[1]:
+            raise ValueError(f"neck_gate needs low < high, got {neck_gate}")
+        self.neck_gate = neck_gate
         self.hidden_dim = hidden_dim
         self.network = nn.ModuleList(
             [FiLMLayer(input_dim if k == 0 else hidden_dim, hidden_dim) for k in range(num_layers)]
@@ -101,4 +108,12 @@ class DeformNet(nn.Module):
             sl = slice(k * hidden, (k + 1) * hidden)
             h = layer(h, freq[:, sl], phase[:, sl])
         d = F.linear(h, self.final_layer.weight[:DEFORM_DIM], self.final_layer.bias[:DEFORM_DIM]).reshape(x_can.shape)
+        if self.neck_gate is not None:
+            d = d * neck_gate_weight(x_can[..., 1:2], *self.neck_gate).to(d.dtype)
         return x_warped + d, d
+
+
+def neck_gate_weight(height: Tensor, low: float, high: float) -> Tensor:
+    """Smoothstep of canonical height: 0 at and below ``low``, 1 at and above ``high``, C1 in between."""
+    t = ((height - low) / (high - low)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
