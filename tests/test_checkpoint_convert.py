@@ -464,7 +464,7 @@ def test_convert_official_function(release, tmp_path):
     _, state, pt, knn_path, knn = release
     out = tmp_path / "model.safetensors"
     counts = convert_official(pt, knn_path, out)
-    assert counts == {"network": 234, "duplicates": 2, "smpl_buffers": 8}
+    assert counts == {"network": 234, "duplicates": 2, "smpl_buffers": 8, "id_bank_rows": 0}
     assert files_in(tmp_path) == {"model.safetensors"}
     check_converted(out, state, knn)
 
@@ -791,11 +791,75 @@ def test_convert_output_folder_must_exist(release, tmp_path, which):
 def test_convert_help_lists_options():
     result = CliRunner().invoke(main, ["convert-official", "--help"])
     assert result.exit_code == 0
-    for option in ("--knn-index", "--out", "--smpl-out", "weights_only"):
+    for option in ("--knn-index", "--out", "--smpl-out", "--id-bank", "weights_only"):
         assert option in result.output
 
 
 # -- the label bank ------------------------------------------------------------------------------------------------
+
+
+def test_convert_official_stores_the_release_identity_bank(release, tmp_path):
+    """--id-bank: the converted checkpoint draws [z_id, betas] from the bank and averages over it for truncation."""
+    _, _, pt, knn_path, knn = release
+    bank = np.random.default_rng(2).normal(size=(37, 90)).astype(np.float64)
+    bank_path = tmp_path / "id_shape_sampler_body.npy"
+    np.save(bank_path, bank)
+    out = tmp_path / "model.safetensors"
+    args = ["convert-official", str(pt), "--knn-index", str(knn_path), "-o", str(out), "--id-bank", str(bank_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "identity bank of 37 rows stored" in result.output
+    assert files_in(tmp_path) == {"model.safetensors", "id_shape_sampler_body.npy"}
+    generator, _, valid_index = load_generator(out)
+    assert np.array_equal(valid_index.numpy(), knn)
+    torch.testing.assert_close(generator.id_bank, torch.from_numpy(bank).float(), rtol=0, atol=0)
+    for seed in (0, 5, 11):
+        z_id, _, betas = sample_identity_latents(SSHQ512, [seed], id_bank=generator.id_bank)
+        assert (torch.cat([z_id, betas], 1) == generator.id_bank).all(dim=1).any(), "a seed picks a row of the bank"
+    # The truncation averages come from the bank: a bank shifted by +1 moves the identity average.
+    plain = generator.truncation_averages(generator.id_bank)["freq"]
+    shifted = generator.truncation_averages(generator.id_bank + 1.0)["freq"]
+    assert not torch.allclose(shifted, plain)
+    torch.testing.assert_close(generator.truncation_averages(generator.id_bank)["freq"], plain)
+
+
+@pytest.mark.parametrize(
+    ("bank", "fragment"),
+    [
+        (np.zeros((4, 80), np.float32), "float [N, 90] identity bank"),
+        (np.zeros(90, np.float32), "float [N, 90] identity bank"),
+        (np.zeros((0, 90), np.float32), "float [N, 90] identity bank"),
+        (np.zeros((3, 90), np.int64), "float [N, 90] identity bank"),
+        (np.full((3, 90), np.nan, np.float32), "3 rows of the identity bank hold NaN"),
+        (np.full((2, 90), 1e300), "2 rows of the identity bank hold NaN or infinity (or overflow float32)"),
+        (np.array([1, None], dtype=object), "not a readable .npy array"),
+    ],
+    ids=["80-wide", "1-D", "empty", "integer", "nan", "overflow", "pickled"],
+)
+def test_convert_refuses_a_bad_id_bank(release, tmp_path, bank, fragment):
+    _, _, pt, knn_path, _ = release
+    bank_path = tmp_path / "bank.npy"
+    np.save(bank_path, bank, allow_pickle=True)
+    out = tmp_path / "out.safetensors"
+    args = ["convert-official", str(pt), "--knn-index", str(knn_path), "-o", str(out), "--id-bank", str(bank_path)]
+    result = CliRunner().invoke(main, args)
+    line = one_line_error(result)
+    assert fragment in line and "bank.npy" in line
+    assert files_in(tmp_path) == {"bank.npy"}
+
+
+def test_convert_refuses_a_missing_id_bank_and_an_output_over_it(release, tmp_path):
+    _, _, pt, knn_path, _ = release
+    base = ["convert-official", str(pt), "--knn-index", str(knn_path)]
+    result = CliRunner().invoke(
+        main, [*base, "-o", str(tmp_path / "o.safetensors"), "--id-bank", str(tmp_path / "b.npy")]
+    )
+    assert "identity bank not found" in one_line_error(result)
+    bank = tmp_path / "bank.npy"
+    np.save(bank, np.zeros((2, 90), np.float32))
+    result = CliRunner().invoke(main, [*base, "-o", str(bank), "--id-bank", str(bank)])
+    assert "would overwrite the input" in one_line_error(result)
+    assert files_in(tmp_path) == {"bank.npy"}
 
 
 def test_id_bank_round_trips_and_drives_identity_sampling(tmp_path):

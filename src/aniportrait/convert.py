@@ -12,6 +12,12 @@ port was written; the file is not in this repository, and tests/test_checkpoint_
   an SMPL-layout ``.npz`` that ``--smpl`` accepts.
 
 The file is read with ``torch.load(weights_only=True)``: no pickled code runs.
+
+The release draws each identity's ``[z_id, betas]`` jointly from a bank of training labels,
+``sampler_npy/id_shape_sampler_body.npy`` ([N, 90]: 80 3DMM identity coefficients, then 10 SMPL betas), and takes
+its truncation averages from the same bank. ``id_bank`` stores that bank in the converted checkpoint (as our own
+checkpoints store theirs), so seeds and ``psi`` mean what they mean in the release; without it identities come from
+N(0, I) with betas 0.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 import numpy as np
 import torch
 
-from aniportrait.checkpoint import FORMAT, VALID_INDEX_KEY, VERSION, CheckpointError, atomic_save
+from aniportrait.checkpoint import FORMAT, ID_BANK_KEY, VALID_INDEX_KEY, VERSION, CheckpointError, atomic_save
 from aniportrait.config import SSHQ512
 from aniportrait.constants import SMPL_NUM_FACES, SMPL_NUM_VERTS
 from aniportrait.models.generator import AniPortraitGenerator
@@ -80,6 +86,31 @@ def load_knn_index(path: str | os.PathLike, num_verts: int = SMPL_NUM_VERTS) -> 
     return torch.from_numpy(index.astype(np.int64))
 
 
+# Rows of an identity bank we accept (the release's is its training set's label count): 4 M rows are 1.4 GiB.
+MAX_ID_BANK_ROWS = 4_000_000
+
+
+def load_id_bank(path: str | os.PathLike, width: int = SSHQ512.z_id_dim + SSHQ512.betas_dim) -> torch.Tensor:
+    """The release's ``id_shape_sampler_body.npy``: a finite float [N, 90] bank of ``[z_id, betas]`` rows, as float32."""
+    path = os.fspath(path)
+    fix = "pass the release's sampler_npy/id_shape_sampler_body.npy"
+    try:
+        bank = load_npy(path, "identity bank", fix=fix, max_rows=MAX_ID_BANK_ROWS)
+    except UnreadableFileError as err:
+        raise CheckpointError(str(err)) from None
+    if bank.ndim != 2 or bank.shape[0] == 0 or bank.shape[1] != width or not np.issubdtype(bank.dtype, np.floating):
+        raise CheckpointError(
+            f"{path}: expected a float [N, {width}] identity bank (80 identity coefficients and 10 SMPL betas per "
+            f"row), got {bank.dtype} {list(bank.shape)}; {fix}"
+        )
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        bank = bank.astype(np.float32)
+    if not np.isfinite(bank).all():
+        bad = int((~np.isfinite(bank).all(axis=1)).sum())
+        raise CheckpointError(f"{path}: {bad} rows of the identity bank hold NaN or infinity (or overflow float32)")
+    return torch.from_numpy(bank)
+
+
 def smpl_arrays_from_buffers(buffers: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """SMPLLayer buffers -> the SMPL model file's keys and layout (what ``--smpl`` reads)."""
     posedirs = buffers["posedirs"].numpy().reshape(-1, SMPL_NUM_VERTS, 3).transpose(1, 2, 0)  # [6890, 3, 207]
@@ -101,14 +132,20 @@ def convert_official(
     out: str | os.PathLike,
     *,
     smpl_out: str | os.PathLike | None = None,
+    id_bank: str | os.PathLike | None = None,
 ) -> dict[str, int]:
     """Convert the release's ``sshq512.pt`` to our safetensors format; returns counts of what was mapped.
 
+    Args:
+        id_bank: the release's ``id_shape_sampler_body.npy``, stored in the checkpoint (see the module docstring).
+
     Raises:
-        CheckpointError: missing, unexpected or mis-shaped keys, or a duplicated smoother that differs.
+        CheckpointError: missing, unexpected or mis-shaped keys, a duplicated smoother that differs, or a bad
+            identity bank.
     """
     state = load_official_state_dict(checkpoint)
     index = load_knn_index(knn_index)
+    bank = None if id_bank is None else load_id_bank(id_bank)
     generator = AniPortraitGenerator(SSHQ512)
     expected = generator.state_dict()
     smpl = {k[len(SMPL_PREFIX) :]: v for k, v in state.items() if k.startswith(SMPL_PREFIX)}
@@ -144,7 +181,10 @@ def convert_official(
         "body": "smpl",
         "note": f"converted from {os.path.basename(os.fspath(checkpoint))}",
     }
-    atomic_save({**generator.state_dict(), VALID_INDEX_KEY: index}, out, metadata)
+    tensors = {**generator.state_dict(), VALID_INDEX_KEY: index}
+    if bank is not None:
+        tensors[ID_BANK_KEY] = bank
+    atomic_save(tensors, out, metadata)
     if smpl_out is not None:
         tmp = os.fspath(smpl_out) + ".tmp.npz"
         try:
@@ -155,4 +195,9 @@ def convert_official(
                 if os.path.exists(leftover):
                     os.remove(leftover)
             raise
-    return {"network": len(network), "duplicates": len(DUPLICATE_SMOOTHER), "smpl_buffers": len(smpl)}
+    return {
+        "network": len(network),
+        "duplicates": len(DUPLICATE_SMOOTHER),
+        "smpl_buffers": len(smpl),
+        "id_bank_rows": 0 if bank is None else len(bank),
+    }

@@ -182,6 +182,7 @@ class AniPortraitGenerator(nn.Module):
             "levels", torch.linspace(config.levels_start, config.levels_end, config.num_manifolds), persistent=False
         )
         self._averages: dict[str, Tensor] | None = None
+        self._averages_key: tuple = (None, None)
         # The label bank [N, z_id_dim + betas_dim] of the data the model was trained on, from its checkpoint (the
         # release ships it as id_shape_sampler_body.npy): identities and truncation averages are drawn from it.
         # Kept on the CPU and out of the state_dict; None = the N(0, I) prior of sample_identity_latents.
@@ -191,8 +192,11 @@ class AniPortraitGenerator(nn.Module):
 
     @torch.no_grad()
     def truncation_averages(self, id_bank: Tensor | None = None) -> dict[str, Tensor]:
-        """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities (cached)."""
-        if self._averages is None:
+        """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities drawn from
+        ``id_bank`` (or N(0, I) without one); cached per bank."""
+        # The key holds the bank itself (not its address, which a freed tensor's successor may reuse).
+        key = (id_bank, None if id_bank is None else id_bank._version)
+        if self._averages is None or self._averages_key[0] is not key[0] or self._averages_key[1] != key[1]:
             device = self.levels.device
             seeds = torch.Generator().manual_seed(TRUNCATION_SEED)
             if id_bank is not None:
@@ -205,6 +209,7 @@ class AniPortraitGenerator(nn.Module):
             z = z.to(device)
             freq, phase = self.radiance_net.average_mapping(z)
             self._averages = {"freq": freq, "phase": phase, "style": self.sr_net.average_style(z)}
+            self._averages_key = key
         return self._averages
 
     def _apply(self, fn, *args, **kwargs):
