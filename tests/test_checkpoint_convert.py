@@ -190,7 +190,7 @@ def _rewrite(path, tensors, metadata):
 
 def _contents(path):
     with safe_open(path, framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())  # noqa: SIM118 (not a dict)
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
 
 
 def test_load_missing_file(tmp_path):

@@ -66,7 +66,7 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         hint = (
             " (an official .pt checkpoint? convert it with `aniportrait convert-official`)"

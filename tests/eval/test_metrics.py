@@ -285,7 +285,9 @@ def _controls(k, vary=True):
 
 
 def test_identity_consistency_tiny_generator(generator, body):
-    flat = lambda x: x.flatten(1)
+    def flat(x):
+        return x.flatten(1)
+
     # identical controls: a seed's renders are identical, so same-identity similarity is exactly 1 >= different
     out = identity_consistency(generator, body, [0, 1, 2], _controls(2, vary=False), flat, use="both")
     assert out["same_identity"] == pytest.approx(1.0, abs=1e-6)
@@ -322,7 +324,9 @@ class _ColourGenerator(torch.nn.Module):
 
 
 def test_identity_consistency_identity_sensitive_features():
-    mean_colour = lambda x: x.mean(dim=(2, 3)) + 2.0  # positive features; colour = identity
+    def mean_colour(x):  # positive features; colour = identity
+        return x.mean(dim=(2, 3)) + 2.0
+
     out = identity_consistency(_ColourGenerator(), None, [0, 1, 2, 3], _controls(3), mean_colour)
     assert out["same_identity"] > out["different_identity"]
     assert out["gap"] > 0

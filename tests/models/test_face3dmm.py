@@ -173,7 +173,10 @@ def test_procedural_3dmm_mesh(face):
 
 def test_procedural_3dmm_expression_meaning(face):
     assert EXPRESSION_MEANING[:4] == ("mouth open", "smile", "eyes closed", "brows raised")
-    rest = lambda region: [k for k in range(68) if k not in region]
+
+    def rest(region):
+        return [k for k in range(68) if k not in region]
+
     for coefficient, region in ((0, MOUTH), (2, EYES), (3, BROWS)):
         motion = _landmark_motion(face, coefficient)
         assert motion[list(region)].max() > 4.0, coefficient  # several mm per unit coefficient
@@ -540,7 +543,10 @@ def test_rig_face_landmarks_follow_betas(body, rig_landmarks):
     head_size[1, 2] = 1.0  # the rig's beta 2 grows the head
     moved = rig_face_landmarks(body, head_size)
     torch.testing.assert_close(moved[0], rig_landmarks)
-    width = lambda lm: lm[..., 16, 0] - lm[..., 0, 0]
+
+    def width(lm):
+        return lm[..., 16, 0] - lm[..., 0, 0]
+
     assert width(moved[1]) > width(moved[0]) * 1.03
 
 

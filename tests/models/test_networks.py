@@ -281,11 +281,20 @@ EXPECTED_LAYOUT = {
 }
 
 # Tiny configurations built by the same code.
-TINY_RADIANCE = dict(hidden_dim=16, z_dim=8, feature_dim=4, mapping_hidden_dim=16)
-TINY_SAMPLE = dict(hidden_dim=16)
-TINY_DEFORM = dict(hidden_dim=16, z_dim=12, mapping_hidden_dim=16)
-TINY_SR = dict(in_nc=6, out_nc=4, w_dim=8, nf=8, nb=1, gc=4, up_channels=(8, 4), mapping_hidden_dim=16)
-TINY_SMOOTHER = dict(channels=4, depth_kernel=3, spatial_kernel=5)
+TINY_RADIANCE = {"hidden_dim": 16, "z_dim": 8, "feature_dim": 4, "mapping_hidden_dim": 16}
+TINY_SAMPLE = {"hidden_dim": 16}
+TINY_DEFORM = {"hidden_dim": 16, "z_dim": 12, "mapping_hidden_dim": 16}
+TINY_SR = {
+    "in_nc": 6,
+    "out_nc": 4,
+    "w_dim": 8,
+    "nf": 8,
+    "nb": 1,
+    "gc": 4,
+    "up_channels": (8, 4),
+    "mapping_hidden_dim": 16,
+}
+TINY_SMOOTHER = {"channels": 4, "depth_kernel": 3, "spatial_kernel": 5}
 
 SAMPLE_NET_INPUT_SHIFT = torch.tensor([0.0, 0.0, 1.5])  # minus SAMPLE_NET_CENTER, written out independently
 FRONT_DIR = torch.tensor([[[0.0, 0.0, -1.0]]])

@@ -52,7 +52,9 @@ def test_each_discriminator_is_clipped_on_its_own(dataset, tmp_path):
     trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
     phase = trainer.phases[0]
     params = phase.params
-    loss = sum(1e6 * p.sum() for p in trainer.D.whole.parameters()) + sum(1e-3 * p.sum() for p in trainer.D.face.parameters())
+    loss = sum(1e6 * p.sum() for p in trainer.D.whole.parameters()) + sum(
+        1e-3 * p.sum() for p in trainer.D.face.parameters()
+    )
     trainer._optimizer_step(loss, phase)
     whole = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.whole.parameters()))
     face = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.face.parameters()))
@@ -70,9 +72,7 @@ def test_reals_are_sampled_at_the_render_pixel_centres():
     assert to_ray_grid(ramp, 128) is ramp
 
 
-def test_generator_phase_has_the_deformation_terms_and_no_pose_smoothness_without_a_trained_smoother(
-    dataset, tmp_path
-):
+def test_generator_phase_has_the_deformation_terms_and_no_pose_smoothness_without_a_trained_smoother(dataset, tmp_path):
     frozen = Trainer(TrainConfig(total_steps=1, train_smoother=False, **FAST), dataset, tmp_path / "a", progress=False)
     stats = frozen.train_step(0)
     for key in ("imitation", "exp_smooth", "minimal", "g_whole", "g_face", "g_torso", "g_camera"):

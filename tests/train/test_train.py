@@ -18,7 +18,7 @@ from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError
 from aniportrait.train.state import load_training_state
 
-FAST = dict(batch_size=1, impl="ref", log_every=1, sample_every=1000, checkpoint_every=1000)
+FAST = {"batch_size": 1, "impl": "ref", "log_every": 1, "sample_every": 1000, "checkpoint_every": 1000}
 
 
 def write_dataset(path, n=4, res=16, face=16, seed=0):

@@ -115,7 +115,9 @@ def test_deformation_fit_moves_the_face_and_not_the_rest(dataset, tmp_path):
     def draw(step):  # mouth-open coefficients over their range (the tiny dataset's labels are all near 0)
         labels = trainer.fake_labels(step)
         labels["expression"] = torch.zeros_like(labels["expression"])
-        labels["expression"][:, 0] = 1.5 * torch.rand(len(labels["z_id"]), generator=torch.Generator().manual_seed(step))
+        labels["expression"][:, 0] = 1.5 * torch.rand(
+            len(labels["z_id"]), generator=torch.Generator().manual_seed(step)
+        )
         return labels
 
     losses = fit_deformation_to_3dmm(trainer.G, trainer.teacher, draw, 300, seed=0, cfg=config)

@@ -22,10 +22,28 @@ def _cases(p: str, acc):
     from aniportrait.kernels import volume_composite as vc
 
     f32 = "*fp32"
-    blocks = dict(BLOCK_R=16, BLOCK_S=32, BLOCK_L=32)
-    mi_common = dict(s_ptr=p, points_ptr=p, levels_ptr=p, R="i32", S=256, C="i32", L="i32", min_step="fp32", ACC=acc)
-    lbs_common = dict(points_ptr=p, verts_ptr=p, P="i32", V="i32", K=4, ACC=acc)
-    vc_common = dict(rgb_ptr=p, alpha_ptr=p, depth_ptr=p, valid_ptr="*u8", w_sum_ptr=f32, mean_dz_ptr=f32, n_rows="i32")
+    blocks = {"BLOCK_R": 16, "BLOCK_S": 32, "BLOCK_L": 32}
+    mi_common = {
+        "s_ptr": p,
+        "points_ptr": p,
+        "levels_ptr": p,
+        "R": "i32",
+        "S": 256,
+        "C": "i32",
+        "L": "i32",
+        "min_step": "fp32",
+        "ACC": acc,
+    }
+    lbs_common = {"points_ptr": p, "verts_ptr": p, "P": "i32", "V": "i32", "K": 4, "ACC": acc}
+    vc_common = {
+        "rgb_ptr": p,
+        "alpha_ptr": p,
+        "depth_ptr": p,
+        "valid_ptr": "*u8",
+        "w_sum_ptr": f32,
+        "mean_dz_ptr": f32,
+        "n_rows": "i32",
+    }
     vc_common.update(L="i32", C="i32", HAS_VALID=True, WHITE_BACK=True, INVALID_DEPTH=10.0, EPS=1e-10, ACC=acc)
     return [
         (
@@ -48,17 +66,32 @@ def _cases(p: str, acc):
         (
             lbs._inverse_lbs_fwd_kernel,
             dict(lbs_common, mats_ptr=p, canonical_ptr=p, transforms_ptr=p, ids_ptr="*i32", min_sq_dist="fp32", KP=4)
-            | dict(BLOCK_P=128, BLOCK_V=64),
+            | {"BLOCK_P": 128, "BLOCK_V": 64},
         ),
         (
             lbs._inverse_lbs_bwd_query_kernel,
             dict(lbs_common, mats_ptr=p, ids_ptr="*i32", d_canonical_ptr=p, d_transforms_ptr=p, d_points_ptr=p)
-            | dict(w_ptr=f32, g_ptr=f32, min_sq_dist="fp32", KP=4, NEED_DPOINTS=True, WRITE_WG=True, BLOCK_P=128),
+            | {
+                "w_ptr": f32,
+                "g_ptr": f32,
+                "min_sq_dist": "fp32",
+                "KP": 4,
+                "NEED_DPOINTS": True,
+                "WRITE_WG": True,
+                "BLOCK_P": 128,
+            },
         ),
         (
             lbs._inverse_lbs_bwd_vertex_kernel,
             dict(lbs_common, d_canonical_ptr=p, d_transforms_ptr=p, w_ptr=f32, g_ptr=f32, order_ptr="*i64")
-            | dict(offsets_ptr="*i64", d_mats_ptr=p, d_verts_ptr=p, NEED_DMATS=True, NEED_DVERTS=True, BLOCK_Q=64),
+            | {
+                "offsets_ptr": "*i64",
+                "d_mats_ptr": p,
+                "d_verts_ptr": p,
+                "NEED_DMATS": True,
+                "NEED_DVERTS": True,
+                "BLOCK_Q": 64,
+            },
         ),
         (
             vc._volume_composite_fwd_kernel,
@@ -67,8 +100,14 @@ def _cases(p: str, acc):
         (
             vc._volume_composite_bwd_kernel,
             dict(vc_common, g_color_ptr=p, g_depth_ptr=p, g_weights_ptr=p, d_rgb_ptr=p, d_alpha_ptr=p, d_depth_ptr=p)
-            | dict(HAS_G_COLOR=True, HAS_G_DEPTH=True, HAS_G_WEIGHTS=True, NEED_D_RGB=True, NEED_D_ALPHA=True)
-            | dict(NEED_D_DEPTH=True, BLOCK_R=64, BLOCK_L=32),
+            | {
+                "HAS_G_COLOR": True,
+                "HAS_G_DEPTH": True,
+                "HAS_G_WEIGHTS": True,
+                "NEED_D_RGB": True,
+                "NEED_D_ALPHA": True,
+            }
+            | {"NEED_D_DEPTH": True, "BLOCK_R": 64, "BLOCK_L": 32},
         ),
     ]
 
@@ -110,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 compiled = compile_kernel(kernel, kernel_args, target)
-            except Exception as err:  # report every kernel, then fail
+            except Exception as err:  # noqa: BLE001  (report every kernel, then fail)
                 failures += 1
                 print(f"FAIL {name} {kernel.fn.__name__}: {type(err).__name__}: {str(err).splitlines()[:1]}")
                 continue

@@ -30,8 +30,6 @@ squared distances).
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -48,7 +46,6 @@ from aniportrait.kernels._utils import (
 MAX_K = 8  # largest supported number of neighbours (the top-k list lives in registers)
 MIN_SQ_DIST = 1e-12  # squared distances are clamped to this before 1/d2 (the release uses 1/0 -> 100086 instead)
 _REF_CHUNK_ELEMS = 1 << 25  # the reference's [B, chunk, V] distance tile stays below this many elements
-_HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 KD_MIN_PAIRS = 1 << 22  # CPU neighbour searches with at least this many (query, vertex) pairs use the KD-tree
 KD_EXTRA = 2  # extra KD-tree candidates per query, for the exactness certificate
 KD_MARGIN_ULPS = 16  # the certificate's margin, in units of the compute dtype's epsilon times the k-th distance
@@ -142,7 +139,7 @@ def _nearest_ids(p: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
 
     Large CPU problems go through the certified KD-tree search (same result, ~100x faster at the release's sizes).
     """
-    if p.device.type == "cpu" and p.shape[1] * v.shape[1] >= KD_MIN_PAIRS and _HAS_SCIPY:
+    if p.device.type == "cpu" and p.shape[1] * v.shape[1] >= KD_MIN_PAIRS:
         return _nearest_ids_kdtree(p, v, k)
     return _nearest_ids_brute(p, v, k)
 

@@ -234,19 +234,12 @@ class _SmplUnpickler(pickle.Unpickler):
         if module.split(".")[0] == "chumpy":
             raise BodyModelError(f"the SMPL file holds chumpy objects ({module}.{name}); strip chumpy: {_FIX_HINT}")
         if module.startswith("scipy.sparse") and name in _SPARSE_CLASSES:
-            try:
-                sparse = importlib.import_module("scipy.sparse")
-            except ImportError:
-                raise BodyModelError(
-                    f"the SMPL file stores a scipy.sparse {name}; install scipy or save J_regressor as a dense "
-                    f"array; {_FIX_HINT}"
-                ) from None
-            return getattr(sparse, name)
+            return getattr(importlib.import_module("scipy.sparse"), name)  # scipy is a dependency
         raise BodyModelError(f"the SMPL file references the forbidden global {module}.{name}; {_FIX_HINT}")
 
 
 def _to_dense(value: Any) -> np.ndarray:
-    if hasattr(value, "toarray"):  # scipy.sparse (only reachable when scipy is importable)
+    if hasattr(value, "toarray"):  # scipy.sparse
         return np.asarray(value.toarray())
     return np.asarray(value)
 
@@ -283,7 +276,7 @@ def load_smpl_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load the SMPL arrays from a plain-numpy ``SMPL_NEUTRAL.pkl`` or an ``.npz`` with the same keys.
 
     Pickles are read with a restricted unpickler (numpy arrays and scipy.sparse matrices only); chumpy objects and any
-    other class are refused without being called. A sparse ``J_regressor`` is densified (needs scipy).
+    other class are refused without being called. A sparse ``J_regressor`` is densified.
 
     Args:
         path: ``.pkl`` or ``.npz`` file.
