@@ -142,19 +142,12 @@ def info() -> None:
 def _resolve_device(device: str) -> str:
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {device}: only cpu and cuda are supported")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available; use --device cpu")
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
-    return device
+    from aniportrait.api import device_problem
+
+    problem = device_problem(device)
+    if problem is not None:
+        raise InputError(f"--device {device}: {problem.replace('use cpu', 'use --device cpu')}")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def _check_impl(impl: str, device: str) -> None:
@@ -306,14 +299,10 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _load_model(checkpoint, smpl, device):
-    from aniportrait.checkpoint import load_generator
-    from aniportrait.pretrained import body_for_checkpoint, builtin_generator
+    from aniportrait.api import load
 
-    if checkpoint is None:
-        generator, metadata, valid_index = builtin_generator(device)
-    else:
-        generator, metadata, valid_index = load_generator(checkpoint, device=device)
-    return generator, body_for_checkpoint(metadata, valid_index, smpl, device)
+    portrait = load(checkpoint, smpl, device)
+    return portrait.generator, portrait.body
 
 
 @main.command("convert-official")
