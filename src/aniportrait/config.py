@@ -11,6 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from aniportrait.constants import LEVELS_END, LEVELS_START
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -34,8 +36,8 @@ class GeneratorConfig:
     num_samples: int = 64  # samples per camera ray for inverse skinning
     num_samples_fine: int = 256  # samples per ray after linear re-interpolation
     num_manifolds: int = 24  # level sets (manifolds)
-    levels_start: float = 23.0  # first level (nearest the camera)
-    levels_end: float = 8.0  # last level
+    levels_start: float = LEVELS_START  # first level (nearest the camera)
+    levels_end: float = LEVELS_END  # last level
     # LbsSmoother kernels along the samples and across the image, in cells of the knn_stride grid (the release's
     # 64x64x32 grid: 9 cells are 14% of the image, 5 cells 16% of a ray). A smaller grid needs smaller kernels, or
     # the smoothing carries the head's transforms onto the shoulders.

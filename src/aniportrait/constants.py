@@ -56,5 +56,3 @@ MEAN_POSE_ADJUST = {15: (0.0, 0.0, 0.15536945), 16: (-1.05, 0.0, 0.13), 17: (1.0
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 SMPL_NUM_VERTS = 6890
 SMPL_NUM_FACES = 13776
-# The release's magic fill for 1/0 weights in the nearest-vertex search (renderer.py); with K = 1 it is moot.
-KNN_INF_WEIGHT = 100086.0

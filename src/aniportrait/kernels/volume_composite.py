@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from aniportrait.constants import INVALID_DEPTH
 from aniportrait.kernels._triton import tl, triton
 from aniportrait.kernels._utils import (
     check_same_device,
@@ -51,9 +52,8 @@ __all__ = [
     "volume_composite_triton",
 ]
 
-# Depth given to invalid entries, and the output depth of rays without weight. The release writes 10.0 into the
-# z-values of invalid intersections in ``render()`` (generators_manifold_sr.py); it leaves 0/0 = NaN for empty rays.
-INVALID_DEPTH = 10.0
+# INVALID_DEPTH (constants): the depth given to invalid entries, and the output depth of rays without weight. The
+# release writes 10.0 into the z-values of invalid intersections; it leaves 0/0 = NaN for empty rays.
 # Floor added to every transmittance factor: ``1 - alphas + 1e-10`` in ``alpha_integration`` (generators/utils.py).
 TRANSMITTANCE_EPS = 1e-10
 # Elements of the [BLOCK_R, BLOCK_L] tiles one GPU program works on (64 rays at L = 24), and the cap on its rays.
