@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from aniportrait.config import GeneratorConfig
+from aniportrait.errors import UserInputError
 from aniportrait.models.generator import AniPortraitGenerator
 from aniportrait.staging import atomic_write
 
@@ -26,7 +27,7 @@ ID_BANK_KEY = "labels.id_bank"
 BODIES = ("procedural", "smpl")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint file is missing, corrupt or does not fit the model; the message says which and what to do."""
 
 

@@ -23,6 +23,8 @@ import zipfile
 
 import numpy as np
 
+from aniportrait.errors import UserInputError
+
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"  # .npz archives and PyTorch's zip checkpoints
 MAX_NPY_BYTES = 1 << 30  # 1 GiB: far above any keyframe or index file
@@ -43,7 +45,7 @@ TORCH_LOAD_ERRORS = (
 )
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(UserInputError):
     """A file is missing, a folder, empty, of another format, damaged, pickled or too large."""
 
 

@@ -92,13 +92,10 @@ def _check_output_folder(path: str, option: str) -> None:
 
 
 def _input_errors():
-    """Exception types that mean bad input rather than a bug."""
-    from aniportrait.checkpoint import CheckpointError
-    from aniportrait.models.body import BodyModelError
-    from aniportrait.models.face3dmm import FaceModelError
-    from aniportrait.render.keyframes import KeyframeError
+    """Exception types that mean bad input rather than a bug: every module's error class derives from this base."""
+    from aniportrait.errors import UserInputError
 
-    return (CheckpointError, BodyModelError, FaceModelError, KeyframeError)
+    return (UserInputError,)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -440,7 +437,7 @@ def train(
     """
     import os
 
-    from aniportrait.train.config import PRESETS, ConfigError, parse_overrides
+    from aniportrait.train.config import PRESETS, parse_overrides
     from aniportrait.train.run_folder import RunFolder, RunFolderError
 
     folder = RunFolder(run_dir)
@@ -456,12 +453,11 @@ def train(
             raise RunFolderError(f"--init-from {init_from}: no such file or folder")
         if init_from is not None and resume:
             raise RunFolderError("--init-from starts a new run; it cannot be combined with --resume")
-    except (ConfigError, RunFolderError) as err:
+    except _input_errors() as err:
         raise InputError(str(err)) from None
     if dry_run:
         click.echo(config.to_json())
         return
-    from aniportrait.data.dataset import DatasetError
     from aniportrait.train.loop import Trainer, TrainingError
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -483,7 +479,7 @@ def train(
             progress=not quiet,
         )
         trainer.run(resume=resume)
-    except (DatasetError, RunFolderError, ConfigError, *_input_errors()) as err:
+    except _input_errors() as err:
         raise InputError(str(err)) from None
     except TrainingError as err:
         raise TrainingFailed(str(err)) from None
@@ -525,8 +521,7 @@ def eval_command(
     """Evaluate a checkpoint against a dataset: FID and KID x 100 (portrait and face), control accuracy, identity
     consistency, and fidelity in the synthetic estimator's feature space (control and fidelity: `data synth` datasets
     only). Prints a table; --json writes the report."""
-    from aniportrait.data.dataset import DatasetError
-    from aniportrait.eval.inception import EvalError, load_fid_inception
+    from aniportrait.eval.inception import load_fid_inception
     from aniportrait.eval.report import METRICS, evaluate, format_table, to_json
 
     wanted = _parse_metrics(metric_list, METRICS)
@@ -551,7 +546,7 @@ def eval_command(
             seed=seed,
             impl=impl,
         )
-    except (DatasetError, EvalError, *_input_errors()) as err:
+    except _input_errors() as err:
         raise InputError(str(err)) from None
     click.echo(format_table(report))
     if json_out:

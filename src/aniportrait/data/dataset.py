@@ -61,6 +61,7 @@ from aniportrait.data.format import (
     META_FILE,
     VERSION,
 )
+from aniportrait.errors import UserInputError
 
 __all__ = [
     "DatasetError",
@@ -97,7 +98,7 @@ POSE_MIRROR_JOINTS = (0, 2, 1, 3, 5, 4)
 POSE_MIRROR_SIGNS = (-1.0, -1.0, 1.0)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """A dataset folder that cannot be used; the message says what is wrong and what to do."""
 
 

@@ -48,6 +48,7 @@ from aniportrait.constants import (
     SMPL_PARENTS,
     SMPL_SCALE,
 )
+from aniportrait.errors import UserInputError
 
 __all__ = [
     "BodyModel",
@@ -90,7 +91,7 @@ _FIX_HINT = (
 )
 
 
-class BodyModelError(ValueError):
+class BodyModelError(UserInputError):
     """A SMPL file or array set that cannot be used; the message says what is wrong and how to fix it."""
 
 

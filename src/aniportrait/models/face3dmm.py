@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from aniportrait.constants import FACE_RADIUS, SMPL_NUM_FACES, SMPL_PARENTS, SMPL_SCALE
+from aniportrait.errors import UserInputError
 from aniportrait.models.body import BodyModel, to_face_frame
 
 __all__ = [
@@ -84,7 +85,7 @@ EXPRESSION_MEANING = ("mouth open", "smile", "eyes closed", "brows raised")
 CANONICAL_PER_METRE = 1.0 / (SMPL_SCALE * FACE_RADIUS)
 
 
-class FaceModelError(ValueError):
+class FaceModelError(UserInputError):
     """A 3DMM or landmark file that cannot be used; the message says what is wrong and how to fix it."""
 
 

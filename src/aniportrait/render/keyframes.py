@@ -29,6 +29,7 @@ from importlib import resources
 
 import numpy as np
 
+from aniportrait.errors import UserInputError
 from aniportrait.userfiles import UnreadableFileError, load_npy
 
 EXPRESSION_DIM = 64
@@ -53,7 +54,7 @@ EXPRESSION_RANGE = (-10.0, 10.0, False, "[-10, 10]")
 YAW_SWEEP = (0.0, 0.3, 0.0, -0.3)
 
 
-class KeyframeError(ValueError):
+class KeyframeError(UserInputError):
     """A keyframe file or option is unusable; the message says what is wrong and what to do."""
 
 

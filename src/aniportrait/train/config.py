@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass
 
 from aniportrait.config import CONFIGS
+from aniportrait.errors import UserInputError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A training setting that cannot be used; the message names the key, its value and what is allowed."""
 
 

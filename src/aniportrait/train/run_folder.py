@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from aniportrait.errors import UserInputError
 from aniportrait.train.config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 
 STATE_FILE = "state.safetensors"
@@ -31,7 +32,7 @@ SNAPSHOTS_FILE = "snapshots.jsonl"
 SAMPLES_DIR = "samples"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserInputError):
     """The run folder or ``--init-from`` does not fit this run (bad input); the message says what to do."""
 
 
