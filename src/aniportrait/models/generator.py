@@ -30,7 +30,7 @@ from aniportrait.models.manifold import SampleNet
 from aniportrait.models.radiance import RadianceNet
 from aniportrait.models.smoother import LbsSmoother
 from aniportrait.models.superres import StyleRRDBNet
-from aniportrait.render.cameras import orthogonal_rays, portrait_rays
+from aniportrait.render.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
 
 # Points per chunk for the per-point MLPs: bounds the 128/256-wide activations to a few hundred MB.
 CHUNK_POINTS = 1 << 18
@@ -355,8 +355,8 @@ class AniPortraitGenerator(nn.Module):
 
         Returns:
             ``hits`` [B, R, M, 3] canonical intersections (texture lookup points), ``valid`` [B, R, M], ``x``
-            [B, R, S2, 3] the re-interpolated canonical samples and ``d`` [B, R, S2, 3] the expression deformation
-            there (warped units, added to ``x`` as is for the texture lookup).
+            [B, R, S2, 3] the re-interpolated canonical samples, ``d`` [B, R, S2, 3] the expression deformation
+            there (warped units, added to ``x`` as is for the texture lookup) and ``s`` [B, R, S2] the scalar field.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -387,7 +387,13 @@ class AniPortraitGenerator(nn.Module):
             min_step=K.MIN_STEP,
             impl=impl,
         )
-        return {"hits": hits, "valid": valid, "d": d.reshape(B, R, S2, 3), "x": x_fine.reshape(B, R, S2, 3)}
+        return {
+            "hits": hits,
+            "valid": valid,
+            "d": d.reshape(B, R, S2, 3),
+            "x": x_fine.reshape(B, R, S2, 3),
+            "s": s.reshape(B, R, S2),
+        }
 
     def render_frame(
         self,
@@ -421,13 +427,65 @@ class AniPortraitGenerator(nn.Module):
         found = self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision)
         hits, valid = found["hits"], found["valid"]
         out = {}
-        image, depth = self._composite(identity.lr_textures, hits, valid, origin, impl)
+        image, depth, _ = self._composite(identity.lr_textures, hits, valid, origin, impl)
         out["image_lr"], out["depth_lr"] = image.reshape(B, res, res, 3).permute(0, 3, 1, 2), depth.view(B, 1, res, res)
         hits_hr, valid_hr = upsample_hits(hits, valid)
         hr = 4 * res
-        image, depth = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
+        image, depth, _ = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
         out["image"], out["depth"] = image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2), depth.view(B, 1, hr, hr)
         return out
+
+    def render_surface(
+        self,
+        identity: Identity,
+        body,
+        camera: Tensor,
+        pose: Tensor,
+        expression: Tensor,
+        *,
+        impl: str = "auto",
+    ) -> dict[str, Tensor]:
+        """The surface a frame shows, in world space: one point per output pixel (for mesh export).
+
+        The frame is rendered as :meth:`render_frame` renders it. Each manifold intersection also carries its
+        distance ``t`` along the camera ray (interpolated between the two samples around the crossing, as the
+        lookup point is); the pixel's ``t`` is composited with the same weights as its colour, and its point is
+        ``ray origin + t * ray direction``: the posed, expressed surface where the camera sees it. High-resolution
+        pixels take ``t`` from the low-resolution intersections upsampled as the hits are.
+
+        Returns:
+            ``image`` [B, 3, 4H, 4W] in [-1, 1] (as render_frame's), ``points`` [B, 4H, 4W, 3] world points (the
+            renderer's frame and units), ``distance`` [B, 4H, 4W] ray distance ``t`` of each point, ``opacity``
+            [B, 4H, 4W] (the pixel's summed compositing weight) and ``depth`` [B, 1, 4H, 4W] (render_frame's depth).
+        """
+        cfg = self.config
+        B, res = camera.shape[0], cfg.lr_img_size
+        points, origin = portrait_rays(camera, res, cfg.num_samples)
+        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
+        found = self.intersect(x_can, identity.z_id, expression, impl=impl)
+        hits, valid, s = found["hits"], found["valid"], found["s"]
+        S2 = cfg.num_samples_fine
+        # The fine samples re-interpolate the coarse ones linearly (align_corners=True): along each ray they sit
+        # at linspace(RAY_START, RAY_END, S2).
+        t = torch.linspace(K.RAY_START, K.RAY_END, S2, device=s.device, dtype=s.dtype)
+        t_hits, _ = ops.manifold_intersect(
+            s, t.expand(B, res * res, S2)[..., None], self.levels.to(s.dtype), min_step=K.MIN_STEP, impl=impl
+        )
+        hits_hr, valid_hr = upsample_hits(hits, valid)
+        t_hr = upsample_hits(t_hits.expand(-1, -1, -1, 3), valid)[0][..., 0]
+        hr = 4 * res
+        image, depth, weights = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
+        _, distance, _ = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl, z=t_hr)
+        directions = camera_ray_directions(camera, hr)  # [B, hr*hr, 3]
+        offset = torch.tensor(K.ORIGIN_OFFSET, device=camera.device, dtype=camera.dtype)
+        world = origin[:, None, :] + offset + distance[..., None] * directions
+        return {
+            "image": image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2),
+            "points": world.reshape(B, hr, hr, 3),
+            "distance": distance.reshape(B, hr, hr),
+            "opacity": weights.sum(dim=-1).reshape(B, hr, hr),
+            "depth": depth.view(B, 1, hr, hr),
+        }
 
     def default_face_size(self, stage: int) -> int:
         """The paper's face-camera side: the LR side in stage 1 (128), half the HR side in stage 2 (256); the HR side
@@ -496,7 +554,7 @@ class AniPortraitGenerator(nn.Module):
             else:
                 if stage == 2:
                     hits, valid = upsample_hits(hits, valid)
-                color, _ = self._composite(textures, hits, valid, origin, impl)
+                color, _, _ = self._composite(textures, hits, valid, origin, impl)
             side = math.isqrt(color.shape[1])
             return color.reshape(B, side, side, 3).permute(0, 3, 1, 2), samples, found
 
@@ -540,9 +598,11 @@ class AniPortraitGenerator(nn.Module):
         return 2 * color - 1, depth
 
     def _composite(
-        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str
-    ) -> tuple[Tensor, Tensor]:
-        """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P]."""
+        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str, z: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P] and
+        the compositing weights [B, P, M]. ``z`` [B, P, M] replaces the per-manifold depths (by default the
+        distance of each canonical intersection from ``origin``, as the release measures depth)."""
         B, P, M, _ = hits.shape
         # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
         # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
@@ -552,9 +612,12 @@ class AniPortraitGenerator(nn.Module):
         grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
         rgba = F.grid_sample(textures.to(hits.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
         rgba = rgba.reshape(B, M, 4, P).permute(0, 3, 1, 2)  # [B, P, M, 4]
-        z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
-        color, depth, _ = ops.volume_composite(rgba[..., :3], rgba[..., 3], z, valid=valid, white_back=True, impl=impl)
-        return 2 * color - 1, depth
+        if z is None:
+            z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
+        color, depth, weights = ops.volume_composite(
+            rgba[..., :3], rgba[..., 3], z, valid=valid, white_back=True, impl=impl
+        )
+        return 2 * color - 1, depth, weights
 
     def generate(self, body, seeds: list[int], camera: Tensor, pose: Tensor, expression: Tensor, **kwargs):
         """Uncached convenience path: prepare the identities of ``seeds`` and render one frame."""

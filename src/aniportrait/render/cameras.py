@@ -44,6 +44,15 @@ def camera_directions(resolution: int, fov_degrees: float = K.FOV_DEGREES, *, de
     return F.normalize(torch.stack([x, y, z], dim=-1).reshape(-1, 3), dim=-1)
 
 
+def camera_ray_directions(
+    camera: torch.Tensor, resolution: int, *, radius: float = K.CAMERA_RADIUS, fov_degrees: float = K.FOV_DEGREES
+) -> torch.Tensor:
+    """Unit world-space directions [B, H*W, 3] of the portrait camera's pixel rays (row-major, top row first)."""
+    rotation = look_at_rotation(camera_origin(camera, radius))
+    dirs_cam = camera_directions(resolution, fov_degrees, device=camera.device, dtype=camera.dtype)
+    return torch.einsum("bij,rj->bri", rotation, dirs_cam)
+
+
 def portrait_rays(
     camera: torch.Tensor,
     resolution: int,
@@ -67,9 +76,7 @@ def portrait_rays(
         the un-shifted camera origins [B, 3] (the release measures depth from these).
     """
     origin = camera_origin(camera, radius)
-    rotation = look_at_rotation(origin)
-    dirs_cam = camera_directions(resolution, fov_degrees, device=camera.device, dtype=camera.dtype)
-    dirs = torch.einsum("bij,rj->bri", rotation, dirs_cam)  # [B, R, 3]
+    dirs = camera_ray_directions(camera, resolution, radius=radius, fov_degrees=fov_degrees)
     t = torch.linspace(ray_start, ray_end, num_samples, device=camera.device, dtype=camera.dtype)
     offset = torch.tensor(origin_offset, device=camera.device, dtype=camera.dtype)
     points = origin[:, None, None, :] + offset + t[None, None, :, None] * dirs[:, :, None, :]
