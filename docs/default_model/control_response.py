@@ -7,6 +7,10 @@ the whole image, the upper half and the bottom quarter, averaged over the seeds,
 (upper / bottom for expression and head, bottom / upper for the shoulders).
 
     python docs/default_model/control_response.py [--checkpoint FILE] [--seeds 0-7] [--json OUT]
+    python docs/default_model/control_response.py --world [--json OUT]
+
+``--world`` measures the synthetic world itself (``data synth``'s renderer, 128x128, figures 0-7 of seed 202 with
+each control set as above): what a model that reproduced its training data exactly would score.
 """
 
 from __future__ import annotations
@@ -80,15 +84,29 @@ def render(keys: dict, seeds: str, checkpoint: str | None, work: Path) -> dict[i
     return frames
 
 
+def render_world(keys: dict, count: int = 8, seed: int = 202, res: int = 128) -> dict[int, np.ndarray]:
+    """The synthetic world's own frames of figures 0..count-1 under one control setting, {figure: [H, W, 3]}."""
+    from aniportrait.data.synth import render_figures, sample_figures
+
+    figures = sample_figures(seed, count).with_(
+        camera=keys["camera"][0], pose=keys["pose"][0], expression=keys["expression"][0]
+    )
+    images, _ = render_figures(figures, res=res)
+    return {i: images[i].astype(np.float64) / 127.5 - 1 for i in range(count)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="default: the built-in model")
     parser.add_argument("--seeds", default="0-7")
-    parser.add_argument("--json", default=str(Path(__file__).with_name("control_response.json")))
+    parser.add_argument("--world", action="store_true", help="measure the synthetic world instead of a model")
+    parser.add_argument("--json", default=None, help="default: control_response.json (_world.json with --world)")
     args = parser.parse_args()
+    default_name = "control_response_world.json" if args.world else "control_response.json"
+    args.json = args.json or str(Path(__file__).with_name(default_name))
     with tempfile.TemporaryDirectory() as tmp:
         frames = {
-            name: render(keys, args.seeds, args.checkpoint, Path(tmp) / str(i))
+            name: render_world(keys) if args.world else render(keys, args.seeds, args.checkpoint, Path(tmp) / str(i))
             for i, (name, keys) in enumerate(controls().items())
         }
     rest = frames.pop("rest")
@@ -102,12 +120,13 @@ def main() -> None:
         }
         row = {k: round(v, 4) for k, v in row.items()}
         upper, bottom = row["upper half"], row["bottom quarter"]
-        row["upper / bottom"] = round(upper / max(bottom, 1e-9), 2)
-        row["bottom / upper"] = round(bottom / max(upper, 1e-9), 2)
+        # A ratio over a region that does not change (below 1e-4, the rounding of the table) is left out: null.
+        row["upper / bottom"] = round(upper / bottom, 2) if bottom >= 1e-4 else None
+        row["bottom / upper"] = round(bottom / upper, 2) if upper >= 1e-4 else None
         changes[name] = row
     report = {
-        "checkpoint": args.checkpoint or "built-in default",
-        "seeds": args.seeds,
+        "checkpoint": "the synthetic world (data synth)" if args.world else args.checkpoint or "built-in default",
+        "seeds": "figures 0-7 of seed 202" if args.world else args.seeds,
         "machine": f"{os.cpu_count()}-core {_cpu_name()}",
         "changes": changes,
     }
