@@ -162,29 +162,54 @@ def _check_impl(impl: str, device: str) -> None:
         raise InputError(f"{source}: {str(err).removeprefix('render: ')}") from None
 
 
-@main.command()
-@click.option(
-    "--checkpoint", type=NonEmptyPath(dir_okay=False), help="Our .safetensors checkpoint (default: built-in)."
+def _stack(*decorators):
+    """One decorator applying ``decorators`` in order (the first is the outermost: listed first in --help)."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+# Options shared by several commands, declared once.
+model_options = _stack(
+    click.option(
+        "--checkpoint", type=NonEmptyPath(dir_okay=False), help="Our .safetensors checkpoint (default: built-in)."
+    ),
+    click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints."),
 )
-@click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
+keyframe_file_options = _stack(
+    click.option(
+        "--expression",
+        type=NonEmptyPath(dir_okay=False),
+        help="Expression keyframes [N, 64] (.npy), each coefficient in [-10, 10].",
+    ),
+    click.option(
+        "--pose",
+        type=NonEmptyPath(dir_okay=False),
+        help="Pose keyframes [N, 6, 3] (.npy), ZYX Euler offsets in radians within [-pi, pi].",
+    ),
+    click.option(
+        "--camera",
+        type=NonEmptyPath(dir_okay=False),
+        help="Camera keyframes [N, 2] = (pitch, yaw) in radians (.npy): pitch in (0, pi), yaw in [pi/2 - pi, pi/2 + pi].",
+    ),
+)
+psi_option = click.option("--psi", default=0.7, show_default=True, type=FiniteFloat(0.0, 1.0), help="Truncation.")
+device_options = _stack(
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation."),
+)
+
+
+@main.command()
+@model_options
 @click.option(
     "--seeds", default="0", show_default=True, metavar="LIST", help="Identity seeds, e.g. 0,1,4-6 (at most 100,000)."
 )
-@click.option(
-    "--expression",
-    type=NonEmptyPath(dir_okay=False),
-    help="Expression keyframes [N, 64] (.npy), each coefficient in [-10, 10].",
-)
-@click.option(
-    "--pose",
-    type=NonEmptyPath(dir_okay=False),
-    help="Pose keyframes [N, 6, 3] (.npy), ZYX Euler offsets in radians within [-pi, pi].",
-)
-@click.option(
-    "--camera",
-    type=NonEmptyPath(dir_okay=False),
-    help="Camera keyframes [N, 2] = (pitch, yaw) in radians (.npy): pitch in (0, pi), yaw in [pi/2 - pi, pi/2 + pi].",
-)
+@keyframe_file_options
 @click.option(
     "--trajectory",
     type=click.Choice(["demo", "yaw", "expression", "head", "shoulder", "pose", "video"]),
@@ -199,9 +224,8 @@ def _check_impl(impl: str, device: str) -> None:
     help="Frames per keyframe; a video has at most 100,000 frames (keyframes x n-interval).",
 )
 @click.option("--fps", default=25, show_default=True, type=click.IntRange(1, 240))
-@click.option("--psi", default=0.7, show_default=True, type=FiniteFloat(0.0, 1.0), help="Truncation.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
+@psi_option
+@device_options
 @click.option(
     "--precision",
     default="fp32",
@@ -342,13 +366,10 @@ def convert_official_command(checkpoint, knn_index, out_path, smpl_out, id_bank)
 
 
 @main.command("export-mesh")
-@click.option("--checkpoint", type=NonEmptyPath(dir_okay=False), help="Our .safetensors (default: built-in model).")
-@click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL model file, for checkpoints made for SMPL.")
+@model_options
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Identity seed.")
-@click.option("--psi", default=0.7, show_default=True, type=FiniteFloat(0.0, 1.0), help="Truncation.")
-@click.option("--expression", type=NonEmptyPath(dir_okay=False), help="Expression keyframes [N, 64] (.npy).")
-@click.option("--pose", type=NonEmptyPath(dir_okay=False), help="Pose keyframes [N, 6, 3] (.npy).")
-@click.option("--camera", type=NonEmptyPath(dir_okay=False), help="Camera keyframes [N, 2] = (pitch, yaw) (.npy).")
+@psi_option
+@keyframe_file_options
 @click.option(
     "--keyframe",
     default=0,
@@ -356,8 +377,7 @@ def convert_official_command(checkpoint, knn_index, out_path, smpl_out, id_bank)
     type=click.IntRange(0, None),
     help="Which row of the keyframe files to export.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
+@device_options
 @click.option("-o", "--out", "out_path", required=True, type=NonEmptyPath(dir_okay=False), help=".glb, .ply or .obj")
 def export_mesh_command(checkpoint, smpl, seed, psi, expression, pose, camera, keyframe, device, impl, out_path):
     """Export the portrait of one seed, posed and expressed, as a vertex-coloured triangle mesh (GLB, PLY or OBJ).
@@ -550,8 +570,7 @@ def train(
 
 
 @main.command("eval")
-@click.option("--checkpoint", type=NonEmptyPath(dir_okay=False), help="Checkpoint to evaluate (default: built-in).")
-@click.option("--smpl", type=NonEmptyPath(dir_okay=False), help="SMPL_NEUTRAL.pkl/.npz for SMPL checkpoints.")
+@model_options
 @click.option(
     "--data",
     "data_dir",
@@ -570,8 +589,7 @@ def train(
 @click.option("--num", default=1000, show_default=True, type=click.IntRange(2), help="Images per set.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation.")
+@device_options
 @click.option("--json", "json_out", type=NonEmptyPath(dir_okay=False), help="Also write the report as JSON here.")
 def eval_command(
     checkpoint, smpl, data_dir, inception, metric_list, num, batch_size, seed, device, impl, json_out

@@ -395,6 +395,15 @@ class AniPortraitGenerator(nn.Module):
             "s": s.reshape(B, R, S2),
         }
 
+    def _frame_intersections(
+        self, identity: Identity, body, camera: Tensor, pose: Tensor, expression: Tensor, impl: str, precision: str
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """A frame's portrait rays -> canonical samples -> :meth:`intersect`'s dict, and the camera origins [B, 3]."""
+        cfg = self.config
+        points, origin = portrait_rays(camera, cfg.lr_img_size, cfg.num_samples)
+        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
+        return self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision), origin
+
     def render_frame(
         self,
         identity: Identity,
@@ -420,11 +429,8 @@ class AniPortraitGenerator(nn.Module):
             ``image`` [B, 3, 4H, 4W] and ``image_lr`` [B, 3, H, W] in [-1, 1]; ``depth`` [B, 1, 4H, 4W] and
             ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
         """
-        cfg = self.config
-        B, res = camera.shape[0], cfg.lr_img_size
-        points, origin = portrait_rays(camera, res, cfg.num_samples)
-        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
-        found = self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision)
+        B, res = camera.shape[0], self.config.lr_img_size
+        found, origin = self._frame_intersections(identity, body, camera, pose, expression, impl, precision)
         hits, valid = found["hits"], found["valid"]
         out = {}
         image, depth, _ = self._composite(identity.lr_textures, hits, valid, origin, impl)
@@ -458,13 +464,10 @@ class AniPortraitGenerator(nn.Module):
             renderer's frame and units), ``distance`` [B, 4H, 4W] ray distance ``t`` of each point, ``opacity``
             [B, 4H, 4W] (the pixel's summed compositing weight) and ``depth`` [B, 1, 4H, 4W] (render_frame's depth).
         """
-        cfg = self.config
-        B, res = camera.shape[0], cfg.lr_img_size
-        points, origin = portrait_rays(camera, res, cfg.num_samples)
-        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
-        found = self.intersect(x_can, identity.z_id, expression, impl=impl)
+        B, res = camera.shape[0], self.config.lr_img_size
+        found, origin = self._frame_intersections(identity, body, camera, pose, expression, impl, "fp32")
         hits, valid, s = found["hits"], found["valid"], found["s"]
-        S2 = cfg.num_samples_fine
+        S2 = self.config.num_samples_fine
         # The fine samples re-interpolate the coarse ones linearly (align_corners=True): along each ray they sit
         # at linspace(RAY_START, RAY_END, S2).
         t = torch.linspace(K.RAY_START, K.RAY_END, S2, device=s.device, dtype=s.dtype)
