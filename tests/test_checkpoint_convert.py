@@ -22,8 +22,10 @@ from aniportrait.checkpoint import ID_BANK_KEY, VALID_INDEX_KEY, CheckpointError
 from aniportrait.cli import main
 from aniportrait.config import SSHQ512, TINY, GeneratorConfig
 from aniportrait.convert import convert_official
-from aniportrait.models.body import BodyModel, load_smpl_arrays, procedural_rig, rig_valid_index
+from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.models.rig import procedural_rig, rig_valid_index
+from aniportrait.models.smpl_file import load_smpl_arrays
 
 # -- helpers -------------------------------------------------------------------------------------------------------
 

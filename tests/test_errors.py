@@ -16,7 +16,7 @@ INPUT_ERRORS = {
     "aniportrait.render.keyframes": "KeyframeError",
     "aniportrait.train.config": "ConfigError",
     "aniportrait.train.run_folder": "RunFolderError",
-    "aniportrait.models.body": "BodyModelError",
+    "aniportrait.models.smpl_file": "BodyModelError",
     "aniportrait.models.face3dmm": "FaceModelError",
     "aniportrait.checkpoint": "CheckpointError",
     "aniportrait.data.dataset": "DatasetError",

@@ -15,8 +15,10 @@ import torch
 
 from aniportrait.checkpoint import load_generator
 from aniportrait.config import SMALL
-from aniportrait.models.body import BodyModel, BodyModelError, procedural_rig, resolve_smpl_path
+from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
+from aniportrait.models.rig import procedural_rig
+from aniportrait.models.smpl_file import BodyModelError, resolve_smpl_path
 
 DEFAULT_INIT_SEED = 0
 BUILTIN_CHECKPOINT = ("models", "default.safetensors")

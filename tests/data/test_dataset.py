@@ -380,7 +380,7 @@ def test_flip_twice_is_identity():
 
 def test_mirror_pose_is_the_mirrored_rotation():
     """Each joint's mirrored Euler angles give M R M with M = diag(-1, 1, 1) (x is the body's left)."""
-    from aniportrait.models.body import euler_zyx_to_matrix
+    from aniportrait.geometry import euler_zyx_to_matrix
 
     pose = 0.6 * torch.randn(4, 6, 3, dtype=torch.float64)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))

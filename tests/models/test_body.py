@@ -20,18 +20,10 @@ from aniportrait.constants import (
     SMPL_PARENTS,
     SMPL_SCALE,
 )
-from aniportrait.models.body import (
-    SMPL_ARRAY_SHAPES,
-    BodyModel,
-    BodyModelError,
-    euler_zyx_to_matrix,
-    load_smpl_arrays,
-    matrix_to_euler_zyx,
-    procedural_rig,
-    resolve_smpl_path,
-    rig_valid_index,
-    to_face_frame,
-)
+from aniportrait.geometry import euler_zyx_to_matrix, matrix_to_euler_zyx
+from aniportrait.models.body import BodyModel, to_face_frame
+from aniportrait.models.rig import procedural_rig, rig_valid_index
+from aniportrait.models.smpl_file import SMPL_ARRAY_SHAPES, BodyModelError, load_smpl_arrays, resolve_smpl_path
 
 # The canonical portrait box (canonical units) that the valid vertices should fill.
 BOX_LO = torch.tensor([-0.22, -0.25, -0.2])

@@ -223,7 +223,7 @@ RELEASE_SMPL = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixt
 
 
 def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
-    from aniportrait.models.body import procedural_rig
+    from aniportrait.models.rig import procedural_rig
 
     smpl = tmp_path / "SMPL_NEUTRAL.npz"
     np.savez(smpl, **procedural_rig())  # an SMPL-layout stand-in: no SMPL data

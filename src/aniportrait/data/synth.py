@@ -4,7 +4,7 @@
 are exact by construction, so the whole training pipeline can run and be tested without SHHQ-HS.
 
 The figure
-    A union of ellipsoids attached to the bones of the procedural SMPL-layout rig (:func:`~aniportrait.models.body.
+    A union of ellipsoids attached to the bones of the procedural SMPL-layout rig (:func:`~aniportrait.models.rig.
     procedural_rig`): torso (trunk, joints 0-9), neck (J12), head with skull, jaw, nose, ears and hair (J15), left and
     right trapezius (collars J13/J14), and deltoid + upper-arm stubs (shoulders J16/J17, towards the elbows J18/J19).
     The rig gives the mean-pose joints for the sampled betas (``BodyModel.joints``, one SMPL call per batch); each part
@@ -79,7 +79,9 @@ from tqdm import tqdm
 from aniportrait import constants as K
 from aniportrait.data import format as fmt
 from aniportrait.data.dataset import DatasetError
-from aniportrait.models.body import RIG_BETA_SCALES, BodyModel, euler_zyx_to_matrix
+from aniportrait.geometry import euler_zyx_to_matrix
+from aniportrait.models.body import BodyModel
+from aniportrait.models.rig import RIG_BETA_SCALES
 from aniportrait.render import cameras
 from aniportrait.userfiles import output_folder_problem
 

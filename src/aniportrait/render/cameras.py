@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from aniportrait import constants as K
+from aniportrait.geometry import euler_zyx_to_matrix
 
 
 def camera_origin(camera: torch.Tensor, radius: float = K.CAMERA_RADIUS) -> torch.Tensor:
@@ -122,7 +123,7 @@ FACE_CAMERA_DISTANCE = 1.0  # canonical units from the face centre (GRAM / AniFa
 FACE_CAMERA_FOV_DEGREES = 12.0  # full field of view (GRAM / AniFaceGAN)
 FACE_RAY_START = 0.88  # near / far distances along unit rays (GRAM / AniFaceGAN): the face centre +- 0.12
 FACE_RAY_END = 1.12
-# The procedural rig's head joint J15 sits this far from the neck joint J12 in SMPL metres (models/body.py _Anatomy).
+# The procedural rig's head joint J15 sits this far from the neck joint J12 in SMPL metres (models/rig.py _Anatomy).
 RIG_HEAD_ABOVE_NECK_M = (0.0, 0.080, 0.022)
 # Face centre minus head joint J15, in canonical units and the head's mean-pose frame: the face centre is the
 # canonical origin of the face frame (body.to_face_frame), J15 of the nominal procedural rig (zero betas) is at
@@ -150,7 +151,6 @@ def posed_head_transform(pose: torch.Tensor, joints: torch.Tensor) -> tuple[torc
     Returns:
         rotation [B, 3, 3] and position [B, 3] (the posed J15), in ``joints.dtype``.
     """
-    from aniportrait.models.body import euler_zyx_to_matrix  # lazy: keeps smplx out of camera-only imports
 
     pose = pose.to(joints.dtype)
     neck, head = euler_zyx_to_matrix(pose[:, 0]), euler_zyx_to_matrix(pose[:, 3])
