@@ -39,7 +39,6 @@ from aniportrait.constants import (
     MEAN_POSE_ADJUST,
     POSE_JOINTS,
     SMPL_NUM_VERTS,
-    SMPL_PARENTS,
     SMPL_SCALE,
 )
 from aniportrait.geometry import euler_zyx_to_matrix
@@ -93,33 +92,6 @@ def _mean_pose() -> Tensor:
     for joint, angles in MEAN_POSE_ADJUST.items():
         rotations[joint] = euler_zyx_to_matrix(torch.tensor(angles, dtype=torch.float64))
     return rotations
-
-
-def _homogeneous(rotation: Tensor, translation: Tensor) -> Tensor:
-    """[..., 4, 4] rigid transforms from rotations [..., 3, 3] and translations [..., 3]."""
-    top = torch.cat([rotation, translation[..., None]], dim=-1)
-    bottom = top.new_tensor((0.0, 0.0, 0.0, 1.0)).expand(top.shape[:-2] + (1, 4))
-    return torch.cat([top, bottom], dim=-2)
-
-
-def _relative_transforms(rotations: Tensor, joints: Tensor) -> Tensor:
-    """[B, 24, 4, 4] chain transforms A_i = [R^G_i | t^G_i - R^G_i J_i] of local rotations about rest joints.
-
-    Args:
-        rotations: [B, 24, 3, 3] local joint rotations.
-        joints: [B, 24, 3] rest joint positions the rotations act about.
-    """
-    parents = list(SMPL_PARENTS)
-    offsets = joints.clone()
-    offsets[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]  # T_i translates by J_i - J_parent (J_0 for the root)
-    local = _homogeneous(rotations, offsets)
-    chain = [local[:, 0]]
-    for i in range(1, NUM_JOINTS):
-        chain.append(chain[parents[i]] @ local[:, i])  # G_i = G_parent @ T_i
-    world = torch.stack(chain, dim=1)
-    # Subtract the rotated rest joint so A_i maps rest-space points, not joint-local ones.
-    rotation = world[..., :3, :3]
-    return _homogeneous(rotation, world[..., :3, 3] - (rotation @ joints[..., None])[..., 0])
 
 
 class BodyModel(nn.Module):
@@ -239,8 +211,10 @@ class BodyModel(nn.Module):
         both = torch.cat([rotations @ self.mean_pose, self.mean_pose.expand_as(rotations)])
         verts, joints = self._smpl(torch.cat([betas, betas]), both)
         posed_verts, canonical_joints = verts[:batch], joints[batch:]
-        # Chain transforms of the given rotations only: the mean pose is already part of the canonical joints.
-        transforms = _relative_transforms(rotations, canonical_joints)
+        # Chain transforms A_i = [R^G_i | t^G_i - R^G_i J_i] of the given rotations about the canonical joints (the
+        # mean pose is already part of those), by smplx's own kinematic chain.
+        parents = self.smpl_model.parents
+        _, transforms = smplx.lbs.batch_rigid_transform(rotations, canonical_joints, parents, dtype=rotations.dtype)
         weights = self.smpl_model.lbs_weights[self.valid_index]  # [Vv, 24]
         blended = torch.einsum("vj,bjk->bvk", weights, transforms.flatten(2)).unflatten(-1, (4, 4))
         return posed_verts[:, self.valid_index], torch.linalg.inv(blended)
