@@ -1,0 +1,129 @@
+"""`aniportrait render`: animated portrait videos from keyframes."""
+
+from __future__ import annotations
+
+import click
+
+from aniportrait.cli.common import (
+    InputError,
+    NonEmptyPath,
+    _check_impl,
+    _check_output_folder,
+    _input_errors,
+    _load_model,
+    _resolve_device,
+    device_options,
+    keyframe_file_options,
+    model_options,
+    psi_option,
+)
+
+
+@click.command()
+@model_options
+@click.option(
+    "--seeds", default="0", show_default=True, metavar="LIST", help="Identity seeds, e.g. 0,1,4-6 (at most 100,000)."
+)
+@keyframe_file_options
+@click.option(
+    "--trajectory",
+    type=click.Choice(["demo", "yaw", "expression", "head", "shoulder", "pose", "video"]),
+    default=None,
+    help="Built-in keyframes when no file is given  [default: demo].",
+)
+@click.option(
+    "--n-interval",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Frames per keyframe; a video has at most 100,000 frames (keyframes x n-interval).",
+)
+@click.option("--fps", default=25, show_default=True, type=click.IntRange(1, 240))
+@psi_option
+@device_options
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(["fp32", "bf16"]),
+    help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs.",
+)
+@click.option("--png", is_flag=True, help="Also write PNG frames.")
+@click.option(
+    "--contact-sheet",
+    "sheet_columns",
+    default=0,
+    type=click.IntRange(0, 64),
+    metavar="N",
+    help="Also write contact_sheet.png: a row per seed of N evenly spaced frames.",
+)
+@click.option("--out", "out_dir", required=True, type=NonEmptyPath(file_okay=False), help="Output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def render(
+    checkpoint,
+    smpl,
+    seeds,
+    expression,
+    pose,
+    camera,
+    trajectory,
+    n_interval,
+    fps,
+    psi,
+    device,
+    impl,
+    precision,
+    png,
+    sheet_columns,
+    out_dir,
+    quiet,
+) -> None:
+    """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
+
+    Keyframe values beyond the plausible ranges in the option help are refused, and so is a video of more than
+    100,000 frames or a contact sheet of more than 2**28 pixels."""
+    from aniportrait.render import keyframes as kf
+
+    try:
+        _check_output_folder(out_dir, "--out")
+        seed_list = kf.parse_seeds(seeds)
+        if trajectory is not None and (expression or pose or camera):
+            raise InputError("give keyframe files or --trajectory, not both")
+        if expression or pose or camera:
+            keys = kf.from_files(expression, pose, camera)
+        else:
+            keys = kf.builtin(trajectory or "demo")
+        frames = kf.interpolate(keys, n_interval)
+        device = _resolve_device(device)
+        _check_impl(impl, device)
+        generator, body = _load_model(checkpoint, smpl, device)
+        _check_contact_sheet(sheet_columns, len(seed_list), len(frames), generator.config.hr_img_size)
+        from aniportrait.render.video import RenderSettings, check_writable, render_videos
+
+        try:
+            out = check_writable(out_dir)
+        except OSError as err:
+            raise InputError(f"cannot write to --out {out_dir}: {err.strerror or err}") from None
+    except _input_errors() as err:
+        raise InputError(str(err)) from None
+    settings = RenderSettings(
+        psi=psi, fps=fps, png=png, sheet_columns=sheet_columns, impl=impl, precision=precision, progress=not quiet
+    )
+    written = render_videos(generator, body, seed_list, frames, out, settings)
+    click.echo(f"wrote {len(frames)} frames per seed to {out}/: " + ", ".join(p.name for p in written))
+
+
+MAX_SHEET_PIXELS = 2**28  # contact_sheet.png: about 0.8 GB of RGB in memory
+
+
+def _check_contact_sheet(columns: int, seeds: int, frames: int, side: int) -> None:
+    """Refuse a contact sheet (a row per seed of ``columns`` frames of ``side`` pixels) beyond ``MAX_SHEET_PIXELS``."""
+    from aniportrait.render.video import sheet_frame_indices
+
+    shown = len(sheet_frame_indices(frames, columns))
+    pixels = seeds * shown * side * side
+    if pixels > MAX_SHEET_PIXELS:
+        raise InputError(
+            f"--contact-sheet {columns} with {seeds:,} seeds makes a {pixels / 1e6:,.0f}-megapixel sheet; at most "
+            f"{MAX_SHEET_PIXELS / 1e6:,.0f}: use fewer columns or seeds"
+        )
