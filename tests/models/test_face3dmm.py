@@ -10,20 +10,14 @@ import scipy.io
 import torch
 
 from aniportrait.constants import SMPL_NUM_FACES
-from aniportrait.models.face3dmm import (
-    BFM_ENV_VAR,
-    CANONICAL_PER_METRE,
-    EXPRESSION_MEANING,
-    Face3DMM,
-    FaceModelError,
+from aniportrait.models.bfm_file import build_face_model, load_bfm, resolve_bfm_path
+from aniportrait.models.face3dmm import BFM_ENV_VAR, CANONICAL_PER_METRE, EXPRESSION_MEANING, Face3DMM, FaceModelError
+from aniportrait.models.face_procedural import procedural_3dmm
+from aniportrait.models.face_registration import (
     RegisteredFace,
-    build_face_model,
     canonical_body_vertices,
-    load_bfm,
     load_landmark_bary,
-    procedural_3dmm,
     register_to_body,
-    resolve_bfm_path,
     rig_face_landmarks,
     rig_landmark_bary,
     smpl_landmarks,

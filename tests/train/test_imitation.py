@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from aniportrait.models.body import BodyModel
-from aniportrait.models.face3dmm import procedural_3dmm, rig_landmark_bary, smpl_landmarks
+from aniportrait.models.face_procedural import procedural_3dmm
+from aniportrait.models.face_registration import rig_landmark_bary, smpl_landmarks
 from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher
 from aniportrait.train.warmups import box_points
 

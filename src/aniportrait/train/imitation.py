@@ -26,7 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from aniportrait.models.face3dmm import Face3DMM, RegisteredFace
+from aniportrait.models.face3dmm import Face3DMM
+from aniportrait.models.face_registration import RegisteredFace
 
 # Std of the jitter added to the 3DMM's vertices, canonical units (about 3.5 mm): samples a thin shell around the
 # surface, where ray samples near the face lie.

@@ -45,7 +45,7 @@ from aniportrait.checkpoint import CheckpointError, read_safetensors, save_gener
 from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
-from aniportrait.models import face3dmm
+from aniportrait.models import bfm_file, face_registration
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
@@ -224,14 +224,14 @@ class Trainer:
             ).to(self.device)
         if smpl is None:
             self.body = BodyModel.procedural()
-            bary = face3dmm.rig_landmark_bary(self.body)
+            bary = face_registration.rig_landmark_bary(self.body)
         else:
             self.body = BodyModel.from_file(smpl, knn_index)
-            bary = face3dmm.load_landmark_bary(smpl_landmarks)
+            bary = face_registration.load_landmark_bary(smpl_landmarks)
         self.body = self.body.to(self.device)
         self.body_kind = "procedural" if smpl is None else "smpl"
-        landmarks = functools.partial(face3dmm.smpl_landmarks, self.body, bary)
-        self.teacher = ExpressionTeacher(face3dmm.build_face_model(bfm), landmarks).to(self.device)
+        landmarks = functools.partial(face_registration.smpl_landmarks, self.body, bary)
+        self.teacher = ExpressionTeacher(bfm_file.build_face_model(bfm), landmarks).to(self.device)
         self.canonical_body = CanonicalBody.of(self.body)
         self.step = 0
         self.G_ema: AniPortraitGenerator | None = None  # set by init_from when the source has an EMA

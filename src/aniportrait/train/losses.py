@@ -132,7 +132,7 @@ def imitation_loss(displacement: Tensor, target: Tensor, mask: Tensor | None = N
     The training loop evaluates DeformNet at points ``x^p`` near the expressive 3DMM face (e.g. its vertices,
     registered into the pose-canonical frame, for which ``x^p_ref = x^p``; or ray samples with their nearest mesh
     vertex, masked by a distance threshold that [P] does not state). ``RegisteredFace.imitation_targets`` in
-    models/face3dmm.py returns ``(target, distance)`` for such points: pass
+    models/face_registration.py returns ``(target, distance)`` for such points: pass
     ``mask = distance < IMITATION_MAX_DISTANCE``.
 
     No rgb/density imitation term: Eq. 10 constrains the deformation only (AniFaceGAN's 'rgb_lambda' /
