@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aniportrait.kernels._registry import Impl
 from aniportrait.render import keyframes as kf
 
 Output = Literal["tensor", "numpy", "pil"]
@@ -68,7 +69,7 @@ class PreparedIdentity:
 class Portrait:
     """A loaded generator and the body it was made for. Use :func:`load` to make one."""
 
-    def __init__(self, generator, body, metadata: dict[str, str], device: torch.device, impl: str) -> None:
+    def __init__(self, generator, body, metadata: dict[str, str], device: torch.device, impl: Impl) -> None:
         self.generator = generator
         self.body = body
         self.metadata = metadata
@@ -189,7 +190,7 @@ def load(
     checkpoint: str | os.PathLike | None = None,
     smpl: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
-    impl: Literal["auto", "ref", "triton"] = "auto",
+    impl: Impl = "auto",
 ) -> Portrait:
     """Load a model for rendering.
 

@@ -14,7 +14,7 @@ import torch
 from aniportrait.kernels import inverse_lbs as _lbs
 from aniportrait.kernels import manifold_intersect as _mi
 from aniportrait.kernels import volume_composite as _vc
-from aniportrait.kernels._registry import resolve_impl
+from aniportrait.kernels._registry import Impl, resolve_impl
 
 __all__ = ["inverse_lbs", "manifold_intersect", "volume_composite"]
 
@@ -26,7 +26,7 @@ def manifold_intersect(
     *,
     two_sided: bool = False,
     min_step: float = 0.05,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Intersect rays with the level sets of a scalar field sampled along them.
 
@@ -63,7 +63,7 @@ def inverse_lbs(
     vert_transforms: torch.Tensor,
     *,
     k: int = 1,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Map observation-space points to canonical space with the transforms of their nearest posed vertices.
 
@@ -98,7 +98,7 @@ def volume_composite(
     *,
     valid: torch.Tensor | None = None,
     white_back: bool = True,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Alpha-composite L entries per ray in depth order.
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aniportrait.eval.inception import EvalError
+from aniportrait.kernels._registry import Impl
 
 __all__ = [
     "EXPRESSION_COEFFS",
@@ -130,7 +131,7 @@ def control_errors(
     *,
     batch_size: int = 8,
     seed: int = 0,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> dict[str, float]:
     """Render ``labels`` and report the estimator's mean absolute errors per label group.
 
@@ -178,7 +179,7 @@ def identity_consistency(
     face_size: int | None = None,
     stage: int = 1,
     id_bank: Tensor | None = None,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> dict[str, float]:
     """Same- vs different-identity cosine similarity of renders under several controls.
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from aniportrait.eval.inception import EvalError
+from aniportrait.kernels._registry import Impl
 
 __all__ = [
     "IMAG_TOLERANCE",
@@ -220,7 +221,7 @@ def generated_batches(
     stage: int = 2,
     face_size: int | None = None,
     pose_mode: str = "paired",
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> Iterator[dict[str, Tensor]]:
     """Yield ``n`` generated samples in batches, ``{"image", "face"}`` in [-1, 1] on the CPU.
 

@@ -28,6 +28,7 @@ from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expr
 from aniportrait.eval import control, metrics
 from aniportrait.eval.estimator import builtin_estimator, estimator_features, is_synthetic_dataset, resize_square
 from aniportrait.eval.inception import EvalError
+from aniportrait.kernels._registry import Impl
 
 METRICS = ("fid", "kid", "control", "identity", "fidelity")
 ESTIMATOR_METRICS = ("control", "fidelity")  # read by the synthetic world's estimator
@@ -61,7 +62,7 @@ def evaluate(
     seed: int = 0,
     identity_seeds: int = 8,
     identity_controls: int = 4,
-    impl: str = "auto",
+    impl: Impl = "auto",
     estimator=None,
 ) -> dict:
     """Compute the requested metrics; returns the report as a dict (see the module docstring).

@@ -21,6 +21,7 @@ from aniportrait.eval import control
 from aniportrait.eval.estimator import builtin_estimator, estimator_features, resize_square
 from aniportrait.eval.inception import EvalError
 from aniportrait.eval.metrics import frechet_distance
+from aniportrait.kernels._registry import Impl
 
 __all__ = ["snapshot_metrics"]
 
@@ -42,7 +43,7 @@ def snapshot_metrics(
     seed: int = 0,
     stage: int = 1,
     face_size: int | None = None,
-    impl: str = "auto",
+    impl: Impl = "auto",
     batch_size: int = 16,
     estimator=None,
 ) -> dict[str, float]:

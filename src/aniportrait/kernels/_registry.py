@@ -11,12 +11,15 @@ import contextlib
 import contextvars
 import logging
 import os
+from typing import Literal
 
 import torch
 
 from aniportrait.kernels._triton import HAS_TRITON
 
 IMPLS = ("auto", "ref", "triton")
+# The type of every ``impl`` argument: ``auto`` (Triton on CUDA tensors, else the reference), ``ref`` or ``triton``.
+Impl = Literal["auto", "ref", "triton"]
 ENV_VAR = "ANIPORTRAIT_IMPL"
 
 _log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +26,16 @@ from torch import Tensor, nn
 from aniportrait import constants as K
 from aniportrait import ops
 from aniportrait.config import GeneratorConfig
+from aniportrait.kernels._registry import Impl
 from aniportrait.models.deformation import DeformNet
 from aniportrait.models.manifold import SampleNet
 from aniportrait.models.radiance import RadianceNet
 from aniportrait.models.smoother import LbsSmoother
 from aniportrait.models.superres import StyleRRDBNet
 from aniportrait.render.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
+
+if TYPE_CHECKING:  # the body module imports smplx; the generator itself only calls its methods
+    from aniportrait.models.body import BodyModel
 
 # Points per chunk for the per-point MLPs: bounds the 128/256-wide activations to a few hundred MB.
 CHUNK_POINTS = 1 << 18
@@ -227,7 +232,7 @@ class AniPortraitGenerator(nn.Module):
         *,
         psi: float = 0.7,
         id_bank: Tensor | None = None,
-        impl: str = "auto",
+        impl: Impl = "auto",
     ) -> Identity:
         """Manifold super-resolution (the release's ``manifold_sr``), run once per identity.
 
@@ -267,7 +272,7 @@ class AniPortraitGenerator(nn.Module):
         *,
         psi: float = 1.0,
         id_bank: Tensor | None = None,
-        impl: str = "auto",
+        impl: Impl = "auto",
         codes: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The low-resolution manifold textures and the SR style of identities (differentiable; used in training).
@@ -302,12 +307,12 @@ class AniPortraitGenerator(nn.Module):
 
     def canonical_samples(
         self,
-        body,
+        body: BodyModel,
         points: Tensor,
         pose: Tensor,
         betas: Tensor,
         *,
-        impl: str = "auto",
+        impl: Impl = "auto",
         skinning: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Ray samples mapped to canonical space by smoothed inverse skinning.
@@ -345,7 +350,7 @@ class AniPortraitGenerator(nn.Module):
         z_id: Tensor,
         expression: Tensor,
         *,
-        impl: str = "auto",
+        impl: Impl = "auto",
         precision: str = "fp32",
     ) -> dict[str, Tensor]:
         """Expression deformation, the scalar field and the ray-manifold intersections of canonical samples.
@@ -396,7 +401,14 @@ class AniPortraitGenerator(nn.Module):
         }
 
     def _frame_intersections(
-        self, identity: Identity, body, camera: Tensor, pose: Tensor, expression: Tensor, impl: str, precision: str
+        self,
+        identity: Identity,
+        body: BodyModel,
+        camera: Tensor,
+        pose: Tensor,
+        expression: Tensor,
+        impl: Impl,
+        precision: str,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """A frame's portrait rays -> canonical samples -> :meth:`intersect`'s dict, and the camera origins [B, 3]."""
         cfg = self.config
@@ -407,12 +419,12 @@ class AniPortraitGenerator(nn.Module):
     def render_frame(
         self,
         identity: Identity,
-        body,
+        body: BodyModel,
         camera: Tensor,
         pose: Tensor,
         expression: Tensor,
         *,
-        impl: str = "auto",
+        impl: Impl = "auto",
         precision: str = "fp32",
     ) -> dict[str, Tensor]:
         """Render one frame per identity from the cache.
@@ -444,12 +456,12 @@ class AniPortraitGenerator(nn.Module):
     def render_surface(
         self,
         identity: Identity,
-        body,
+        body: BodyModel,
         camera: Tensor,
         pose: Tensor,
         expression: Tensor,
         *,
-        impl: str = "auto",
+        impl: Impl = "auto",
     ) -> dict[str, Tensor]:
         """The surface a frame shows, in world space: one point per output pixel (for mesh export).
 
@@ -501,7 +513,7 @@ class AniPortraitGenerator(nn.Module):
 
     def render_train(
         self,
-        body,
+        body: BodyModel,
         z_id: Tensor,
         z_noise: Tensor,
         betas: Tensor,
@@ -511,7 +523,7 @@ class AniPortraitGenerator(nn.Module):
         *,
         face_size: int,
         stage: int = 1,
-        impl: str = "auto",
+        impl: Impl = "auto",
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
@@ -578,7 +590,7 @@ class AniPortraitGenerator(nn.Module):
         }
 
     def _composite_field(
-        self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, origin: Tensor, impl: str
+        self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl
     ) -> tuple[Tensor, Tensor]:
         """Evaluate RadianceNet at the intersections (view direction locked to (0, 0, -1) as for the textures) and
         composite: pixels [B, P, 3], depth [B, P]."""
@@ -601,7 +613,7 @@ class AniPortraitGenerator(nn.Module):
         return 2 * color - 1, depth
 
     def _composite(
-        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: str, z: Tensor | None = None
+        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl, z: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P] and
         the compositing weights [B, P, M]. ``z`` [B, P, M] replaces the per-manifold depths (by default the
@@ -622,7 +634,7 @@ class AniPortraitGenerator(nn.Module):
         )
         return 2 * color - 1, depth, weights
 
-    def generate(self, body, seeds: list[int], camera: Tensor, pose: Tensor, expression: Tensor, **kwargs):
+    def generate(self, body: BodyModel, seeds: list[int], camera: Tensor, pose: Tensor, expression: Tensor, **kwargs):
         """Uncached convenience path: prepare the identities of ``seeds`` and render one frame."""
         z_id, z_noise, betas = (
             t.to(self.levels.device) for t in sample_identity_latents(self.config, seeds, id_bank=self.id_bank)

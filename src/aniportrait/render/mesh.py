@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from aniportrait import constants as K
+from aniportrait.kernels._registry import Impl
 
 METRES_PER_UNIT = K.FACE_RADIUS * K.SMPL_SCALE  # about 1.18 m
 MESH_FORMATS = (".glb", ".ply", ".obj")
@@ -65,7 +66,7 @@ def surface_mesh(
 
 
 @torch.no_grad()
-def portrait_mesh(generator, body, identity, camera, pose, expression, *, impl: str = "auto"):
+def portrait_mesh(generator, body, identity, camera, pose, expression, *, impl: Impl = "auto"):
     """The mesh of one frame: ``(vertices [N, 3] in metres, faces [F, 3], colours [N, 3] uint8)``.
 
     ``identity`` is a batch-1 :class:`~aniportrait.models.generator.Identity`; camera [1, 2], pose [1, 6, 3] and

@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from aniportrait import constants as K
+from aniportrait.kernels._registry import Impl
 from aniportrait.models.generator import texture_alpha
 from aniportrait.train import losses as L
 
@@ -209,7 +210,7 @@ def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
     return colour + (output[:, 3] - target[:, 3]).square().mean()
 
 
-def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: str = "auto") -> list[float]:
+def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "auto") -> list[float]:
     """The stage-2 warm-up on ``G.sr_net`` (before step 0); returns the loss of each step.
 
     The targets are the frozen stage-1 textures of random identities, upsampled x4 (bilinear, clamped to [0, 1]).
