@@ -381,3 +381,29 @@ def test_kdtree_search_equals_brute_force(k, dtype):
     brute = _nearest_ids_brute(points[:, :-1], verts, k)
     assert torch.equal(_nearest_ids_kdtree(points[:, :-1], verts, k), brute)
     assert _nearest_ids_kdtree(points, verts, k).shape == (2, points.shape[1], k)  # NaN query: no crash
+
+
+@pytest.mark.parametrize(
+    ("B", "P", "V", "k", "dtype"),
+    [
+        (2, 37, 19, 1, torch.float64),
+        (1, 100, 33, 4, torch.float32),
+        # P * V above KD_MIN_PAIRS: the CPU reference takes the certified KD-tree path.
+        (1, 4100, 1030, 1, torch.float32),
+        (1, 4100, 1030, 4, torch.float64),
+    ],
+    ids=["small-k1", "small-k4", "kdtree-k1", "kdtree-k4"],
+)
+def test_reference_equals_the_plain_spec(B, P, V, k, dtype):
+    """inverse_lbs_ref (chunked search, KD-tree fast path) computes exactly what the plain spec defines."""
+    from aniportrait.kernels.inverse_lbs import KD_MIN_PAIRS, inverse_lbs_spec
+
+    assert (P * V >= KD_MIN_PAIRS) == (P > 1000)
+    points, verts, mats = make_inverse_lbs_inputs(B, P, V, dtype=dtype, seed=P + V + k)
+    d_c = torch.randn(B, P, 3, dtype=torch.float64)
+    d_t = torch.randn(B, P, 4, 4, dtype=torch.float64)
+    ref = _run(inverse_lbs_ref, points, verts, mats, k, d_c, d_t)
+    spec = _run(inverse_lbs_spec, points, verts, mats, k, d_c, d_t)
+    for name, r, s in zip(NAMES, ref, spec):
+        assert r.dtype == s.dtype == dtype, name
+        assert_close(r, s, atol=1e-12 if dtype == torch.float64 else 1e-6, rtol=1e-6, name=name)

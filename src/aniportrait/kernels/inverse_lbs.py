@@ -16,6 +16,11 @@ Shapes: ``points`` [B, P, 3], ``verts`` [B, V, 3], ``vert_transforms`` [B, V, 4,
 ``transforms`` [B, P, 4, 4]. Computation is in float32 (float64 for float64 inputs); outputs take the dtype of
 ``points`` (canonical) and ``vert_transforms`` (transforms).
 
+Three implementations: ``inverse_lbs_spec`` writes the definition above plainly (all distances at once: the test
+oracle); ``inverse_lbs_ref`` is the same on any device with a chunked search, and on large CPU problems a KD-tree
+search with an exactness certificate (the CPU path; tested equal to the spec); ``inverse_lbs_triton`` is the fused
+kernel.
+
 Triton forward: one program owns BLOCK_P queries of one batch item and scans all vertices in chunks of BLOCK_V on a
 [BLOCK_P, BLOCK_V] distance tile, keeping the running best (``k = 1``) or a top-k list, then gathers and blends the
 chosen matrices. Saved for backward: the inputs and the neighbour ids [B, P, k] int32 (k/16 of the size of the
@@ -144,6 +149,29 @@ def _nearest_ids(p: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
     return _nearest_ids_brute(p, v, k)
 
 
+def inverse_lbs_spec(
+    points: torch.Tensor, verts: torch.Tensor, vert_transforms: torch.Tensor, *, k: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition of :func:`aniportrait.ops.inverse_lbs`, written plainly (all pairwise distances at once).
+
+    Each point takes the transforms of its ``k`` nearest vertices (ties to the lower index), blended by inverse
+    squared distance (clamped below at ``MIN_SQ_DIST``), and is mapped by the blend: ``canonical = T[:3, :3] p +
+    T[:3, 3]``. The test oracle of :func:`inverse_lbs_ref`, which computes the same with less memory and faster.
+    """
+    _check_inputs(points, verts, vert_transforms, k)
+    acc = compute_dtype(points, verts, vert_transforms)
+    p, v, mats = points.to(acc), verts.to(acc), vert_transforms.to(acc)
+    with torch.no_grad():
+        d2 = _sq_dist(p[:, :, None, :], v[:, None, :, :])  # [B, P, V]
+        ids = torch.sort(d2, dim=-1, stable=True).indices[..., :k]  # [B, P, k]
+    batch = torch.arange(len(p), device=p.device)[:, None, None]
+    m_k = mats[batch, ids]  # [B, P, k, 4, 4]
+    u = 1.0 / _sq_dist(p[:, :, None, :], v[batch, ids]).clamp_min(MIN_SQ_DIST)
+    t = m_k[:, :, 0] if k == 1 else ((u / u.sum(-1, keepdim=True))[..., None, None] * m_k).sum(dim=2)
+    canonical = (t[..., :3, :3] @ p[..., None])[..., 0] + t[..., :3, 3]
+    return canonical.to(points.dtype), t.to(vert_transforms.dtype)
+
+
 def inverse_lbs_ref(
     points: torch.Tensor,
     verts: torch.Tensor,
@@ -151,7 +179,8 @@ def inverse_lbs_ref(
     *,
     k: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain-PyTorch :func:`aniportrait.ops.inverse_lbs` (the spec; any device, differentiable).
+    """Plain-PyTorch :func:`aniportrait.ops.inverse_lbs` (any device, differentiable): :func:`inverse_lbs_spec`'s
+    result with a chunked brute-force search, or on large CPU problems a certified KD-tree search.
 
     The neighbour search runs without gradient; the k distances are recomputed from the gathered vertices so the
     ``k > 1`` weights are differentiable. For ``k = 1`` ``verts`` gets no gradient (it is not in the graph).
