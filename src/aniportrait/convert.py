@@ -1,7 +1,7 @@
 """Conversion of the authors' ``sshq512.pt`` into our safetensors checkpoint.
 
 The release's file is a plain state_dict of ``ManifoldSRGenerator3d`` with 244 keys (as read from the file when this
-port was written; the file is not in this repository, and tests/test_checkpoint_convert.py rebuilds its layout):
+port was written; the file is not in this repository, and tests/test_convert.py rebuilds its layout):
 
 - 234 network parameters whose names are ours unchanged (``radiance_net.``, ``sample_net.``, ``deform_net.``,
   ``sr_net.``, ``smoother.``);
