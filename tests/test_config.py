@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.config import SMALL, SSHQ512, TINY, GeneratorConfig
 from aniportrait.models.generator import AniPortraitGenerator
 from aniportrait.models.radiance import RadianceNet
@@ -23,8 +23,8 @@ def energy_above_nyquist(config, fine=96, identities=3, seed=0) -> float:
         mapping_hidden_dim=config.mapping_hidden_dim,
         input_scale=config.radiance_input_scale,
     )
-    side = torch.linspace(-K.SAMPLE_SCALE, K.SAMPLE_SCALE, fine)
-    y, x = torch.meshgrid(side + K.SAMPLE_CENTER, side, indexing="ij")
+    side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, fine)
+    y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
     points = torch.stack([x, y, torch.zeros_like(x)], -1).reshape(1, -1, 3)
     with torch.no_grad():
         freq, phase = net.mapping(torch.randn(identities, config.z_dim, generator=torch.Generator().manual_seed(1)))

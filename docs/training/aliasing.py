@@ -18,7 +18,7 @@ import json
 
 import torch
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.config import get_config
 from aniportrait.models.generator import AniPortraitGenerator, texture_alpha
 
@@ -43,8 +43,8 @@ def measure(config_name: str, scale: float, seed: int = 0) -> dict[str, float]:
     cfg = dataclasses.replace(get_config(config_name), radiance_input_scale=scale)
     torch.manual_seed(seed)
     G = AniPortraitGenerator(cfg)
-    side = torch.linspace(-K.SAMPLE_SCALE, K.SAMPLE_SCALE, FINE)
-    y, x = torch.meshgrid(side + K.SAMPLE_CENTER, side, indexing="ij")
+    side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, FINE)
+    y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
     colour, density = [], []
     z_all = torch.randn(IDENTITIES, cfg.z_dim, generator=torch.Generator().manual_seed(seed + 1))
     for z in z_all:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.data import synth
 from aniportrait.data.format import FACES_DIR, FORMAT, IMAGES_DIR, LABEL_SHAPES, LABELS_FILE, META_FILE, VERSION
 from aniportrait.render import cameras
@@ -213,14 +213,14 @@ def test_renderer_rays_are_the_portrait_cameras_rays():
     camera = torch.from_numpy(fig.camera)
     scene = synth._build_scene(fig)
     origin, rotation = synth._portrait_camera(camera)
-    t, part, basis = synth._cast(scene, origin, rotation, K.FOV_DEGREES, res)
+    t, part, basis = synth._cast(scene, origin, rotation, constants.FOV_DEGREES, res)
     ndc = torch.linspace(-1, 1, res)
     y, x = torch.meshgrid(-ndc, ndc, indexing="ij")
     pix = torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(res * res)], -1)
     hits = origin[:, None] + t[..., None] * (pix @ basis)  # [B, P, 3]
     points, _ = cameras.portrait_rays(camera, res, 2)
     unit = torch.nn.functional.normalize(points[:, :, 1] - points[:, :, 0], dim=-1)
-    start = points[:, :, 0] - K.RAY_START * unit
+    start = points[:, :, 0] - constants.RAY_START * unit
     found = part >= 0
     assert found.float().mean() > 0.3
     along = hits - start

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.config import SSHQ512, TINY
 from aniportrait.kernels._testing import assert_close
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
@@ -36,9 +36,9 @@ def test_frame_shapes_and_ranges(generator, body):
     for key, value in out.items():
         assert torch.isfinite(value).all(), key
     assert out["image"].min() >= -1 and out["image"].max() <= 1
-    hit = out["depth"] < K.INVALID_DEPTH
+    hit = out["depth"] < constants.INVALID_DEPTH
     assert hit.float().mean() > 0.5, "planar manifolds should cover most pixels"
-    assert (out["depth"][hit] > K.RAY_START - 0.1).all() and (out["depth"][hit] < K.RAY_END + 0.1).all()
+    assert (out["depth"][hit] > constants.RAY_START - 0.1).all() and (out["depth"][hit] < constants.RAY_END + 0.1).all()
     assert identity.hr_textures.shape == (2 * TINY.num_manifolds, 4, hr, hr)
     assert identity.hr_textures.min() >= 0 and identity.hr_textures.max() <= 1
 
@@ -83,7 +83,7 @@ def test_zero_initialised_deformation_is_identity(body):
     x = torch.randn(1, 50, 3) * 0.1
     new_coords, d = g.deform_net(x, freq, phase)
     assert torch.equal(d, torch.zeros_like(d))
-    assert torch.equal(new_coords, x * K.WARP_SCALE)
+    assert torch.equal(new_coords, x * constants.WARP_SCALE)
 
 
 @torch.no_grad()
@@ -145,7 +145,7 @@ def test_stage1_face_view_holds_detail_finer_than_a_portrait_texel(body, monkeyp
     from aniportrait.models.generator import init_planar_manifolds
 
     init_planar_manifolds(generator)
-    texel = 2 * K.SAMPLE_SCALE / (TINY.lr_img_size - 1)  # texture texels sit at linspace(-0.22, 0.22, H)
+    texel = 2 * constants.SAMPLE_SCALE / (TINY.lr_img_size - 1)  # texture texels sit at linspace(-0.22, 0.22, H)
     monkeypatch.setattr(generator.radiance_net, "features", _striped_field(period=texel))
     z_id, z_noise, betas = sample_identity_latents(TINY, [0])
     camera, pose, expression = _controls(1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.cli import main
 from aniportrait.models.generator import sample_identity_latents
 from aniportrait.pretrained import body_for_checkpoint, builtin_generator
@@ -46,7 +46,7 @@ def test_mesh_matches_the_rendered_frame(model, yaw):
     assert len(vertices) == opaque.sum() > 0.2 * side * side and len(faces) > len(vertices)
     # Project each vertex with the render camera: it lies on its own pixel's ray ...
     points = torch.from_numpy(vertices).double() / METRES_PER_UNIT
-    eye = (camera_origin(camera)[0] + torch.tensor(K.ORIGIN_OFFSET)).double()
+    eye = (camera_origin(camera)[0] + torch.tensor(constants.ORIGIN_OFFSET)).double()
     rays = camera_ray_directions(camera, side)[0].reshape(side, side, 3)[torch.from_numpy(opaque)].double()
     along = points - eye
     cos = (along / along.norm(dim=-1, keepdim=True) * rays).sum(-1)

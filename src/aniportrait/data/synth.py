@@ -76,7 +76,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.data import format as fmt
 from aniportrait.data.dataset import DatasetError
 from aniportrait.geometry import euler_zyx_to_matrix
@@ -156,7 +156,7 @@ BUZZ_VOLUME = 1.025
 # Geometry, in canonical units. The head is modelled in its own nominal frame: the mean-pose canonical frame of the
 # nominal rig, where the face centre is the origin and the face looks along +z.
 
-M = 1.0 / (K.SMPL_SCALE * K.FACE_RADIUS)  # canonical units per SMPL metre (1 unit = 1.177 m)
+M = 1.0 / (constants.SMPL_SCALE * constants.FACE_RADIUS)  # canonical units per SMPL metre (1 unit = 1.177 m)
 HEAD_JOINT_NOMINAL = tuple(-c for c in cameras.FACE_CENTER_OFFSET)  # J15 in the head's nominal frame
 SKULL = ((0.0, 0.012, -0.060), (0.068, 0.088, 0.082))  # (centre, radii)
 JAW = ((0.0, -0.036, -0.038), (0.056, 0.060, 0.062))
@@ -837,7 +837,7 @@ def _decals(scene: _Scene, point: torch.Tensor, image: torch.Tensor, part: torch
 def _portrait_camera(camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origin (shifted by ORIGIN_OFFSET, as portrait_rays) and camera-to-world rotation of portrait cameras."""
     origin = cameras.camera_origin(camera)
-    return origin + _t(K.ORIGIN_OFFSET, origin), cameras.look_at_rotation(origin)
+    return origin + _t(constants.ORIGIN_OFFSET, origin), cameras.look_at_rotation(origin)
 
 
 def _render_view(scene, origin, rotation, fov, res, supersample, want_parts):
@@ -886,7 +886,9 @@ def render_figures(
         with torch.no_grad():
             scene = _build_scene(part)
             origin, rotation = _portrait_camera(torch.from_numpy(part.camera).float())
-            image, image_parts = _render_view(scene, origin, rotation, K.FOV_DEGREES, res, supersample, return_parts)
+            image, image_parts = _render_view(
+                scene, origin, rotation, constants.FOV_DEGREES, res, supersample, return_parts
+            )
             head = (scene.head_rotation, scene.head_position)
             view_origin = origin if face_view == "portrait" else None
             f_origin, f_rotation = cameras.face_camera(head, view_origin)

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aniportrait import constants as K
-from aniportrait import ops
+from aniportrait import constants, ops
 from aniportrait.config import GeneratorConfig
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.deformation import DeformNet
@@ -116,8 +115,8 @@ def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
     net, cfg = generator.sample_net, generator.config
     (z_front, z_back), (s_front, s_back) = PLANAR_DEPTH_RANGE, (cfg.levels_start, cfg.levels_end)
     # The MLP sees q_z = WARP_SCALE^2 z + 1.5 (twice warped, minus the -1.5 centre).
-    slope = (s_front - s_back) / (K.WARP_SCALE**2 * (z_front - z_back))
-    intercept = s_front - slope * (K.WARP_SCALE**2 * z_front - K.SAMPLE_NET_CENTER[2])
+    slope = (s_front - s_back) / (constants.WARP_SCALE**2 * (z_front - z_back))
+    intercept = s_front - slope * (constants.WARP_SCALE**2 * z_front - constants.SAMPLE_NET_CENTER[2])
     linears = [m for m in net.network if isinstance(m, nn.Linear)]
     for layer in [*linears, net.output_layer]:
         layer.weight.zero_()
@@ -132,7 +131,7 @@ def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
 
 def texture_alpha(sigma: Tensor) -> Tensor:
     """Alpha of a low-resolution texel from RadianceNet's raw density: ``1 - exp(-DELTA_ALPHA * softplus(sigma))``."""
-    return -torch.expm1(-K.DELTA_ALPHA * F.softplus(sigma))
+    return -torch.expm1(-constants.DELTA_ALPHA * F.softplus(sigma))
 
 
 def _chunked(fn, *inputs: Tensor, dim: int = 1, chunk: int = CHUNK_POINTS):
@@ -289,12 +288,12 @@ class AniPortraitGenerator(nn.Module):
         freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
         # Orthogonal rays through the canonical texture box, intersected with the two-sided rule.
-        grid_w = orthogonal_rays(res, S, batch=B, device=z.device, dtype=z.dtype) * K.WARP_SCALE
+        grid_w = orthogonal_rays(res, S, batch=B, device=z.device, dtype=z.dtype) * constants.WARP_SCALE
         s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
         hits_w, valid = ops.manifold_intersect(
-            s, grid_w, self.levels.to(z.dtype), two_sided=True, min_step=K.MIN_STEP, impl=impl
+            s, grid_w, self.levels.to(z.dtype), two_sided=True, min_step=constants.MIN_STEP, impl=impl
         )
-        hits = (hits_w / K.WARP_SCALE).reshape(B, res * res * M, 3)  # back to canonical units
+        hits = (hits_w / constants.WARP_SCALE).reshape(B, res * res * M, 3)  # back to canonical units
 
         # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
         view_dir = torch.tensor([0.0, 0.0, -1.0], device=z.device, dtype=z.dtype).expand(B, 1, 3)
@@ -389,7 +388,7 @@ class AniPortraitGenerator(nn.Module):
             s.reshape(B, R, S2),
             lookup.reshape(B, R, S2, 3),
             self.levels.to(x_can.dtype),
-            min_step=K.MIN_STEP,
+            min_step=constants.MIN_STEP,
             impl=impl,
         )
         return {
@@ -482,9 +481,9 @@ class AniPortraitGenerator(nn.Module):
         S2 = self.config.num_samples_fine
         # The fine samples re-interpolate the coarse ones linearly (align_corners=True): along each ray they sit
         # at linspace(RAY_START, RAY_END, S2).
-        t = torch.linspace(K.RAY_START, K.RAY_END, S2, device=s.device, dtype=s.dtype)
+        t = torch.linspace(constants.RAY_START, constants.RAY_END, S2, device=s.device, dtype=s.dtype)
         t_hits, _ = ops.manifold_intersect(
-            s, t.expand(B, res * res, S2)[..., None], self.levels.to(s.dtype), min_step=K.MIN_STEP, impl=impl
+            s, t.expand(B, res * res, S2)[..., None], self.levels.to(s.dtype), min_step=constants.MIN_STEP, impl=impl
         )
         hits_hr, valid_hr = upsample_hits(hits, valid)
         t_hr = upsample_hits(t_hits.expand(-1, -1, -1, 3), valid)[0][..., 0]
@@ -492,7 +491,7 @@ class AniPortraitGenerator(nn.Module):
         image, depth, weights = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
         _, distance, _ = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl, z=t_hr)
         directions = camera_ray_directions(camera, hr)  # [B, hr*hr, 3]
-        offset = torch.tensor(K.ORIGIN_OFFSET, device=camera.device, dtype=camera.dtype)
+        offset = torch.tensor(constants.ORIGIN_OFFSET, device=camera.device, dtype=camera.dtype)
         world = origin[:, None, :] + offset + distance[..., None] * directions
         return {
             "image": image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2),
@@ -577,7 +576,7 @@ class AniPortraitGenerator(nn.Module):
         image, samples, found = view(points, origin, direct=False)
         joints = body.joints(betas, torch.zeros_like(pose)).to(points.dtype)
         head = posed_head_transform(pose, joints)
-        offset = torch.tensor(K.ORIGIN_OFFSET, dtype=points.dtype, device=points.device)
+        offset = torch.tensor(constants.ORIGIN_OFFSET, dtype=points.dtype, device=points.device)
         face_points, face_origin = face_rays(head, face_size // scale, S, view_origin=origin + offset)
         face, _, _ = view(face_points, face_origin, direct=stage == 1)
         return {
@@ -622,7 +621,8 @@ class AniPortraitGenerator(nn.Module):
         # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
         # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
         uv = torch.stack(
-            [hits[..., 0] / K.SAMPLE_SCALE, (hits[..., 1] - K.SAMPLE_CENTER) / K.SAMPLE_SCALE], dim=-1
+            [hits[..., 0] / constants.SAMPLE_SCALE, (hits[..., 1] - constants.SAMPLE_CENTER) / constants.SAMPLE_SCALE],
+            dim=-1,
         )  # [B, P, M, 2]
         grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
         rgba = F.grid_sample(textures.to(hits.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -16,11 +16,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.geometry import euler_zyx_to_matrix
 
 
-def camera_origin(camera: torch.Tensor, radius: float = K.CAMERA_RADIUS) -> torch.Tensor:
+def camera_origin(camera: torch.Tensor, radius: float = constants.CAMERA_RADIUS) -> torch.Tensor:
     """World position of cameras ``camera`` [B, 2] = (pitch, yaw) in radians -> [B, 3]."""
     pitch, yaw = camera[:, 0], camera[:, 1]
     return radius * torch.stack(
@@ -37,7 +37,7 @@ def look_at_rotation(origin: torch.Tensor) -> torch.Tensor:
     return torch.stack([-left, up, -forward], dim=-1)
 
 
-def camera_directions(resolution: int, fov_degrees: float = K.FOV_DEGREES, *, device=None, dtype=torch.float32):
+def camera_directions(resolution: int, fov_degrees: float = constants.FOV_DEGREES, *, device=None, dtype=torch.float32):
     """Unit ray directions in camera space [H*W, 3] for a square image (row-major, row 0 at the top)."""
     ndc = torch.linspace(-1.0, 1.0, resolution, device=device, dtype=dtype)
     y, x = torch.meshgrid(-ndc, ndc, indexing="ij")
@@ -46,7 +46,11 @@ def camera_directions(resolution: int, fov_degrees: float = K.FOV_DEGREES, *, de
 
 
 def camera_ray_directions(
-    camera: torch.Tensor, resolution: int, *, radius: float = K.CAMERA_RADIUS, fov_degrees: float = K.FOV_DEGREES
+    camera: torch.Tensor,
+    resolution: int,
+    *,
+    radius: float = constants.CAMERA_RADIUS,
+    fov_degrees: float = constants.FOV_DEGREES,
 ) -> torch.Tensor:
     """Unit world-space directions [B, H*W, 3] of the portrait camera's pixel rays (row-major, top row first)."""
     rotation = look_at_rotation(camera_origin(camera, radius))
@@ -59,11 +63,11 @@ def portrait_rays(
     resolution: int,
     num_samples: int,
     *,
-    radius: float = K.CAMERA_RADIUS,
-    fov_degrees: float = K.FOV_DEGREES,
-    ray_start: float = K.RAY_START,
-    ray_end: float = K.RAY_END,
-    origin_offset: tuple[float, float, float] = K.ORIGIN_OFFSET,
+    radius: float = constants.CAMERA_RADIUS,
+    fov_degrees: float = constants.FOV_DEGREES,
+    ray_start: float = constants.RAY_START,
+    ray_end: float = constants.RAY_END,
+    origin_offset: tuple[float, float, float] = constants.ORIGIN_OFFSET,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample points along the portrait camera's rays.
 
@@ -93,10 +97,10 @@ def orthogonal_rays(
     y = SAMPLE_CENTER + linspace(-SAMPLE_SCALE, SAMPLE_SCALE, H)[i] (row 0 is the LOWEST y, unlike images);
     samples run from z = 0.2 (front) to z = -0.2 (back).
     """
-    side = torch.linspace(-K.SAMPLE_SCALE, K.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
-    y, x = torch.meshgrid(side + K.SAMPLE_CENTER, side, indexing="ij")
-    t = torch.linspace(K.ORTHO_T_NEAR, K.ORTHO_T_FAR, num_samples, device=device, dtype=dtype)
-    z = K.ORTHO_ORIGIN_Z - t
+    side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
+    y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
+    t = torch.linspace(constants.ORTHO_T_NEAR, constants.ORTHO_T_FAR, num_samples, device=device, dtype=dtype)
+    z = constants.ORTHO_ORIGIN_Z - t
     grid = torch.stack(
         [
             x.reshape(-1, 1).expand(-1, num_samples),
@@ -131,8 +135,8 @@ RIG_HEAD_ABOVE_NECK_M = (0.0, 0.080, 0.022)
 # is minus that. Pass a per-sample offset for other shapes (betas that scale the head) or for real SMPL.
 FACE_CENTER_OFFSET = (
     0.0,
-    (K.FACE_TY - RIG_HEAD_ABOVE_NECK_M[1] / K.SMPL_SCALE) / K.FACE_RADIUS,
-    (K.FACE_TZ - RIG_HEAD_ABOVE_NECK_M[2] / K.SMPL_SCALE) / K.FACE_RADIUS,
+    (constants.FACE_TY - RIG_HEAD_ABOVE_NECK_M[1] / constants.SMPL_SCALE) / constants.FACE_RADIUS,
+    (constants.FACE_TZ - RIG_HEAD_ABOVE_NECK_M[2] / constants.SMPL_SCALE) / constants.FACE_RADIUS,
 )
 FRONTAL_VIEW = (math.pi / 2, math.pi / 2)  # (pitch, yaw) of a view straight at the face, portrait convention
 

@@ -25,10 +25,10 @@ import os
 import numpy as np
 import torch
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.kernels._registry import Impl
 
-METRES_PER_UNIT = K.FACE_RADIUS * K.SMPL_SCALE  # about 1.18 m
+METRES_PER_UNIT = constants.FACE_RADIUS * constants.SMPL_SCALE  # about 1.18 m
 MESH_FORMATS = (".glb", ".ply", ".obj")
 OPAQUE = 0.5  # a pixel is part of the surface where its compositing weights sum to more than this
 DEPTH_JUMP = 4.0  # a triangle edge longer than this many times the median pixel spacing crosses an occlusion

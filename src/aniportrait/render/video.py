@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.keyframes import Keyframes
 from aniportrait.staging import atomic_write, create_dir, owned_prefix, remove_stale
@@ -63,7 +63,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def depth_to_uint8(depth: torch.Tensor, near: float = K.DEPTH_NEAR, far: float = K.DEPTH_FAR) -> np.ndarray:
+def depth_to_uint8(
+    depth: torch.Tensor, near: float = constants.DEPTH_NEAR, far: float = constants.DEPTH_FAR
+) -> np.ndarray:
     """[1, H, W] depth -> [H, W, 3] uint8 inferno colours; near is bright, far and empty pixels are dark."""
     level = (1 - (depth[0] - near) / (far - near)).clamp(0, 1).cpu().numpy() * (len(INFERNO) - 1)
     lo = np.floor(level).astype(np.int64).clip(0, len(INFERNO) - 2)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from aniportrait import constants as K
+from aniportrait import constants
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.generator import texture_alpha
 from aniportrait.train import losses as L
@@ -55,9 +55,9 @@ SHAPE_REGULARISER_POINTS = 1024  # and of the stage-1 regulariser (a seventh of 
 # Canonical region (lo, hi) per axis that the manifold textures reach: the texture box in x and y, the orthogonal
 # rays' depth range in z.
 BOX = (
-    (-K.SAMPLE_SCALE, K.SAMPLE_SCALE),
-    (K.SAMPLE_CENTER - K.SAMPLE_SCALE, K.SAMPLE_CENTER + K.SAMPLE_SCALE),
-    (K.ORTHO_ORIGIN_Z - K.ORTHO_T_FAR, K.ORTHO_ORIGIN_Z - K.ORTHO_T_NEAR),
+    (-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE),
+    (constants.SAMPLE_CENTER - constants.SAMPLE_SCALE, constants.SAMPLE_CENTER + constants.SAMPLE_SCALE),
+    (constants.ORTHO_ORIGIN_Z - constants.ORTHO_T_FAR, constants.ORTHO_ORIGIN_Z - constants.ORTHO_T_NEAR),
 )
 
 DrawLabels = Callable[[int], dict[str, Tensor]]
