@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aniportrait.train import losses as L
+from aniportrait.train import losses
 from aniportrait.train.config import TrainConfig
 from aniportrait.train.warmups import SHAPE_REGULARISER_POINTS, SHELL, deformation_losses, density_prior_loss
 
@@ -48,7 +48,7 @@ class Objective:
         self.weights = {"whole": cfg.weight_whole, "face": cfg.weight_face, "torso": cfg.weight_torso}
 
     def _camera(self, predicted: Tensor, target: Tensor, weight: float) -> Tensor:
-        return self.weights["whole"] * weight * L.camera_loss(predicted.float(), target.float())
+        return self.weights["whole"] * weight * losses.camera_loss(predicted.float(), target.float())
 
     def discriminator(self, real: dict[str, Tensor], fake: dict[str, Tensor]) -> tuple[dict, dict]:
         """Phase ``D``: reals (``image``, ``face``, ``camera``) against detached fakes (``image``, ``face``,
@@ -56,7 +56,8 @@ class Objective:
         real_out = self.D(real["image"], real["face"])
         fake_out = self.D(fake["image"].detach().float(), fake["face"].detach().float())
         terms = {
-            f"d_{k}": self.weights[k] * L.d_loss_nonsaturating(real_out[k][:, 0].float(), fake_out[k][:, 0].float())
+            f"d_{k}": self.weights[k]
+            * losses.d_loss_nonsaturating(real_out[k][:, 0].float(), fake_out[k][:, 0].float())
             for k in DISCRIMINATORS
         }
         terms["d_camera"] = self._camera(real_out["whole"][:, 1:3], real["camera"], self.cfg.real_pos_lambda)
@@ -74,7 +75,7 @@ class Objective:
         inputs = {k: v.detach().requires_grad_(True) for k, v in self.D.inputs(real["image"], real["face"]).items()}
         out = self.D.judge(inputs)
         gamma = self.cfg.r1_gamma * self.cfg.r1_every
-        r1 = sum(self.weights[k] * L.r1_penalty(out[k][:, 0].float(), inputs[k], gamma) for k in DISCRIMINATORS)
+        r1 = sum(self.weights[k] * losses.r1_penalty(out[k][:, 0].float(), inputs[k], gamma) for k in DISCRIMINATORS)
         return {"d_r1": r1}, {}
 
     def generator(self, G, fake: dict[str, Tensor], labels: dict[str, Tensor], rng: torch.Generator):
@@ -88,13 +89,15 @@ class Objective:
         """
         cfg = self.cfg
         judged = self.D(fake["image"].float(), fake["face"].float())
-        terms = {f"g_{k}": self.weights[k] * L.g_loss_nonsaturating(judged[k][:, 0].float()) for k in DISCRIMINATORS}
+        terms = {
+            f"g_{k}": self.weights[k] * losses.g_loss_nonsaturating(judged[k][:, 0].float()) for k in DISCRIMINATORS
+        }
         terms["g_camera"] = self._camera(judged["whole"][:, 1:3], labels["camera"], cfg.pos_lambda)
         if cfg.stage == 1:
             far = fake["x"].flatten(1, 2).detach()  # the portrait's canonical ray samples [B, R * S, 3]
             terms.update(deformation_losses(G, self.teacher, labels, far, rng, cfg))
             if cfg.train_smoother and cfg.pose_smooth_lambda:
-                terms["pose_smooth"] = cfg.pose_smooth_lambda * L.pose_deformation_smoothness(
+                terms["pose_smooth"] = cfg.pose_smooth_lambda * losses.pose_deformation_smoothness(
                     fake["smoothed"].float(), fake["transforms"].float()
                 )
             if cfg.shape_prior_lambda:
@@ -107,7 +110,7 @@ class Objective:
             est_id, est_exp = self.face_estimator(fake["face"].float())
             registered = self.teacher.register(labels["betas"])
             target = registered.canonical_landmarks(labels["z_id"], labels["expression"])
-            terms["landmark"] = cfg.landmark_lambda * L.landmark_loss(
+            terms["landmark"] = cfg.landmark_lambda * losses.landmark_loss(
                 registered.canonical_landmarks(est_id, est_exp), target
             )
         return terms, {}

@@ -39,7 +39,7 @@ from torch import Tensor
 from aniportrait import constants
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.generator import texture_alpha
-from aniportrait.train import losses as L
+from aniportrait.train import losses
 
 # Width (canonical units) of the sigmoid that softens the occupancy edge: about a texel of the small config.
 OCCUPANCY_SOFTNESS = 0.005
@@ -147,15 +147,15 @@ def fit_density_to_body(G, body: CanonicalBody, draw_labels: DrawLabels, steps: 
     on RadianceNet only.
     """
     optimizer = torch.optim.Adam(G.radiance_net.parameters(), lr=SHAPE_PRIOR_LR, betas=WARMUP_BETAS)
-    losses = []
+    history = []
     for step in range(steps):
         points_rng = torch.Generator().manual_seed(seed * 100_003 + step)
         loss = density_prior_loss(G, body, draw_labels(step), points_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+        history.append(float(loss.detach()))
+    return history
 
 
 def deformation_losses(
@@ -176,9 +176,9 @@ def deformation_losses(
     shift = cfg.exp_smooth_sigma * torch.randn(points.shape, generator=generator).to(points.device)
     _, d_shifted = G.deform_net(points + shift, freq, phase)
     return {
-        "imitation": cfg.imitation_lambda * L.imitation_loss(d, target.to(d.dtype)),
-        "exp_smooth": cfg.exp_smooth_lambda * L.expression_smoothness(d, d_shifted),
-        "minimal": cfg.minimal_lambda * L.minimal_deformation(d),
+        "imitation": cfg.imitation_lambda * losses.imitation_loss(d, target.to(d.dtype)),
+        "exp_smooth": cfg.exp_smooth_lambda * losses.expression_smoothness(d, d_shifted),
+        "minimal": cfg.minimal_lambda * losses.minimal_deformation(d),
     }
 
 
@@ -188,7 +188,7 @@ def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, see
     Far points are uniform points of the canonical box (the region every ray sample maps into).
     """
     optimizer = torch.optim.Adam(G.deform_net.parameters(), lr=DEFORM_PRIOR_LR, betas=WARMUP_BETAS)
-    losses = []
+    history = []
     for step in range(steps):
         labels = draw_labels(step)
         rng = torch.Generator().manual_seed(seed * 100_019 + step)
@@ -198,8 +198,8 @@ def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, see
         optimizer.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         optimizer.step()
-        losses.append(float(terms["imitation"].detach()) / max(cfg.imitation_lambda, 1e-30))
-    return losses
+        history.append(float(terms["imitation"].detach()) / max(cfg.imitation_lambda, 1e-30))
+    return history
 
 
 def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -216,7 +216,7 @@ def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "a
     The targets are the frozen stage-1 textures of random identities, upsampled x4 (bilinear, clamped to [0, 1]).
     """
     optimizer = torch.optim.Adam(G.sr_net.parameters(), lr=SR_PRIOR_LR, betas=WARMUP_BETAS)
-    losses = []
+    history = []
     for step in range(steps):
         labels = draw_labels(step)
         with torch.no_grad():
@@ -228,5 +228,5 @@ def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "a
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+        history.append(float(loss.detach()))
+    return history
