@@ -20,7 +20,7 @@ INPUT_ERRORS = {
     "aniportrait.models.face3dmm": "FaceModelError",
     "aniportrait.checkpoint": "CheckpointError",
     "aniportrait.data.dataset": "DatasetError",
-    "aniportrait.eval.inception": "EvalError",
+    "aniportrait.eval.errors": "EvalError",
 }
 
 

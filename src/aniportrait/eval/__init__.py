@@ -15,6 +15,6 @@
   snapshots.
 """
 
-from aniportrait.eval.inception import EvalError
+from aniportrait.eval.errors import EvalError
 
 __all__ = ["EvalError"]

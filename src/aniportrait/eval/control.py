@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aniportrait.eval.inception import EvalError
+from aniportrait.eval.errors import EvalError
 from aniportrait.kernels._registry import Impl
 
 __all__ = [

@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aniportrait.eval.inception import EvalError, state_dict_mismatch
+from aniportrait.eval.errors import EvalError
+from aniportrait.eval.inception import state_dict_mismatch
 
 __all__ = [
     "ESTIMATOR_FILE",

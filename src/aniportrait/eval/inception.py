@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aniportrait.checkpoint import describe_keys, state_dict_diff
-from aniportrait.errors import UserInputError
+from aniportrait.eval.errors import EvalError
 from aniportrait.userfiles import UnreadableFileError, load_torch_file
 
 __all__ = [
@@ -65,10 +65,6 @@ FEATURE_DIM = 2048
 BN_EPS = 0.001
 TINY_WIDTH = 1.0 / 16
 TINY_INPUT_SIZE = 75  # the smallest input the stride pattern allows (the last E block sees 1x1)
-
-
-class EvalError(UserInputError):
-    """A user-facing evaluation error (bad weights file, bad features, bad arguments); one-line message."""
 
 
 class BasicConv2d(nn.Module):

@@ -24,7 +24,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from aniportrait.eval.inception import EvalError
+from aniportrait.eval.errors import EvalError
 from aniportrait.kernels._registry import Impl
 
 __all__ = [

@@ -26,8 +26,8 @@ import torch
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expression
 from aniportrait.eval import control, metrics
+from aniportrait.eval.errors import EvalError
 from aniportrait.eval.estimator import builtin_estimator, estimator_features, is_synthetic_dataset, resize_square
-from aniportrait.eval.inception import EvalError
 from aniportrait.kernels._registry import Impl
 
 METRICS = ("fid", "kid", "control", "identity", "fidelity")

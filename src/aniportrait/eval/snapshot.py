@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from aniportrait.eval import control
+from aniportrait.eval.errors import EvalError
 from aniportrait.eval.estimator import builtin_estimator, estimator_features, resize_square
-from aniportrait.eval.inception import EvalError
 from aniportrait.eval.metrics import frechet_distance
 from aniportrait.kernels._registry import Impl
 
