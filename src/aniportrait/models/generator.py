@@ -90,7 +90,7 @@ def upsample_hits(hits: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     res = math.isqrt(R)
     maps = hits.reshape(B, res, res, M, 3).permute(0, 3, 4, 1, 2).reshape(B * M, 3, res, res)
     hits_hr = F.interpolate(maps, scale_factor=4, mode="bilinear", align_corners=True)
-    hits_hr = hits_hr.reshape(B, M, 3, 16 * R).permute(0, 3, 1, 2)
+    hits_hr = hits_hr.reshape(B, M, 3, 16 * R).permute(0, 3, 1, 2).contiguous()  # later reductions run along C
     valid_maps = valid.reshape(B, res, res, M).permute(0, 3, 1, 2).to(maps.dtype)
     valid_hr = F.interpolate(valid_maps, scale_factor=4, mode="bilinear", align_corners=True) > HR_VALID_THRESHOLD
     return hits_hr, valid_hr.reshape(B, M, 16 * R).transpose(1, 2)
