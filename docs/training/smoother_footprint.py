@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
+from aniportrait.cameras import portrait_rays
 from aniportrait.checkpoint import load_generator
 from aniportrait.config import SMALL
 from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.models.smoother import LbsSmoother
 from aniportrait.pretrained import body_for_checkpoint
-from aniportrait.render.cameras import portrait_rays
 
 KERNELS = ((5, 9), (3, 5), (3, 3), (1, 3), (1, 1))
 FRONT = (math.pi / 2, math.pi / 2)

@@ -1,6 +1,6 @@
 """The synthetic dataset: format, determinism, exact camera and pose labels, expression effects, face camera, writing.
 
-Conventions checked here (aniportrait.render.cameras): a portrait camera at (pitch, yaw) sits at
+Conventions checked here (aniportrait.cameras): a portrait camera at (pitch, yaw) sits at
 r (sin p cos y, cos p, sin p sin y) + ORIGIN_OFFSET and looks at the origin; a larger yaw moves it towards -x (the
 figure's right, SMPL x points to the figure's left). Its right axis then tilts towards +z, so points in front of the
 head (the nose) move to the image right relative to the head: the figure appears to turn towards the image right.
@@ -15,10 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aniportrait import constants
+from aniportrait import cameras, constants
 from aniportrait.data import synth
 from aniportrait.data.format import FACES_DIR, FORMAT, IMAGES_DIR, LABEL_SHAPES, LABELS_FILE, META_FILE, VERSION
-from aniportrait.render import cameras
 
 FRONTAL = (math.pi / 2, math.pi / 2)
 PART = synth.PART

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from aniportrait import constants
+from aniportrait.cameras import portrait_rays
 from aniportrait.config import SSHQ512, TINY
 from aniportrait.kernels._testing import assert_close
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
-from aniportrait.render.cameras import portrait_rays
 
 FRONT = (math.pi / 2, math.pi / 2)
 

@@ -8,10 +8,10 @@ import torch
 from click.testing import CliRunner
 
 from aniportrait import constants
+from aniportrait.cameras import camera_origin, camera_ray_directions
 from aniportrait.cli import main
 from aniportrait.models.generator import sample_identity_latents
 from aniportrait.pretrained import body_for_checkpoint, builtin_generator
-from aniportrait.render.cameras import camera_origin, camera_ray_directions
 from aniportrait.render.mesh import METRES_PER_UNIT, OPAQUE, portrait_mesh, surface_mesh
 from aniportrait.render.video import to_uint8
 

@@ -33,10 +33,10 @@ Expression (``expression`` [64], 0 = neutral)
     - ``e[3]`` brows raised (> 0) / lowered (< 0): brows move up by ``0.009 * clip(e3, -1, 1)`` canonical units.
 
 Cameras
-    Portraits use the portrait camera's exact conventions (:mod:`aniportrait.render.cameras`): origin
+    Portraits use the portrait camera's exact conventions (:mod:`aniportrait.cameras`): origin
     ``camera_origin(pitch, yaw)`` shifted by ``ORIGIN_OFFSET`` (as ``portrait_rays``), rotation
     ``look_at_rotation``, 12 degree fov, pixel centres at NDC +-1, row 0 at the top. Face crops use
-    :func:`~aniportrait.render.cameras.face_camera` attached to the posed head, looking at the face centre from the
+    :func:`~aniportrait.cameras.face_camera` attached to the posed head, looking at the face centre from the
     portrait camera's direction (an aligned crop of the portrait's face, without head roll), with the constant
     ``FACE_CENTER_OFFSET`` that the generator's training face camera uses too (exact here for every shape, as the
     head scales about the face centre).
@@ -76,13 +76,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from aniportrait import constants
+from aniportrait import cameras, constants
 from aniportrait.data import format as fmt
 from aniportrait.data.dataset import DatasetError
 from aniportrait.geometry import euler_zyx_to_matrix
 from aniportrait.models.body import BodyModel
 from aniportrait.models.rig import RIG_BETA_SCALES
-from aniportrait.render import cameras
 from aniportrait.userfiles import output_folder_problem
 
 __all__ = [
@@ -1016,7 +1015,7 @@ def synthesize(
             "count": int(n),
             "source": f"aniportrait.data.synth (procedural figure on the procedural SMPL rig, seed {int(seed)})",
             "face_camera": {
-                "kind": "aniportrait.render.cameras.face_camera",
+                "kind": "aniportrait.cameras.face_camera",
                 "distance": cameras.FACE_CAMERA_DISTANCE,
                 "fov_degrees": cameras.FACE_CAMERA_FOV_DEGREES,
                 "center_offset": [float(c) for c in cameras.FACE_CENTER_OFFSET],  # from the posed head joint J15

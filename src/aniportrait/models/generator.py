@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aniportrait import constants, ops
+from aniportrait.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
 from aniportrait.config import GeneratorConfig
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.deformation import DeformNet
@@ -31,7 +32,6 @@ from aniportrait.models.manifold import SampleNet
 from aniportrait.models.radiance import RadianceNet
 from aniportrait.models.smoother import LbsSmoother
 from aniportrait.models.superres import StyleRRDBNet
-from aniportrait.render.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
 
 if TYPE_CHECKING:  # the body module imports smplx; the generator itself only calls its methods
     from aniportrait.models.body import BodyModel
@@ -529,7 +529,7 @@ class AniPortraitGenerator(nn.Module):
         The portrait camera renders as inference does, from the identities' manifold textures (built here, no
         cache): stage 1 looks up the low-resolution textures at the LR ray grid; stage 2 super-resolves them and
         upsamples the intersections x4. The face camera is attached to the posed head and looks at the face from the
-        portrait camera's direction (:func:`aniportrait.render.cameras.face_rays`), like an aligned face crop. In
+        portrait camera's direction (:func:`aniportrait.cameras.face_rays`), like an aligned face crop. In
         stage 1 it evaluates RadianceNet at its own intersections (as GRAM renders any camera) instead of reading
         the portrait's textures: the face view has about twice the portrait's sampling density, and a texture
         lookup would cap its detail at one texel (the point of the dual camera is to supervise the face at its own
@@ -541,7 +541,7 @@ class AniPortraitGenerator(nn.Module):
             [-1, 1]; for the losses ``d`` and ``x`` (portrait samples, see :meth:`intersect`), ``smoothed`` and
             ``transforms`` (see :meth:`canonical_samples`).
         """
-        from aniportrait.render.cameras import face_rays, posed_head_transform
+        from aniportrait.cameras import face_rays, posed_head_transform
 
         cfg = self.config
         B, res, S = z_id.shape[0], cfg.lr_img_size, cfg.num_samples
