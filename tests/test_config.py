@@ -75,3 +75,16 @@ def test_generator_with_a_neck_gate_moves_nothing_below_the_neck():
     assert torch.equal(d0[y <= -0.16], torch.zeros_like(d0[y <= -0.16]))
     assert torch.equal(d1[y <= -0.16], d0[y <= -0.16])
     assert (d1 - d0)[y >= -0.125].abs().max() > 1e-3
+
+
+def test_small_smoother_footprint_is_the_releases_on_its_grid():
+    """The LBS smoother's kernels cover about the share of the strided grid that the release's cover of its own."""
+
+    def footprint(config):
+        side, depth = config.lr_img_size // config.knn_stride, config.num_samples // config.knn_stride
+        return config.smoother_spatial_kernel / side, config.smoother_depth_kernel / depth
+
+    release_spatial, release_depth = footprint(SSHQ512)  # 9 / 64 and 5 / 32
+    spatial, depth = footprint(SMALL)
+    assert spatial <= 1.5 * release_spatial and depth <= 1.5 * release_depth, (spatial, depth)
+    assert SMALL.neck_gate is not None and SSHQ512.neck_gate is None

@@ -154,6 +154,15 @@ SMALL = GeneratorConfig(
     # Half the release's spatial frequencies: at initialisation 5.6% of the field's energy lies above the 32-texel
     # textures' Nyquist limit instead of 19-21% (docs/training/aliasing.json).
     radiance_input_scale=0.5,
+    # The release's smoother footprint on a grid 4x smaller (16x16x8 cells): 3 cells are 19% of the image, 1 cell
+    # 12% of a ray. The release's 9 and 5 cells (56% and 63% here) carried a head turn onto the shoulders
+    # (docs/training/README.md, section 5).
+    smoother_depth_kernel=1,
+    smoother_spatial_kernel=3,
+    # The expression's neck gate: the chin sits near y = -0.09 and opens to about -0.12; the shoulders begin
+    # below -0.16.
+    expression_gate_low=-0.16,
+    expression_gate_high=-0.125,
 )
 
 CONFIGS = {"sshq512": SSHQ512, "small": SMALL, "tiny": TINY}

@@ -84,10 +84,11 @@ def test_default_renders_a_head_and_shoulders_figure_like_its_training_data(defa
 
 def test_each_control_acts_where_it_names(default):
     """From the front, one control at a time (two seeds): the camera turns the figure; raised shoulders change the
-    bottom quarter at least three times as much as the upper half; head yaw and an open mouth change the upper half
-    (the face). Measured on this model (MODEL_CARD.md, control_response.json): head yaw changes the upper half only
-    1.1-1.5x as much as the bottom quarter, and the mouth changes the bottom quarter about 4x as much as the upper
-    half, so those two ratios, the issue's targets, are not asserted here: this model does not meet them."""
+    bottom quarter at least three times as much as the upper half; head yaw changes the upper half (the face) at
+    least twice as much as the bottom quarter; an open mouth changes the upper half more than the bottom quarter.
+    Measured on this model (MODEL_CARD.md, control_response.json): head yaw 9-14x, the mouth about 2.5x. The
+    issue's target for the mouth, 3x, is not asserted: this model does not meet it (the synthetic world itself
+    gives 2.3x, its mouth sitting between the two regions)."""
     generator, _, body = default
     head, shoulders, mouth = torch.zeros(6, 3), torch.zeros(6, 3), torch.zeros(64)
     head[3, 1] = 0.5  # joint 15 (pose row 3), ZYX angles: index 1 turns about y
@@ -103,8 +104,8 @@ def test_each_control_acts_where_it_names(default):
 
         assert change(render(generator, body, seed, camera=(math.pi / 2, math.pi / 2 + 0.5))) > 0.05
         turned = render(generator, body, seed, pose=head)
-        assert change(turned, top) > 0.025, seed
+        assert change(turned, top) > 0.025 and change(turned, top) > 2 * change(turned, bottom), seed
         raised = render(generator, body, seed, pose=shoulders)
         assert change(raised, bottom) > 0.02 and change(raised, bottom) > 3 * change(raised, top), seed
         opened = render(generator, body, seed, expression=mouth)
-        assert change(opened, top) > 0.003, seed
+        assert change(opened, top) > 0.003 and change(opened, top) > 1.5 * change(opened, bottom), seed
