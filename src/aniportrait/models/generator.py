@@ -489,7 +489,10 @@ class AniPortraitGenerator(nn.Module):
         t_hr = upsample_hits(t_hits.expand(-1, -1, -1, 3), valid)[0][..., 0]
         hr = 4 * res
         image, depth, weights = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
-        _, distance, _ = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl, z=t_hr)
+        # The colour's compositing weights average t as they average the colour; no weight: no surface.
+        opacity = weights.sum(dim=-1)
+        mean_t = (weights * torch.where(valid_hr, t_hr, 0.0)).sum(dim=-1) / opacity.clamp_min(1e-12)
+        distance = torch.where(opacity > 0, mean_t, constants.INVALID_DEPTH)
         directions = camera_ray_directions(camera, hr)  # [B, hr*hr, 3]
         offset = torch.tensor(constants.ORIGIN_OFFSET, device=camera.device, dtype=camera.dtype)
         world = origin[:, None, :] + offset + distance[..., None] * directions
@@ -497,7 +500,7 @@ class AniPortraitGenerator(nn.Module):
             "image": image.reshape(B, hr, hr, 3).permute(0, 3, 1, 2),
             "points": world.reshape(B, hr, hr, 3),
             "distance": distance.reshape(B, hr, hr),
-            "opacity": weights.sum(dim=-1).reshape(B, hr, hr),
+            "opacity": opacity.reshape(B, hr, hr),
             "depth": depth.view(B, 1, hr, hr),
         }
 
@@ -612,11 +615,11 @@ class AniPortraitGenerator(nn.Module):
         return 2 * color - 1, depth
 
     def _composite(
-        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl, z: Tensor | None = None
+        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P] and
-        the compositing weights [B, P, M]. ``z`` [B, P, M] replaces the per-manifold depths (by default the
-        distance of each canonical intersection from ``origin``, as the release measures depth)."""
+        """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P] (the
+        distance of the canonical intersections from ``origin``, as the release measures depth) and the compositing
+        weights [B, P, M]."""
         B, P, M, _ = hits.shape
         # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
         # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
@@ -627,8 +630,7 @@ class AniPortraitGenerator(nn.Module):
         grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
         rgba = F.grid_sample(textures.to(hits.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
         rgba = rgba.reshape(B, M, 4, P).permute(0, 3, 1, 2)  # [B, P, M, 4]
-        if z is None:
-            z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
+        z = torch.linalg.vector_norm(hits - origin[:, None, None, :], dim=-1)
         color, depth, weights = ops.volume_composite(
             rgba[..., :3], rgba[..., 3], z, valid=valid, white_back=True, impl=impl
         )
