@@ -236,7 +236,7 @@ def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
     )
     assert result.exit_code == 0, result.output
     _, metadata, valid_index = load_generator(tmp_path / "run" / GENERATOR_FILE)
-    assert metadata["body"] == "smpl"
+    assert metadata["body"] == "smpl" and metadata["face_model"] == "procedural"
     assert torch.equal(valid_index, torch.from_numpy(np.load(RELEASE_SMPL / "valid_smpl_knn_index.npy")))
     partial = CliRunner().invoke(
         main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
@@ -270,3 +270,22 @@ def test_lazy_r1_runs_every_kth_step_with_k_times_the_weight(dataset, tmp_path):
     assert first["d_r1"] == pytest.approx(2 * every.train_step(0)["d_r1"], rel=1e-5)
     with pytest.raises(ValueError, match="r1_every"):
         TrainConfig(r1_every=0)
+
+
+def test_radiance_lr_scale_slows_only_radiance_nets_field_layers(dataset, tmp_path):
+    config = TrainConfig(total_steps=1, lr_g=1e-4, radiance_lr_scale=0.1, **FAST)
+    trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
+    lr_of = {id(p): group["lr"] for group in trainer.opt_G.param_groups for p in group["params"]}
+    net = trainer.G.radiance_net
+    assert len(lr_of) == len(trainer.g_params)  # every trainable parameter, once
+    for name, p in net.named_parameters():
+        expected = 1e-4 if name.startswith("mapping_network.") else 1e-5
+        assert lr_of[id(p)] == pytest.approx(expected), name
+    for module in (trainer.G.sample_net, trainer.G.deform_net):
+        assert all(lr_of[id(p)] == pytest.approx(1e-4) for p in module.parameters())
+    stage2 = Trainer(
+        TrainConfig(total_steps=1, stage=2, radiance_lr_scale=0.1, **FAST), dataset, tmp_path / "s2", progress=False
+    )
+    assert [g["lr"] for g in stage2.opt_G.param_groups] == [stage2.cfg.lr_sr]  # stage 2 is not affected
+    with pytest.raises(ValueError, match="radiance_lr_scale"):
+        TrainConfig(radiance_lr_scale=0.0)

@@ -41,6 +41,7 @@ class TrainConfig:
     sr_prior_steps: int = 0  # stage 2: super-resolution fitted to x4 upsampling of the LR textures
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
+    radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
     lr_sr: float = 2e-4  # [H] super-resolution learning rate (stage 2)
     lr_d: float = 2e-4  # [G][A][H] discriminator learning rate
     beta1: float = 0.0  # [G][A][H] Adam betas (0, 0.9)
@@ -139,6 +140,7 @@ RANGES = {
     "sr_prior_steps": (0, 10**7, False, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),
+    "radiance_lr_scale": (0.0, 1.0, True, False),
     "lr_d": (0.0, 1.0, True, False),
     "beta1": (0.0, 1.0, False, True),
     "beta2": (0.0, 1.0, False, True),

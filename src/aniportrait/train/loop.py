@@ -232,6 +232,7 @@ class Trainer:
         self.body_kind = "procedural" if smpl is None else "smpl"
         landmarks = functools.partial(face_registration.smpl_landmarks, self.body, bary)
         self.teacher = ExpressionTeacher(bfm_file.build_face_model(bfm), landmarks).to(self.device)
+        self.face_model_kind = "procedural" if bfm_file.resolve_bfm_path(bfm) is None else "bfm"
         self.canonical_body = CanonicalBody.of(self.body)
         self.step = 0
         self.G_ema: AniPortraitGenerator | None = None  # set by init_from when the source has an EMA
@@ -245,7 +246,7 @@ class Trainer:
         self.G_ema.id_bank = self.G.id_bank
         self.g_params = self._trainable_generator_params()
         betas = (config.beta1, config.beta2)
-        self.opt_G = torch.optim.Adam(self.g_params, lr=config.lr_g if config.stage == 1 else config.lr_sr, betas=betas)
+        self.opt_G = torch.optim.Adam(self._generator_param_groups(), betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
         if self._init_d_state is not None:
             self.opt_D.load_state_dict(self._init_d_state)
@@ -274,6 +275,19 @@ class Trainer:
         for p in params:
             p.requires_grad_(True)
         return params
+
+    def _generator_param_groups(self) -> list[dict]:
+        """The optimiser's groups: stage 1 runs at ``lr_g``, with RadianceNet's SIREN layers and heads (not its
+        mapping network) at ``lr_g * radiance_lr_scale``; stage 2 runs at ``lr_sr``."""
+        if self.cfg.stage != 1:
+            return [{"params": self.g_params, "lr": self.cfg.lr_sr}]
+        net = self.G.radiance_net
+        scaled = {id(p) for name, p in net.named_parameters() if not name.startswith("mapping_network.")}
+        groups = [
+            {"params": [p for p in self.g_params if id(p) not in scaled], "lr": self.cfg.lr_g},
+            {"params": [p for p in self.g_params if id(p) in scaled], "lr": self.cfg.lr_g * self.cfg.radiance_lr_scale},
+        ]
+        return [group for group in groups if group["params"]]
 
     def _generator_clip_groups(self) -> list[list[torch.nn.Parameter]]:
         """The trainable parameters of each generator network: each is clipped on its own (a strongly weighted
@@ -462,7 +476,12 @@ class Trainer:
         )
         valid_index = self.body.valid_index.cpu() if self.body_kind == "smpl" else None
         save_generator(
-            self.folder.generator, self.G_ema, body=self.body_kind, valid_index=valid_index, note=f"step {self.step}"
+            self.folder.generator,
+            self.G_ema,
+            body=self.body_kind,
+            face_model=self.face_model_kind,
+            valid_index=valid_index,
+            note=f"step {self.step}",
         )
 
     def resume(self) -> None:
