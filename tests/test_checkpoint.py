@@ -10,9 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import aniportrait.checkpoint as ckpt
-from aniportrait.checkpoint import ID_BANK_KEY, CheckpointError, load_generator, save_generator
+from aniportrait.checkpoint import ID_BANK_KEY, CheckpointError, expression_meaning, load_generator, save_generator
 from aniportrait.config import TINY, GeneratorConfig
 from aniportrait.models.body import BodyModel
+from aniportrait.models.face3dmm import EXPRESSION_MEANING
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
 
 # -- helpers -------------------------------------------------------------------------------------------------------
@@ -56,6 +57,7 @@ def test_save_load_round_trip_is_bitwise(tmp_path):
         "version": "1",
         "config": TINY.to_json(),
         "body": "procedural",
+        "face_model": "procedural",
         "note": "round trip",
     }
     assert GeneratorConfig.from_json(metadata["config"]) == TINY
@@ -74,6 +76,22 @@ def test_saved_file_is_plain_safetensors_with_release_names(tmp_path):
     assert not any("smpl" in k for k in keys)
     _, metadata, valid_index = load_generator(str(path))
     assert valid_index is None and metadata["body"] == "procedural"
+
+
+def test_the_face_model_names_the_expression_coefficients(tmp_path):
+    generator = tiny_generator()
+    save_generator(tmp_path / "bfm.safetensors", generator, body="procedural", face_model="bfm")
+    _, metadata, _ = load_generator(tmp_path / "bfm.safetensors")
+    assert metadata["face_model"] == "bfm" and expression_meaning(metadata) == ()
+    save_generator(tmp_path / "proc.safetensors", generator, body="smpl", valid_index=torch.arange(4))
+    _, metadata, _ = load_generator(tmp_path / "proc.safetensors")
+    assert expression_meaning(metadata) == EXPRESSION_MEANING
+    # Files written before face_model was recorded: procedural body -> procedural 3DMM, SMPL (converted) -> BFM.
+    assert expression_meaning({"body": "procedural"}) == EXPRESSION_MEANING
+    assert expression_meaning({"body": "smpl"}) == ()
+    with pytest.raises(ValueError, match="face_model"):
+        save_generator(tmp_path / "x.safetensors", generator, face_model="flame")
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_loaded_generator_renders_like_the_saved_one(tmp_path):

@@ -169,6 +169,7 @@ def check_converted(path, state, knn, source="sshq512.pt"):
     for key, value in network.items():
         assert torch.equal(ours[key], value), key
     assert metadata["body"] == "smpl" and metadata["format"] == "aniportrait-generator"
+    assert metadata["face_model"] == "bfm"
     assert GeneratorConfig.from_json(metadata["config"]) == SSHQ512
     assert metadata["note"] == f"converted from {source}"
     assert valid_index.dtype == torch.int64 and np.array_equal(valid_index.numpy(), knn)

@@ -25,6 +25,7 @@ VERSION = "1"
 VALID_INDEX_KEY = "body.valid_index"
 ID_BANK_KEY = "labels.id_bank"
 BODIES = ("procedural", "smpl")
+FACE_MODELS = ("procedural", "bfm")  # the 3DMM whose expression coefficients drive a checkpoint
 
 
 class CheckpointError(UserInputError):
@@ -42,21 +43,44 @@ def save_generator(
     generator: AniPortraitGenerator,
     *,
     body: str = "procedural",
+    face_model: str = "procedural",
     valid_index: torch.Tensor | None = None,
     note: str = "",
 ) -> None:
-    """Save ``generator`` (with its ``id_bank``, and the valid-vertex index of the body it was made for)."""
+    """Save ``generator`` (with its ``id_bank``, and the valid-vertex index of the body it was made for).
+
+    ``face_model`` names the 3DMM whose expression coefficients drive it (``"procedural"`` or ``"bfm"``); it says
+    what each coefficient means (see :func:`expression_meaning`)."""
     if body not in BODIES:
         raise ValueError(f"body must be one of {', '.join(BODIES)}, got {body!r}")
+    if face_model not in FACE_MODELS:
+        raise ValueError(f"face_model must be one of {', '.join(FACE_MODELS)}, got {face_model!r}")
     tensors = dict(generator.state_dict())
     if valid_index is not None:
         tensors[VALID_INDEX_KEY] = valid_index.to(torch.int64)
     if generator.id_bank is not None:
         tensors[ID_BANK_KEY] = generator.id_bank.to(torch.float32)
-    metadata = {"format": FORMAT, "version": VERSION, "config": generator.config.to_json(), "body": body}
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": generator.config.to_json(),
+        "body": body,
+        "face_model": face_model,
+    }
     if note:
         metadata["note"] = note
     atomic_save(tensors, path, metadata)
+
+
+def expression_meaning(metadata: dict[str, str]) -> tuple[str, ...]:
+    """Names of a checkpoint's leading expression coefficients: the procedural 3DMM's (mouth open, smile, ...), or
+    none for the BFM, whose coefficients are PCA components. Checkpoints written before ``face_model`` was recorded
+    were trained on the procedural 3DMM when their body is procedural (the built-in default) and converted from the
+    release (BFM) otherwise."""
+    from aniportrait.models.face3dmm import EXPRESSION_MEANING
+
+    face_model = metadata.get("face_model", "procedural" if metadata.get("body") == "procedural" else "bfm")
+    return EXPRESSION_MEANING if face_model == "procedural" else ()
 
 
 def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -179,6 +179,7 @@ def convert_official(
         "version": VERSION,
         "config": generator.config.to_json(),
         "body": "smpl",
+        "face_model": "bfm",
         "note": f"converted from {os.path.basename(os.fspath(checkpoint))}",
     }
     tensors = {**generator.state_dict(), VALID_INDEX_KEY: index}
