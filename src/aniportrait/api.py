@@ -138,6 +138,7 @@ class Portrait:
                 torch.from_numpy(controls.expression[i : i + 1]).to(self.device),
                 impl=self.impl,
                 precision=precision,
+                hr=output_size == "hr",
             )
             frames.append(result["image" if output_size == "hr" else "image_lr"][0])
         images = torch.stack(frames)

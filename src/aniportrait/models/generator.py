@@ -425,6 +425,7 @@ class AniPortraitGenerator(nn.Module):
         *,
         impl: Impl = "auto",
         precision: str = "fp32",
+        hr: bool = True,
     ) -> dict[str, Tensor]:
         """Render one frame per identity from the cache.
 
@@ -435,10 +436,11 @@ class AniPortraitGenerator(nn.Module):
             precision: ``"fp32"``, or ``"bf16"`` to run DeformNet and SampleNet (about 90% of a frame's arithmetic)
                 under bfloat16 autocast: about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs, at the cost of
                 bfloat16 rounding in the scalar field (intersections move by a fraction of a texel).
+            hr: False skips the high-resolution composite (a preview needs only ``image_lr``).
 
         Returns:
             ``image`` [B, 3, 4H, 4W] and ``image_lr`` [B, 3, H, W] in [-1, 1]; ``depth`` [B, 1, 4H, 4W] and
-            ``depth_lr`` [B, 1, H, W] (10 where nothing is hit).
+            ``depth_lr`` [B, 1, H, W] (10 where nothing is hit). Without ``hr``, only the low-resolution pair.
         """
         B, res = camera.shape[0], self.config.lr_img_size
         found, origin = self._frame_intersections(identity, body, camera, pose, expression, impl, precision)
@@ -446,6 +448,8 @@ class AniPortraitGenerator(nn.Module):
         out = {}
         image, depth, _ = self._composite(identity.lr_textures, hits, valid, origin, impl)
         out["image_lr"], out["depth_lr"] = image.reshape(B, res, res, 3).permute(0, 3, 1, 2), depth.view(B, 1, res, res)
+        if not hr:
+            return out
         hits_hr, valid_hr = upsample_hits(hits, valid)
         hr = 4 * res
         image, depth, _ = self._composite(identity.hr_textures, hits_hr, valid_hr, origin, impl)
