@@ -513,6 +513,43 @@ def test_info_refuses_forced_triton_that_cannot_run(inputs, tmp_path):
     refused(result, ["$ANIPORTRAIT_IMPL=triton", "CUDA"])
 
 
+# -- view ----------------------------------------------------------------------------------------------------------
+
+VIEW = ["view", "--device", "cpu"]
+VIEW_CASES = [
+    *_number_cases(VIEW, "--port", NOT_AN_INT, ["--port", "not a valid integer"]),
+    *_number_cases(VIEW, "--port", {"zero": "0", "negative": "-1", "huge": "65536"}, ["--port", "range"]),
+    Case("view-host", [*VIEW, "--host", "no-such-host.invalid"], ["--host", "unknown address"]),
+    Case("view-checkpoint", [*VIEW, "--checkpoint", "{in}/nope.safetensors"], ["checkpoint not found"]),
+    Case("view-checkpoint-text", [*VIEW, "--checkpoint", "{in}/text.txt"], ["not a readable safetensors file"]),
+    Case("view-device", ["view", "--device", "tpu"], ["--device", "tpu"]),
+    Case("view-impl", [*VIEW, "--impl", "fast"], ["--impl", "fast"]),
+]
+
+
+@pytest.mark.parametrize("case", VIEW_CASES, ids=lambda c: c.id)
+def test_view_refuses(case, inputs, tmp_path):
+    check_case(case, inputs, tmp_path)
+
+
+def test_view_refuses_a_port_in_use(inputs, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        check_case(Case("view-port-taken", [*VIEW, "--port", port], [port, "choose another --port"]), inputs, tmp_path)
+
+
+def test_view_without_gradio_says_how_to_install_it(inputs, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    check_case(Case("view-no-gradio", VIEW, ["Gradio", "aniportrait[viewer]"]), inputs, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [(["frobnicate"], "No such command 'frobnicate'"), (["--bogus"], "No such option '--bogus'")],

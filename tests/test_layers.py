@@ -2,7 +2,7 @@
 
 From the bottom: the foundation (package data, constants, errors, geometry, staging; then cameras, userfiles, config), the
 kernels and their dispatch (ops), the models, checkpoints, then the users of models (render, data, eval, train),
-the Python API, and the command line on top. Modules of one package may import each other.
+the Python API, the viewer (a user of the API), and the command line on top. Modules of one package may import each other.
 """
 
 import ast
@@ -29,8 +29,9 @@ LAYERS = {
     "eval": 8,
     "train": 9,
     "api": 10,
-    "cli": 11,
-    "__main__": 12,
+    "viewer": 11,
+    "cli": 12,
+    "__main__": 13,
 }
 
 

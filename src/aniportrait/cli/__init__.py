@@ -13,7 +13,7 @@ import importlib.metadata
 
 import click
 
-from aniportrait.cli import convert, data, evaluate, export_mesh, info, render, train
+from aniportrait.cli import convert, data, evaluate, export_mesh, info, render, train, view
 from aniportrait.cli.common import InputError, _Group, _input_errors
 
 __all__ = ["InputError", "_input_errors", "main"]
@@ -33,5 +33,6 @@ for command in (
     data.data,
     train.train,
     evaluate.eval_command,
+    view.view_command,
 ):
     main.add_command(command)
