@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/viewer-preview-2core-epyc.json"))
     parser.add_argument("--screenshot", default=str(ROOT / "docs/viewer.png"))
+    parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -38,6 +47,8 @@ def main() -> None:
         [sys.executable, "-m", "pytest", test, "-q", "-s", "-p", "no:cacheprovider"], cwd=ROOT, env=env, check=True
     )
     result = json.loads(Path(args.json).read_text())
+    result.update(cpu=_cpu_name(), note=args.note)
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{result['previews_per_second']:.1f} previews per second over a {result['drag_seconds']:.1f} s drag")
 
 

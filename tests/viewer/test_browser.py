@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -27,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SERVER_START_SECONDS = 180
 SETTLE_SECONDS = 60
-DRAG_MOVES, DRAG_STEP_PIXELS, DRAG_MOVE_SECONDS = 60, 2.0, 0.05  # a 3-second drag of 120 pixels (about 20 degrees)
+DRAG_MOVES, DRAG_STEP_PIXELS, DRAG_MOVE_SECONDS = 40, 6.0, 0.02  # about 1 degree per move, 40 degrees in all
 
 
 def _require(condition: bool, message: str) -> None:
@@ -193,7 +192,6 @@ def test_dragging_a_slider_previews_live_then_shows_the_full_frame_that_render_g
             "drag_seconds": dragged,
             "previews_shown": len(previews),
             "previews_per_second": rate,
-            "machine": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch_threads": "the viewer's default (all cores)",
             "statuses": [status for _, status in shown],

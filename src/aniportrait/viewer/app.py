@@ -23,6 +23,8 @@ TITLE = "aniportrait viewer"
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 MONO_FONTS = ("ui-monospace", "monospace")
 DISPLAY_SIDE = 384  # pixels of the page's image (the browser scales the frame to it)
+# The frame fills its box, scaled without smoothing (a preview's pixels stay visible as pixels).
+CSS = "#frame img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def build_app(session: ViewerSession):
@@ -125,5 +127,6 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, *, open_browser: bool
         prevent_thread_lock=True,
         quiet=True,
         theme=theme,
+        css=CSS,
     )
     return app.local_url
