@@ -60,8 +60,8 @@ BROW_LIFT_FROM_MM, BROW_LIFT_FULL_MM = 6.0, 12.0  # the brow raise ramps up betw
 LIP_SOFTNESS_MM = 1.0  # width of the logistic step that separates upper from lower lip motion
 PROCEDURAL_MIN_GRID = 25  # smallest grid side (625 vertices) that still resolves 68 distinct landmark vertices
 # Leading expression amplitudes (mm per unit coefficient): mouth open (lower lip drop), smile, eye closure (1 brings the
-# upper lid landmarks down to the lower ones), brow raise. Sized like the synthetic data engine's (data/synth.py: jaw
-# drop 0.012 canonical units at e0 = 1.5, brows 0.009 per unit, e2 = 1 closes the eyes).
+# upper lid landmarks down to the lower ones), brow raise. Sized like the synthetic data engine's
+# (data/synth_scene.py: jaw drop 0.012 canonical units at e0 = 1.5, brows 0.009 per unit, e2 = 1 closes the eyes).
 MOUTH_OPEN_MM, SMILE_MM, EYE_CLOSE_MM, BROW_RAISE_MM = 9.0, 6.0, 11.0, 10.0
 BUMP_EXPRESSION_MM = 1.5  # amplitude of the first small localized expression bump (decays with the index)
 BUMP_IDENTITY_MM = 1.5  # amplitude of the first random smooth identity field (decays with the index)
