@@ -140,6 +140,7 @@ def test_the_page_opens_on_the_full_frame_that_render_gives(page, tmp_path):
 
 
 def test_dragging_a_slider_previews_live_then_shows_the_full_frame_that_render_gives(page, tmp_path):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -156,6 +157,7 @@ def test_dragging_a_slider_previews_live_then_shows_the_full_frame_that_render_g
         """
     )
     slider = page.find_element(By.CSS_SELECTOR, "#head_yaw input[type=range]")
+    page.execute_script("arguments[0].scrollIntoView({block: 'center'});", slider)
     box = page.execute_script(
         "const r = arguments[0].getBoundingClientRect(); return [r.x, r.y, r.width, r.height];", slider
     )
@@ -168,7 +170,16 @@ def test_dragging_a_slider_previews_live_then_shows_the_full_frame_that_render_g
         time.sleep(DRAG_MOVE_SECONDS)
     _mouse(page, "mouseReleased", x, y)
     dragged = time.perf_counter() - started
-    WebDriverWait(page, SETTLE_SECONDS).until(lambda d: _status(d).startswith("full") and _image_src(d) != before_src)
+    try:
+        WebDriverWait(page, SETTLE_SECONDS).until(
+            lambda d: _status(d).startswith("full") and _image_src(d) != before_src
+        )
+    except TimeoutException:
+        shown = page.execute_script("return window.__shown;")
+        value = page.find_element(By.CSS_SELECTOR, "#head_yaw input[type=number]").get_attribute("value")
+        pytest.fail(
+            f"no new full frame {SETTLE_SECONDS} s after the drag: status {_status(page)!r}, slider {value}, shown {shown}"
+        )
     time.sleep(1.0)  # a late preview must not replace the full frame
     shown = page.execute_script("clearInterval(window.__recorder); return window.__shown;")
     assert _status(page).startswith("full frame")
@@ -199,6 +210,7 @@ def test_dragging_a_slider_previews_live_then_shows_the_full_frame_that_render_g
         with open(os.environ["ANIPORTRAIT_VIEWER_RATE"], "w") as f:
             json.dump(result, f, indent=1)
     if os.environ.get("ANIPORTRAIT_VIEWER_SCREENSHOT"):
+        page.execute_script("window.scrollTo(0, 0);")
         page.save_screenshot(os.environ["ANIPORTRAIT_VIEWER_SCREENSHOT"])
 
 
