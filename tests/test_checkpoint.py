@@ -14,18 +14,10 @@ from aniportrait.checkpoint import ID_BANK_KEY, CheckpointError, expression_mean
 from aniportrait.config import TINY, GeneratorConfig
 from aniportrait.models.body import BodyModel
 from aniportrait.models.face3dmm import EXPRESSION_MEANING
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.models.generator import init_planar_manifolds, sample_identity_latents
+from tests.helpers import tiny_generator
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-
-
-def tiny_generator(seed: int = 0) -> AniPortraitGenerator:
-    torch.manual_seed(seed)
-    generator = AniPortraitGenerator(TINY)
-    with torch.no_grad():  # every tensor random, so that a bitwise comparison means something
-        for p in generator.parameters():
-            p.copy_(torch.randn_like(p) * 0.1)
-    return generator.eval()
 
 
 def assert_same_state(a: dict, b: dict) -> None:

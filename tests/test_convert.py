@@ -18,23 +18,16 @@ from safetensors import safe_open
 import aniportrait.checkpoint as ckpt
 from aniportrait.checkpoint import VALID_INDEX_KEY, load_generator
 from aniportrait.cli import main
-from aniportrait.config import SSHQ512, TINY, GeneratorConfig
+from aniportrait.config import SSHQ512, GeneratorConfig
 from aniportrait.convert import convert_official
 from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.models.rig import procedural_rig, rig_valid_index
 from aniportrait.models.smpl_file import load_smpl_arrays
+from tests.helpers import RELEASE_SMPL_BUFFERS as RELEASE_SMPL
+from tests.helpers import tiny_generator
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-
-
-def tiny_generator(seed: int = 0) -> AniPortraitGenerator:
-    torch.manual_seed(seed)
-    generator = AniPortraitGenerator(TINY)
-    with torch.no_grad():  # every tensor random, so that a bitwise comparison means something
-        for p in generator.parameters():
-            p.copy_(torch.randn_like(p) * 0.1)
-    return generator.eval()
 
 
 def files_in(folder) -> set[str]:
@@ -57,17 +50,6 @@ SMPL_PREFIX = "renderer.smpl_model."
 DUPLICATES = {
     "renderer.smooth_layer.conv_block1.weight": "smoother.conv_block1.weight",
     "renderer.smooth_layer.conv_block2.weight": "smoother.conv_block2.weight",
-}
-# smplx SMPLLayer buffers = the release's renderer.smpl_model.* (sshq512.pt), with dtypes.
-RELEASE_SMPL = {
-    "shapedirs": ((6890, 3, 10), torch.float32),
-    "faces_tensor": ((13776, 3), torch.int64),
-    "v_template": ((6890, 3), torch.float32),
-    "J_regressor": ((24, 6890), torch.float32),
-    "posedirs": ((207, 20670), torch.float32),
-    "parents": ((24,), torch.int64),
-    "lbs_weights": ((6890, 24), torch.float32),
-    "vertex_joint_selector.extra_joints_idxs": ((21,), torch.int64),
 }
 NUM_KNN = 3595  # size of the release's valid_smpl_knn_index.npy
 # SMPL vertex ids of smplx's 21 extra joints (smplx 0.1.28 defaults): nose, eyes, ears; toes, small toes, heels;
@@ -521,13 +503,6 @@ def test_convert_output_folder_must_exist(release, tmp_path, which):
     result = CliRunner().invoke(main, args)
     assert "output folder does not exist" in one_line_error(result)
     assert files_in(tmp_path) == set()
-
-
-def test_convert_help_lists_options():
-    result = CliRunner().invoke(main, ["convert-official", "--help"])
-    assert result.exit_code == 0
-    for option in ("--knn-index", "--out", "--smpl-out", "--id-bank", "weights_only"):
-        assert option in result.output
 
 
 # -- the label bank ------------------------------------------------------------------------------------------------

@@ -16,17 +16,6 @@ from aniportrait.staging import atomic_write, owned_prefix, owner_id, remove_sta
 
 
 @pytest.fixture
-def live_pid():
-    """The PID of a running (sleeping) process, stopped after the test."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        yield process.pid
-    finally:
-        process.kill()
-        process.wait()
-
-
-@pytest.fixture
 def dead_pid():
     """The PID of a process that has exited and been reaped."""
     process = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -1,4 +1,5 @@
-"""Dataset format validation, loading, flip conventions, label samplers and the loader (CPU, tiny datasets)."""
+"""Dataset format validation, loading, flip conventions and the loader (CPU, tiny datasets; the label samplers are
+tested in ``test_samplers.py``)."""
 
 import json
 import math
@@ -22,36 +23,7 @@ from aniportrait.data.dataset import (
     set_epoch,
 )
 from aniportrait.data.format import FORMAT, LABEL_SHAPES, VERSION
-from aniportrait.data.samplers import (
-    LabelBank,
-    id_bank,
-    sample_camera_pose,
-    sample_expression,
-    sample_identity,
-)
-
-R, F = 16, 8
-
-
-def write_dataset(root: Path, n: int = 6, image_size: int = R, face_size: int = F, seed: int = 0) -> Path:
-    """Write ``n`` random portraits, face crops and labels in the on-disk format; returns ``root``."""
-    rng = np.random.default_rng(seed)
-    ids = [f"{i:06d}" for i in range(n)]
-    (root / "images").mkdir(parents=True)
-    (root / "faces").mkdir()
-    for stem in ids:
-        Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)).save(
-            root / "images" / f"{stem}.png"
-        )
-        Image.fromarray(rng.integers(0, 256, (face_size, face_size, 3), dtype=np.uint8)).save(
-            root / "faces" / f"{stem}.png"
-        )
-    labels = {k: rng.normal(size=(n, *shape)).astype(np.float32) for k, shape in LABEL_SHAPES.items()}
-    labels["camera"] = (math.pi / 2 + 0.2 * rng.normal(size=(n, 2))).astype(np.float32)
-    np.savez(root / "labels.npz", ids=np.array(ids, dtype=str), **labels)
-    meta = {"format": FORMAT, "version": VERSION, "image_size": image_size, "face_size": face_size, "count": n}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+from tests.data.dataset_helpers import F, R, write_dataset
 
 
 def rewrite_labels(root: Path, **changes) -> None:
@@ -64,11 +36,6 @@ def rewrite_labels(root: Path, **changes) -> None:
         else:
             arrays[key] = value
     np.savez(root / "labels.npz", **arrays)
-
-
-@pytest.fixture
-def dataset_dir(tmp_path) -> Path:
-    return write_dataset(tmp_path / "ds")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -401,91 +368,6 @@ def test_flip_is_deterministic_per_seed_epoch_index(dataset_dir):
     ds.set_epoch(1)
     assert [bool(ds[i]["flipped"]) for i in range(len(ds))] == [flip_decision(3, 1, i) for i in range(len(ds))]
     assert not any(bool(PortraitDataset(dataset_dir)[i]["flipped"]) for i in range(len(ds)))  # flip=False default
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Samplers
-
-
-@pytest.fixture
-def bank(dataset_dir) -> LabelBank:
-    return LabelBank.from_dataset(dataset_dir)
-
-
-def _row_of(bank_values: torch.Tensor, value: torch.Tensor) -> int:
-    """The bank row equal to ``value`` (each row is unique in the random test bank)."""
-    matches = (bank_values.flatten(1) == value.flatten()).all(dim=1).nonzero().flatten()
-    assert len(matches) == 1, "drawn value is not a bank row"
-    return int(matches[0])
-
-
-def test_label_bank(dataset_dir, bank):
-    assert len(bank) == 6 and bank.pose.shape == (6, 6, 3) and bank.camera.dtype == torch.float32
-    from_ds = LabelBank.from_dataset(PortraitDataset(dataset_dir))
-    for key in LABEL_SHAPES:
-        torch.testing.assert_close(getattr(from_ds, key), getattr(bank, key))
-    ids = id_bank(bank)
-    assert ids.shape == (6, 90)
-    torch.testing.assert_close(ids[:, :80], bank.id)
-    torch.testing.assert_close(ids[:, 80:], bank.betas)
-    with pytest.raises(ValueError, match="expected"):
-        LabelBank(**{**{k: getattr(bank, k) for k in LABEL_SHAPES}, "pose": torch.zeros(6, 18)})
-
-
-def test_id_bank_feeds_sample_identity_latents(bank):
-    from aniportrait.config import GeneratorConfig
-    from aniportrait.models.generator import sample_identity_latents
-
-    config = GeneratorConfig()
-    if config.z_id_dim != 80:
-        pytest.skip("the default generator does not take 80-d 3DMM identities")
-    z_id, _, betas = sample_identity_latents(config, [0, 1], id_bank=id_bank(bank))
-    for z, b in zip(z_id, betas):
-        row = _row_of(bank.id, z)
-        torch.testing.assert_close(b, bank.betas[row])
-
-
-@pytest.mark.parametrize("mode", ["paired", "independent"])
-def test_sample_camera_pose_deterministic(bank, mode):
-    a = sample_camera_pose(bank, 16, torch.Generator().manual_seed(5), mode=mode)
-    b = sample_camera_pose(bank, 16, torch.Generator().manual_seed(5), mode=mode)
-    c = sample_camera_pose(bank, 16, torch.Generator().manual_seed(6), mode=mode)
-    assert a[0].shape == (16, 2) and a[1].shape == (16, 6, 3)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
-
-
-def test_sample_camera_pose_paired_keeps_rows(bank):
-    camera, pose = sample_camera_pose(bank, 64, torch.Generator().manual_seed(0), mode="paired")
-    for cam, p in zip(camera, pose):
-        row = _row_of(bank.camera, cam)
-        assert torch.equal(p, bank.pose[row])
-
-
-def test_sample_camera_pose_independent_mixes_pairs(bank):
-    camera, pose = sample_camera_pose(bank, 64, torch.Generator().manual_seed(0), mode="independent")
-    mixed = 0
-    for cam, p in zip(camera, pose):
-        cam_row = _row_of(bank.camera, cam)
-        pair_rows = [_row_of(bank.pose[:, list(pair)], p[list(pair)]) for pair in ((0, 3), (1, 4), (2, 5))]
-        mixed += len({cam_row, *pair_rows}) > 1
-    assert mixed > 48  # with 6 rows, all four draws agree for 1/216 of samples
-
-
-def test_sample_identity_and_expression(bank):
-    gen = torch.Generator().manual_seed(1)
-    ids, betas = sample_identity(bank, 32, gen)
-    assert ids.shape == (32, 80) and betas.shape == (32, 10)
-    for i, b in zip(ids, betas):
-        assert torch.equal(b, bank.betas[_row_of(bank.id, i)])  # drawn jointly
-    expression = sample_expression(bank, 32, torch.Generator().manual_seed(1))
-    assert expression.shape == (32, 64)
-    for e in expression:
-        _row_of(bank.expression, e)
-    again = sample_identity(bank, 32, torch.Generator().manual_seed(1))
-    assert torch.equal(again[0], ids) and torch.equal(again[1], betas)
-    with pytest.raises(ValueError, match="mode"):
-        sample_camera_pose(bank, 2, gen, mode="eg3d")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

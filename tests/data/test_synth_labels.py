@@ -1,9 +1,9 @@
 """The labels of synthetic figures: sampling independent of batching, the identity code, expression meanings."""
 
 import numpy as np
-from synth_helpers import FRONTAL, in_parts, render
 
 from aniportrait.data import synth_labels
+from tests.data.synth_helpers import FRONTAL, in_parts, render
 
 # -- sampling --------------------------------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from synth_helpers import FRONTAL, HEAD, PART, centroid, in_parts, neutral, pose_offset, render, stack
 
 from aniportrait import cameras, constants
 from aniportrait.data import synth_labels, synth_render, synth_scene
+from tests.data.synth_helpers import FRONTAL, HEAD, PART, centroid, in_parts, neutral, pose_offset, render, stack
 
 # -- expression ------------------------------------------------------------------------------------------------------
 

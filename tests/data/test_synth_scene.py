@@ -1,7 +1,8 @@
 """The scene of a synthetic figure: each pose label moves its own bones (the pose label is the figure's pose)."""
 
 import numpy as np
-from synth_helpers import HEAD, centroid, in_parts, neutral, pose_offset, render, stack
+
+from tests.data.synth_helpers import HEAD, centroid, in_parts, neutral, pose_offset, render, stack
 
 # -- pose ------------------------------------------------------------------------------------------------------------
 

@@ -1,10 +1,9 @@
 """The synthetic world's learned label estimator: its weights file, its accuracy on fresh synthetic renders against the
-floor it ships with, its response to single label changes, the fidelity number in its feature space, and the
-training-snapshot metrics."""
+floor it ships with, its response to single label changes, and the fidelity number in its feature space (the
+training-snapshot metrics are tested in ``test_snapshot.py``)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from aniportrait.data import synth
-from aniportrait.data.dataset import PortraitDataset
 from aniportrait.eval import EvalError
 from aniportrait.eval.control import label_errors
 from aniportrait.eval.estimator import (
@@ -25,20 +23,11 @@ from aniportrait.eval.estimator import (
     save_estimator,
 )
 from aniportrait.eval.metrics import frechet_distance
-from aniportrait.eval.snapshot import snapshot_metrics
 
 FRONT = math.pi / 2
 AXES = ("camera_deg", "head_pose_deg", "shoulder_pose_deg", "expression")
 # Fresh renders may read worse than the held-out mean by chance (few images): allowed 3x the floor plus this.
 MARGIN = {"camera_deg": 1.0, "head_pose_deg": 1.0, "shoulder_pose_deg": 1.0, "expression": 0.05}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _signed(pixels: np.ndarray) -> torch.Tensor:
@@ -183,31 +172,3 @@ def test_fidelity_is_zero_for_a_set_itself_and_grows_with_a_shift():
     assert abs(frechet_distance(base, base)) < 1e-6
     near, far = (features(figures.with_(camera=figures.camera + np.array([0.0, d]))) for d in (0.1, 0.3))
     assert 0 < frechet_distance(base, near) < frechet_distance(base, far)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Training snapshots
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    return PortraitDataset(synth.synthesize(tmp_path_factory.mktemp("snap") / "ds", 12, res=64, seed=9, progress=False))
-
-
-KEYS = ("ctl_camera_deg", "ctl_head_deg", "ctl_shoulder_deg", "ctl_expression", "fid_est")
-
-
-@pytest.mark.parametrize("stage", [1, 2])
-def test_snapshot_metrics_tiny_generator(generator, body, tiny_dataset, stage):
-    state = torch.get_rng_state()
-    out = snapshot_metrics(generator, body, tiny_dataset, num=10, seed=3, stage=stage, impl="ref")
-    assert torch.equal(torch.get_rng_state(), state)
-    assert set(out) == set(KEYS) and all(math.isfinite(v) and v >= 0 for v in out.values()), out
-    again = snapshot_metrics(generator, body, tiny_dataset, num=10, seed=3, stage=stage, impl="ref")
-    assert again == pytest.approx(out, rel=1e-5, abs=1e-6)
-    json.dumps(out)  # plain floats, loggable
-
-
-def test_snapshot_metrics_needs_two_images(generator, body, tiny_dataset):
-    with pytest.raises(EvalError, match="at least 2"):
-        snapshot_metrics(generator, body, tiny_dataset, num=1)

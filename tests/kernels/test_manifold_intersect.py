@@ -13,6 +13,7 @@ from aniportrait.kernels._testing import (
 )
 from aniportrait.kernels.manifold_intersect import ManifoldIntersectFunction, manifold_intersect_ref
 from aniportrait.kernels.manifold_intersect import manifold_intersect_triton as _manifold_intersect_triton
+from tests.kernels.gpu_helpers import outputs_and_grads as _outputs_and_grads
 
 manifold_intersect_triton = on_kernel_device(_manifold_intersect_triton)
 
@@ -247,3 +248,28 @@ def test_manifold_intersect_rejects_bad_dtype_and_min_step():
         ops.manifold_intersect(s.long(), points, levels)
     with pytest.raises(ValueError, match="min_step"):
         ops.manifold_intersect(s, points, levels, min_step=-1.0)
+
+
+# -- the release's sizes on a real GPU (marker gpu, skipped without CUDA; see gpu_helpers.py) ----------------------
+
+
+@pytest.mark.gpu
+def test_manifold_intersect_release_size():
+    """One LR frame of the release: 128 x 128 rays, 256 samples, 24 levels."""
+    s, points, levels = make_manifold_intersect_inputs(1, 128 * 128, 256, 3, 24, device="cuda")
+
+    def run(impl, dtype):
+        return _outputs_and_grads(
+            lambda a, b: ops.manifold_intersect(a, b, levels.to(dtype), impl=impl),
+            (s.to(dtype), points.to(dtype)),
+        )
+
+    (tri_hits, tri_valid), tri_grads = run("triton", torch.float32)
+    (ref_hits, ref_valid), ref_grads = run("ref", torch.float64)
+    # Crossings found in fp32 and fp64 agree except where a sample sits within rounding of a level.
+    assert (tri_valid != ref_valid).float().mean() < 1e-4
+    both = tri_valid & ref_valid
+    assert_close(tri_hits[both], ref_hits[both], atol=1e-4, rtol=1e-4, name="hits")
+    for tri, ref, name in zip(tri_grads, ref_grads, ("d_s", "d_points")):
+        rays = both.any(dim=-1) & (tri_valid == ref_valid).all(dim=-1)
+        assert_close(tri[rays], ref[rays], atol=1e-3, rtol=1e-3, name=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aniportrait import ops
 from aniportrait.kernels._testing import (
     assert_close,
     assert_close_lowp,
@@ -14,6 +15,7 @@ from aniportrait.kernels._testing import (
 )
 from aniportrait.kernels.volume_composite import INVALID_DEPTH, VolumeCompositeFunction, volume_composite_ref
 from aniportrait.kernels.volume_composite import volume_composite_triton as _volume_composite_triton
+from tests.kernels.gpu_helpers import outputs_and_grads as _outputs_and_grads
 
 volume_composite_triton = on_kernel_device(_volume_composite_triton)
 
@@ -347,3 +349,27 @@ def test_volume_composite_validation(impl, case, message):
     entry = {"ref": volume_composite_ref, "triton": _volume_composite_triton}[impl]  # unwrapped: no device moves
     with pytest.raises(ValueError, match=message):
         entry(rgb, alpha, depth, valid=valid)
+
+
+# -- the release's sizes on a real GPU (marker gpu, skipped without CUDA; see gpu_helpers.py) ----------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("side", [128, 512])
+def test_volume_composite_release_size(side):
+    """Compositing 24 manifolds for a 128x128 LR frame (RGB + features) and a 512x512 HR frame (RGBA)."""
+    channels = 36 if side == 128 else 4
+    rgb, alpha, depth, valid = make_volume_composite_inputs(1, side * side, 24, channels, device="cuda")
+
+    def run(impl, dtype):
+        return _outputs_and_grads(
+            lambda c, a, d: ops.volume_composite(c, a, d, valid=valid, impl=impl),
+            (rgb.to(dtype), alpha.to(dtype), depth.to(dtype)),
+        )
+
+    tri_out, tri_grads = run("triton", torch.float32)
+    ref_out, ref_grads = run("ref", torch.float64)
+    for tri, ref, name in zip(
+        tri_out + tri_grads, ref_out + ref_grads, ("rgb", "depth", "weights", "d_rgb", "d_alpha", "d_depth")
+    ):
+        assert_close(tri, ref, atol=1e-5, rtol=1e-4, name=name)

@@ -13,18 +13,8 @@ from aniportrait.geometry import euler_zyx_to_matrix
 from aniportrait.models.body import BodyModel, to_face_frame
 from aniportrait.models.rig import rig_valid_index
 from aniportrait.models.smpl_file import BodyModelError
+from tests.helpers import RELEASE_SMPL_BUFFERS
 
-# Buffers of smplx's SMPLLayer = the release checkpoint's renderer.smpl_model.* keys (sshq512.pt).
-RELEASE_SMPL_BUFFERS = {
-    "shapedirs": ((6890, 3, 10), torch.float32),
-    "faces_tensor": ((13776, 3), torch.int64),
-    "v_template": ((6890, 3), torch.float32),
-    "J_regressor": ((24, 6890), torch.float32),
-    "posedirs": ((207, 20670), torch.float32),
-    "parents": ((24,), torch.int64),
-    "lbs_weights": ((6890, 24), torch.float32),
-    "vertex_joint_selector.extra_joints_idxs": ((21,), torch.int64),
-}
 HEAD, NECK = 15, 12
 POSE_HEAD = 3  # row of joint 15 in the [B, 6, 3] pose
 

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-from test_train import FAST, write_dataset
 
 from aniportrait.checkpoint import load_generator
-from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
 from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer
 from aniportrait.train.state import load_training_state
+from tests.train.train_helpers import FAST, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -21,24 +20,6 @@ def stage1(dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "s1"
     Trainer(TrainConfig(total_steps=2, **FAST), dataset, run, progress=False).run()
     return run
-
-
-def test_progressive_load_takes_the_shared_blocks():
-    torch.manual_seed(0)
-    small = MultiDiscriminator(DiscriminatorConfig(whole_size=16, face_size=16, max_channels=32))
-    large = MultiDiscriminator(DiscriminatorConfig(whole_size=64, face_size=32, max_channels=32))
-    copied, total = large.load_progressive(small.state_dict())
-    assert 0 < copied < total
-    # The small encoder's blocks are the large one's last blocks.
-    for name in ("whole", "face", "torso"):
-        src, dst = getattr(small, name).layers, getattr(large, name).layers
-        for k in range(1, len(src) + 1):
-            for (a, p), (b, q) in zip(src[-k].named_parameters(), dst[-k].named_parameters()):
-                assert a == b and torch.equal(p, q), (name, k, a)
-        assert torch.equal(getattr(small, name).final_layer.weight, getattr(large, name).final_layer.weight)
-    same = MultiDiscriminator(DiscriminatorConfig(whole_size=16, face_size=16, max_channels=32))
-    total_same = len(same.state_dict())
-    assert same.load_progressive(small.state_dict()) == (total_same, total_same)
 
 
 def test_same_stage_continues_generator_ema_discriminator_and_its_optimiser(stage1, dataset, tmp_path):

@@ -1,15 +1,16 @@
-"""The loss terms of each phase and how the loop applies them: weights, per-discriminator clipping, reals' grid."""
+"""The loss terms of each phase: their weights, and the deformation terms of the generator phase (how the loop applies
+them, per-discriminator clipping and the reals' grid, is tested in ``test_loop.py``)."""
 
 import math
 
 import pytest
 import torch
-from test_train import FAST, write_dataset
 
 from aniportrait.models.discriminator import TINY_DISCRIMINATOR, MultiDiscriminator
 from aniportrait.train.config import TrainConfig
-from aniportrait.train.loop import Trainer, to_ray_grid
+from aniportrait.train.loop import Trainer
 from aniportrait.train.objective import Objective
+from tests.train.train_helpers import FAST, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +45,6 @@ def test_adversarial_terms_are_weighted_per_discriminator():
     paper = Objective(TrainConfig(), D).discriminator(real, fake)[0]
     for key, weight in (("d_whole", 0.1), ("d_face", 1.0), ("d_torso", 0.5)):
         assert paper[key].item() == pytest.approx(weight * one[key].item(), rel=1e-6), key
-
-
-def test_each_discriminator_is_clipped_on_its_own(dataset, tmp_path):
-    """A huge gradient in one discriminator must not scale the others' steps down."""
-    config = TrainConfig(total_steps=1, grad_clip=1.0, **FAST)
-    trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
-    phase = trainer.phases[0]
-    params = phase.params
-    loss = sum(1e6 * p.sum() for p in trainer.D.whole.parameters()) + sum(
-        1e-3 * p.sum() for p in trainer.D.face.parameters()
-    )
-    trainer._optimizer_step(loss, phase)
-    whole = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.whole.parameters()))
-    face = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.face.parameters()))
-    assert whole.item() == pytest.approx(1.0, rel=1e-4), "clipped to grad_clip"
-    expected_face = 1e-3 * math.sqrt(sum(p.numel() for p in trainer.D.face.parameters()))
-    assert face.item() == pytest.approx(expected_face, rel=1e-4), "untouched by the other discriminator's norm"
-    assert len(params) == sum(1 for _ in trainer.D.parameters())
-
-
-def test_reals_are_sampled_at_the_render_pixel_centres():
-    """A ramp image of any size samples to the ray grid corner to corner (first and last pixels kept)."""
-    ramp = torch.linspace(0, 1, 128).expand(1, 3, 128, 128)
-    grid = to_ray_grid(ramp, 32)
-    torch.testing.assert_close(grid[0, 0, 0], torch.linspace(0, 1, 32), atol=1e-6, rtol=0)
-    assert to_ray_grid(ramp, 128) is ramp
 
 
 def test_generator_phase_has_the_deformation_terms_and_no_pose_smoothness_without_a_trained_smoother(dataset, tmp_path):

@@ -5,9 +5,9 @@ import shlex
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_train import write_dataset
 
 from aniportrait.cli import main
+from tests.train.train_helpers import write_dataset
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_train import FAST, write_dataset
 
 from aniportrait.checkpoint import load_generator
-from aniportrait.train.config import PRESETS, TrainConfig
+from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, Trainer
 from aniportrait.train.warmups import (
     BOX,
@@ -23,6 +22,7 @@ from aniportrait.train.warmups import (
     fit_sr_to_upsampling,
     vertex_normals,
 )
+from tests.train.train_helpers import FAST, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +166,3 @@ def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
     labels = np.load(dataset / "labels.npz")
     expected = torch.from_numpy(np.concatenate([labels["id"], labels["betas"]], axis=1))
     torch.testing.assert_close(generator.id_bank, expected)
-
-
-def test_small_preset_is_the_documented_cpu_recipe():
-    small = PRESETS["small"]
-    assert small.model == "small" and small.shape_prior_steps > 0 and small.sr_prior_steps > 0
-    assert small.deform_prior_steps > 0
-    assert not small.train_smoother
-    with pytest.raises(ValueError, match="shape_prior_steps"):
-        TrainConfig(shape_prior_steps=-1)

@@ -1,8 +1,9 @@
-"""`aniportrait render`: videos per seed in the release's naming, frame counts, PNG frames, checkpoints, op
-implementations, and the bad-input contract (one 'Error:' line, exit code 2, no traceback, no partial output).
+"""The videos `aniportrait render` writes (``render/video.py``): per seed in the release's naming, frame counts, PNG
+frames, contact sheets, checkpoints, op implementations, no partial files after a failure, leftovers of killed
+renders, and file modes. The command's bad input and help are tested in ``tests/cli/test_render.py``.
 
-Most tests replace the built-in default (the ``small`` config) by a ``tiny`` generator so that a render takes a
-fraction of a second; one test renders the real default.
+Most tests replace the built-in default (the ``small`` config) by a ``tiny`` generator (the ``tiny`` fixture of
+``tests/conftest.py``) so that a render takes a fraction of a second; one test renders the real default.
 """
 
 import os
@@ -21,57 +22,13 @@ from aniportrait import ops, pretrained
 from aniportrait.checkpoint import save_generator
 from aniportrait.cli import main
 from aniportrait.config import TINY
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render import keyframes as kf
 from aniportrait.staging import owned_prefix
+from tests.helpers import listing, render
 
 HR, LR = TINY.hr_img_size, TINY.lr_img_size
 VIDEOS = ("rgb", "rgb_lr", "depth")
-
-
-def tiny_default() -> AniPortraitGenerator:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        generator = AniPortraitGenerator(TINY)
-    init_planar_manifolds(generator)
-    return generator.eval()
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """The built-in default replaced by a deterministic tiny generator; returns that generator."""
-    generator = tiny_default()
-
-    def builtin_generator(device="cpu"):
-        return generator.to(device).eval(), {"body": "procedural", "note": "tiny test default"}, None
-
-    monkeypatch.setattr(pretrained, "builtin_generator", builtin_generator)
-    monkeypatch.delenv("ANIPORTRAIT_SMPL", raising=False)
-    monkeypatch.delenv("ANIPORTRAIT_IMPL", raising=False)
-    return generator
-
-
-@pytest.fixture
-def keys(tmp_path):
-    """Keyframe files: 3 expressions, 3 poses, 2 and 3 cameras."""
-    folder = tmp_path / "keys"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    arrays = {
-        "expression": rng.standard_normal((3, 64)).astype(np.float32),
-        "pose": (rng.standard_normal((3, 6, 3)) * 0.1).astype(np.float32),
-        "camera": np.array([[1.5708, 1.3], [1.5, 1.9], [1.6, 1.57]], np.float32),
-        "camera2": np.array([[1.5708, 1.3], [1.5708, 1.8]], np.float32),
-    }
-    paths = {}
-    for name, array in arrays.items():
-        paths[name] = str(folder / f"{name}.npy")
-        np.save(paths[name], array)
-    return paths
-
-
-def render(*args: str):
-    return CliRunner().invoke(main, ["render", "--device", "cpu", *args])
 
 
 def ok(result):
@@ -103,17 +60,6 @@ def all_frames(path) -> list[np.ndarray]:
         return [np.asarray(frame) for frame in reader]
     finally:
         reader.close()
-
-
-def listing(folder) -> set[str]:
-    """Every file and folder below ``folder`` (relative), hidden ones included; empty if it does not exist."""
-    if not os.path.exists(folder):
-        return set()
-    found = set()
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            found.add(os.path.relpath(os.path.join(root, name), folder))
-    return found
 
 
 # -- videos --------------------------------------------------------------------------------------------------------
@@ -327,199 +273,7 @@ def test_real_builtin_default_renders(keys, tmp_path, monkeypatch):
         assert first_frame(out / name).shape == (side, side, 3)
 
 
-# -- bad input -----------------------------------------------------------------------------------------------------
-
-
-def bad(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-def _write(folder, name, array, **kwargs):
-    path = folder / name
-    np.save(path, array, **kwargs)
-    return str(path)
-
-
-def bad_case(name, folder, keys):
-    """(extra render arguments, fragments the error line must contain) of a bad-input case."""
-    if name == "expression-shape":
-        return ["--expression", _write(folder, "e.npy", np.zeros((3, 63)))], ["e.npy", "[N, 64]", "[3, 63]"]
-    if name == "pose-shape":
-        return ["--pose", _write(folder, "p.npy", np.zeros((3, 18)))], ["p.npy", "[N, 6, 3]"]
-    if name == "camera-shape":
-        return ["--camera", _write(folder, "c.npy", np.zeros((3, 3)))], ["c.npy", "[N, 2]"]
-    if name == "pose-nan":
-        pose = np.zeros((3, 6, 3))
-        pose[1, 2, 0] = np.nan
-        return ["--pose", _write(folder, "p.npy", pose)], ["p.npy", "NaN"]
-    if name == "camera-inf":
-        return ["--camera", _write(folder, "c.npy", np.array([[1.5, np.inf]]))], ["c.npy", "infinite"]
-    if name == "expression-text":
-        return ["--expression", _write(folder, "e.npy", np.array([["a"] * 64]))], ["e.npy", "numeric"]
-    if name == "expression-pickled":
-        path = _write(folder, "e.npy", np.array([[None] * 64], dtype=object), allow_pickle=True)
-        return ["--expression", path], ["e.npy", "not a readable .npy array"]
-    if name == "expression-npz":
-        path = folder / "e.npz"
-        np.savez(path, np.zeros((3, 64)))
-        return ["--expression", str(path)], ["e.npz", ".npz archive"]
-    if name == "length-mismatch":
-        return ["--expression", keys["expression"], "--camera", keys["camera2"]], ["expression has 3", "camera has 2"]
-    if name == "missing-keyframes":
-        return ["--pose", str(folder / "nope.npy")], ["pose keyframe file not found", "nope.npy"]
-    if name.startswith("seeds"):
-        text = {"seeds-a": "a", "seeds-neg": "-1", "seeds-range": "3-1", "seeds-empty": "", "seeds-gap": "1,,2"}[name]
-        return ["--seeds", text], ["bad seed list"]
-    if name == "trajectory-and-file":
-        return ["--trajectory", "yaw", "--camera", keys["camera2"]], ["--trajectory"]
-    if name == "missing-checkpoint":
-        return ["--checkpoint", str(folder / "nope.safetensors")], ["checkpoint not found", "nope.safetensors"]
-    if name == "corrupt-checkpoint":
-        path = folder / "bad.safetensors"
-        path.write_bytes(b"garbage" * 10)
-        return ["--checkpoint", str(path)], ["bad.safetensors", "not a readable safetensors file"]
-    if name == "official-pt":
-        path = folder / "sshq512.pt"
-        torch.save({"w": torch.zeros(1)}, path)
-        return ["--checkpoint", str(path)], ["convert-official"]
-    if name == "smpl-checkpoint-without-smpl":
-        path = folder / "smpl.safetensors"
-        save_generator(path, tiny_default(), body="smpl", valid_index=torch.arange(100))
-        return ["--checkpoint", str(path)], ["SMPL", "--smpl"]
-    if name == "smpl-file-missing":
-        path = folder / "smpl.safetensors"
-        save_generator(path, tiny_default(), body="smpl", valid_index=torch.arange(100))
-        return ["--checkpoint", str(path), "--smpl", str(folder / "SMPL_NEUTRAL.pkl")], ["SMPL_NEUTRAL.pkl"]
-    if name == "smpl-with-procedural":
-        path = folder / "rig.npz"
-        np.savez(path, v_template=np.zeros((6890, 3)))
-        return ["--smpl", str(path)], ["--smpl", "procedural"]
-    if name == "device-cuda":
-        if torch.cuda.is_available():
-            pytest.skip("CUDA is available")
-        return ["--device", "cuda"], ["CUDA", "--device cpu"]
-    raise AssertionError(name)
-
-
-BAD_CASES = [
-    "expression-shape",
-    "pose-shape",
-    "camera-shape",
-    "pose-nan",
-    "camera-inf",
-    "expression-text",
-    "expression-pickled",
-    "expression-npz",
-    "length-mismatch",
-    "missing-keyframes",
-    "seeds-a",
-    "seeds-neg",
-    "seeds-range",
-    "seeds-empty",
-    "seeds-gap",
-    "trajectory-and-file",
-    "missing-checkpoint",
-    "corrupt-checkpoint",
-    "official-pt",
-    "smpl-checkpoint-without-smpl",
-    "smpl-file-missing",
-    "smpl-with-procedural",
-    "device-cuda",
-]
-
-
-@pytest.mark.parametrize("name", BAD_CASES)
-def test_bad_input_is_one_error_line_and_no_output(tiny, keys, tmp_path, name):
-    args, fragments = bad_case(name, tmp_path, keys)
-    out = tmp_path / "out"
-    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
-    assert listing(out) == set()
-
-
-@pytest.mark.parametrize("name", ["pose-nan", "length-mismatch", "smpl-checkpoint-without-smpl"])
-def test_bad_input_leaves_an_existing_out_dir_untouched(tiny, keys, tmp_path, name):
-    args, fragments = bad_case(name, tmp_path, keys)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "video_0_rgb.mp4").write_bytes(b"an earlier video")
-    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
-    assert listing(out) == {"video_0_rgb.mp4"}
-    assert (out / "video_0_rgb.mp4").read_bytes() == b"an earlier video"
-
-
-def test_unwritable_out_dir(tiny, keys, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    out = blocker / "videos"
-    bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
-    assert listing(tmp_path) == {"file", "keys"} | {
-        f"keys/{n}.npy" for n in ("expression", "pose", "camera", "camera2")
-    }
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write to read-only folders")
-def test_read_only_out_dir(tiny, keys, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o555)
-    try:
-        bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
-        assert listing(out) == set()
-    finally:
-        out.chmod(0o755)
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--n-interval", "0"],
-        ["--fps", "0"],
-        ["--psi", "1.5"],
-        ["--impl", "cuda"],
-        ["--trajectory", "spin"],
-        ["--out", "IS_A_FILE"],
-        ["--expression", "IS_A_DIR"],
-        ["--bogus"],
-    ],
-    ids=lambda a: a[0],
-)
-def test_bad_options_exit_2_without_traceback(tiny, tmp_path, args):
-    (tmp_path / "file").write_text("x")
-    args = [a.replace("IS_A_FILE", str(tmp_path / "file")).replace("IS_A_DIR", str(tmp_path)) for a in args]
-    if "--out" not in args:
-        args += ["--out", str(tmp_path / "out")]
-    result = render(*args)
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "Error:" in result.stderr
-    assert listing(tmp_path) == {"file"}
-
-
-def test_out_is_required(tiny):
-    result = render("--seeds", "0")
-    assert result.exit_code == 2 and "--out" in result.stderr
-
-
-def test_unknown_device_is_refused(tiny, keys, tmp_path):
-    bad(render("--camera", keys["camera2"], "--device", "gpu0", "--out", str(tmp_path / "out")), "--device")
-
-
-def test_seed_out_of_range_is_refused(tiny, keys, tmp_path):
-    out = tmp_path / "out"
-    bad(render("--camera", keys["camera2"], "--seeds", str(2**64), "--n-interval", "1", "--out", str(out)), "seed")
-    assert listing(out) == set()
-
-
-def test_triton_without_cuda_or_interpreter_is_refused(tiny, keys, tmp_path, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    out = tmp_path / "out"
-    bad(render("--camera", keys["camera2"], "--impl", "triton", "--n-interval", "1", "--out", str(out)), "triton")
-    assert listing(out) == set()
+# -- a failure while rendering -------------------------------------------------------------------------------------
 
 
 def test_failure_while_rendering_leaves_no_partial_files(tiny, keys, tmp_path, monkeypatch):
@@ -544,17 +298,6 @@ def test_failure_while_rendering_leaves_no_partial_files(tiny, keys, tmp_path, m
 
 
 # -- leftovers of killed renders, file modes ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def live_pid():
-    """The PID of a running (sleeping) process, stopped after the test."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        yield process.pid
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_render_removes_dead_renders_leftovers_and_keeps_live_ones(tiny, keys, tmp_path, live_pid):
@@ -607,22 +350,3 @@ def test_outputs_get_the_modes_of_the_umask(tiny, keys, tmp_path, umask):
     for path in [out, *(out / name for name in listing(out))]:
         expected = (0o777 if path.is_dir() else 0o666) & ~umask
         assert stat.S_IMODE(path.stat().st_mode) == expected, (path.name, oct(path.stat().st_mode))
-
-
-# -- help ----------------------------------------------------------------------------------------------------------
-
-
-def test_main_help_lists_commands():
-    result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0
-    for command in ("render", "convert-official", "info"):
-        assert command in result.output
-
-
-def test_render_help_lists_options():
-    result = CliRunner().invoke(main, ["render", "--help"])
-    assert result.exit_code == 0
-    options = "--checkpoint --smpl --seeds --expression --pose --camera --trajectory --n-interval --fps --psi"
-    for option in (*options.split(), "--device", "--impl", "--png", "--out", "--quiet"):
-        assert option in result.output, option
-    assert "0,1,4-6" in result.output and "[N, 64]" in result.output and "[N, 6, 3]" in result.output

@@ -1,6 +1,9 @@
-"""The training loop on the tiny config: both stages, exact resume, two-process training, faults, the CLI."""
+"""The training loop on the tiny config: both stages, exact resume, two-process training, faults, lazy R1, learning
+rates, per-discriminator clipping and the reals' grid (the command itself: ``tests/cli/test_train.py``; starting from
+another run: ``test_init_from.py``)."""
 
 import json
+import math
 import os
 import socket
 
@@ -8,36 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from click.testing import CliRunner
 
 from aniportrait.checkpoint import load_generator
-from aniportrait.cli import main
-from aniportrait.data.format import LABEL_SHAPES
 from aniportrait.train import losses as losses_module
 from aniportrait.train.config import TrainConfig
-from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError
+from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError, to_ray_grid
 from aniportrait.train.state import load_training_state
-
-FAST = {"batch_size": 1, "impl": "ref", "log_every": 1, "sample_every": 1000, "checkpoint_every": 1000}
-
-
-def write_dataset(path, n=4, res=16, face=16, seed=0):
-    """A tiny dataset in the on-disk format (random pixels, plausible labels)."""
-    import imageio.v2 as imageio
-
-    rng = np.random.default_rng(seed)
-    (path / "images").mkdir(parents=True)
-    (path / "faces").mkdir()
-    ids = np.array([f"{i:04d}" for i in range(n)])
-    for i in ids:
-        imageio.imwrite(path / "images" / f"{i}.png", rng.integers(0, 255, (res, res, 3), dtype=np.uint8))
-        imageio.imwrite(path / "faces" / f"{i}.png", rng.integers(0, 255, (face, face, 3), dtype=np.uint8))
-    labels = {k: (0.1 * rng.standard_normal((n, *s))).astype(np.float32) for k, s in LABEL_SHAPES.items()}
-    labels["camera"] += np.float32(np.pi / 2)
-    np.savez(path / "labels.npz", ids=ids, **labels)
-    meta = {"format": "aniportrait-dataset", "version": 1, "image_size": res, "face_size": face, "count": n}
-    (path / "dataset.json").write_text(json.dumps(meta))
-    return path
+from tests.train.train_helpers import FAST, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -181,29 +161,6 @@ def test_two_process_training_keeps_replicas_identical(dataset, tmp_path):
     assert (tmp_path / "ddp" / STATE_FILE).is_file()
 
 
-def test_cli_train_dry_run_and_bad_input(dataset, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--dry-run"])
-    assert result.exit_code == 0 and json.loads(result.output)["model"] == "tiny"
-    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--set", "nope=1"])
-    assert result.exit_code == 2 and "bad --set" in result.output and "Traceback" not in result.output
-    result = runner.invoke(main, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")])
-    assert result.exit_code == 2 and "Error:" in result.output
-    assert not (tmp_path / "y").exists()
-
-
-def test_cli_train_runs_and_refuses_to_overwrite(dataset, tmp_path):
-    runner = CliRunner()
-    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet"]
-    sets = ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
-    result = runner.invoke(main, args + sets)
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(main, args + sets)
-    assert result.exit_code == 2 and "--resume" in result.output
-    result = runner.invoke(main, args + ["--set", "total_steps=2", "--set", "batch_size=2", "--resume"])
-    assert result.exit_code == 2 and "batch_size" in result.output
-
-
 def test_landmark_loss_turns_on_with_a_face_estimator(dataset, tmp_path):
     calls = []
 
@@ -217,49 +174,6 @@ def test_landmark_loss_turns_on_with_a_face_estimator(dataset, tmp_path):
     trainer.run()
     stats = json.loads((tmp_path / "lm" / "stats.jsonl").read_text().splitlines()[-1])
     assert calls and np.isfinite(stats["landmark"]) and stats["landmark"] > 0
-
-
-RELEASE_SMPL = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "release-smpl"
-
-
-def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
-    from aniportrait.models.rig import procedural_rig
-
-    smpl = tmp_path / "SMPL_NEUTRAL.npz"
-    np.savez(smpl, **procedural_rig())  # an SMPL-layout stand-in: no SMPL data
-    result = CliRunner().invoke(
-        main,
-        ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet", "--smpl", str(smpl)]
-        + ["--knn-index", str(RELEASE_SMPL / "valid_smpl_knn_index.npy")]
-        + ["--smpl-landmarks", str(RELEASE_SMPL / "smpl_face_landmarks_bary.npy")]
-        + ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"],
-    )
-    assert result.exit_code == 0, result.output
-    _, metadata, valid_index = load_generator(tmp_path / "run" / GENERATOR_FILE)
-    assert metadata["body"] == "smpl" and metadata["face_model"] == "procedural"
-    assert torch.equal(valid_index, torch.from_numpy(np.load(RELEASE_SMPL / "valid_smpl_knn_index.npy")))
-    partial = CliRunner().invoke(
-        main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
-    )
-    assert partial.exit_code == 2 and "go together" in partial.output
-
-
-def test_torchrun_two_processes_through_the_cli(dataset, tmp_path):
-    """The real multi-process entry: torchrun -> `aniportrait train` -> gloo on CPU."""
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    command += ["-m", "aniportrait.cli", "train", "--data", str(dataset), "--out", str(tmp_path / "tr"), "--quiet"]
-    command += ["--device", "cpu", "--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "world 2" in (tmp_path / "tr" / "log.txt").read_text()
-    assert (tmp_path / "tr" / STATE_FILE).is_file()
 
 
 def test_lazy_r1_runs_every_kth_step_with_k_times_the_weight(dataset, tmp_path):
@@ -289,3 +203,29 @@ def test_radiance_lr_scale_slows_only_radiance_nets_field_layers(dataset, tmp_pa
     assert [g["lr"] for g in stage2.opt_G.param_groups] == [stage2.cfg.lr_sr]  # stage 2 is not affected
     with pytest.raises(ValueError, match="radiance_lr_scale"):
         TrainConfig(radiance_lr_scale=0.0)
+
+
+def test_each_discriminator_is_clipped_on_its_own(dataset, tmp_path):
+    """A huge gradient in one discriminator must not scale the others' steps down."""
+    config = TrainConfig(total_steps=1, grad_clip=1.0, **FAST)
+    trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
+    phase = trainer.phases[0]
+    params = phase.params
+    loss = sum(1e6 * p.sum() for p in trainer.D.whole.parameters()) + sum(
+        1e-3 * p.sum() for p in trainer.D.face.parameters()
+    )
+    trainer._optimizer_step(loss, phase)
+    whole = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.whole.parameters()))
+    face = torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.D.face.parameters()))
+    assert whole.item() == pytest.approx(1.0, rel=1e-4), "clipped to grad_clip"
+    expected_face = 1e-3 * math.sqrt(sum(p.numel() for p in trainer.D.face.parameters()))
+    assert face.item() == pytest.approx(expected_face, rel=1e-4), "untouched by the other discriminator's norm"
+    assert len(params) == sum(1 for _ in trainer.D.parameters())
+
+
+def test_reals_are_sampled_at_the_render_pixel_centres():
+    """A ramp image of any size samples to the ray grid corner to corner (first and last pixels kept)."""
+    ramp = torch.linspace(0, 1, 128).expand(1, 3, 128, 128)
+    grid = to_ray_grid(ramp, 32)
+    torch.testing.assert_close(grid[0, 0, 0], torch.linspace(0, 1, 32), atol=1e-6, rtol=0)
+    assert to_ray_grid(ramp, 128) is ramp

@@ -1,5 +1,6 @@
-"""The shipped built-in default (``assets/models/default.safetensors``): it loads, stays small, and renders a
-head-and-shoulders figure like the synthetic figures it was trained on, that follows camera, pose and expression."""
+"""The shipped built-in default (``assets/models/default.safetensors``, found and loaded by ``pretrained.py``): it
+loads, stays small, and renders a head-and-shoulders figure like the synthetic figures it was trained on, that follows
+camera, pose and expression."""
 
 import math
 import os

@@ -1,0 +1,87 @@
+"""DeformNet against a release-style reference: zero init, the forward formula, units, and the neck gate (CPU, tiny
+config)."""
+
+import pytest
+import torch
+
+from aniportrait.constants import WARP_SCALE
+from aniportrait.models.deformation import DeformNet, neck_gate_weight
+from tests.models.network_helpers import TINY_DEFORM, film_ref
+
+
+def deform_ref(net, x_can, freq, phase):
+    """Release-style DeformNet: 7-channel input [w(x), 0, 0, 0, 0], full final layer, first 3 outputs."""
+    hidden = net.hidden_dim
+    freq = freq * 15 + 30
+    coords = x_can.reshape(x_can.shape[0], -1, 3) * WARP_SCALE
+    x = torch.cat([coords, torch.zeros(*coords.shape[:-1], 4, dtype=coords.dtype)], -1)
+    for k, film in enumerate(net.network):
+        sl = slice(k * hidden, (k + 1) * hidden)
+        x = film_ref(x, film.layer.weight, film.layer.bias, freq[:, sl], phase[:, sl])
+    d = net.final_layer(x)[..., :3]
+    return (coords + d).reshape(x_can.shape), d.reshape(x_can.shape)
+
+
+def randomize_(module, std=0.3):
+    """Overwrite every parameter with noise (to make zero-initialised layers contribute)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+
+
+def test_deform_net_zero_init():
+    net = DeformNet(**TINY_DEFORM)
+    x = torch.rand(2, 33, 3) * 0.4 - 0.2
+    new_coords, d = net(x, *net.mapping(torch.randn(2, 12)))
+    assert torch.equal(d, torch.zeros_like(x))
+    assert torch.equal(new_coords, x * WARP_SCALE)
+
+
+def test_deform_net_matches_reference():
+    net = DeformNet(**TINY_DEFORM)
+    randomize_(net.final_layer, std=0.1)
+    freq, phase = net.mapping(torch.randn(2, 12))
+    assert freq.shape == phase.shape == (2, 48)
+    x = torch.rand(2, 4, 8, 3) * 0.4 - 0.2
+    new_coords, d = net(x, freq, phase)
+    ref_new, ref_d = deform_ref(net, x, freq, phase)
+    assert new_coords.shape == d.shape == x.shape
+    torch.testing.assert_close(d, ref_d)
+    torch.testing.assert_close(new_coords, ref_new)
+    # d is in warped units: new_coords - w(x) is d itself.
+    torch.testing.assert_close(new_coords - x * WARP_SCALE, d)
+
+
+def test_deform_net_neck_gate_keeps_the_torso_still():
+    """With a neck gate, d is the ungated net's d times a smoothstep of the height: 0 below, unchanged above."""
+    low, high = -0.16, -0.125
+    torch.manual_seed(0)
+    plain = DeformNet(**TINY_DEFORM)
+    randomize_(plain.final_layer, std=0.1)
+    gated = DeformNet(**TINY_DEFORM, neck_gate=(low, high))
+    gated.load_state_dict(plain.state_dict())
+    freq, phase = plain.mapping(torch.randn(2, 12))
+    x = torch.rand(2, 300, 3) * 0.6 - 0.3
+    x[:, :3, 1] = torch.tensor([low - 0.01, low, high])  # exact ends of the ramp
+    _, d_plain = plain(x, freq, phase)
+    new_coords, d = gated(x, freq, phase)
+    y = x[..., 1:2]
+    below, above = (y <= low).expand_as(d), (y >= high).expand_as(d)
+    assert below.any() and above.any() and d_plain[below].abs().min() > 0
+    assert torch.equal(d[below], torch.zeros_like(d[below]))
+    assert torch.equal(d[above], d_plain[above])
+    ramp = ((y > low) & (y < high)).expand_as(d)
+    weight = d[ramp] / d_plain[ramp]
+    assert ((weight > 0) & (weight < 1)).all()
+    torch.testing.assert_close(new_coords, x * WARP_SCALE + d)
+    # The gate is C1: half weight at the ramp's middle, zero slope at both ends.
+    mid = torch.tensor([(low + high) / 2, low + 1e-4, high - 1e-4])
+    w = neck_gate_weight(mid, low, high)
+    assert abs(float(w[0]) - 0.5) < 1e-6 and float(w[1]) < 1e-4 and float(w[2]) > 1 - 1e-4  # 3 t^2 near the ends
+    # The gate passes gradients to the net above the neck and none below it.
+    x.requires_grad_(False)
+    loss = gated(x, freq, phase)[1].square().sum()
+    loss.backward()
+    assert gated.final_layer.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="low < high"):
+        DeformNet(**TINY_DEFORM, neck_gate=(high, low))
