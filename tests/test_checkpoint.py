@@ -341,3 +341,10 @@ def test_load_rejects_a_bad_id_bank(saved, bank):
     _rewrite(path, tensors, metadata)
     with pytest.raises(CheckpointError, match="labels.id_bank must be a finite"):
         load_generator(path)
+
+
+def test_loading_leaves_the_global_rng_alone(tmp_path):
+    save_generator(tmp_path / "g.safetensors", tiny_generator())
+    before = torch.get_rng_state()
+    load_generator(tmp_path / "g.safetensors")
+    assert torch.equal(torch.get_rng_state(), before)

@@ -148,7 +148,8 @@ def load_generator(
                 f"{path}: {ID_BANK_KEY} must be a finite [N, {width}] label bank, got {list(id_bank.shape)}"
             )
     try:
-        generator = AniPortraitGenerator(config)
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the global RNG alone
+            generator = AniPortraitGenerator(config)
     except (ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path}: its generator config cannot be built: {err}") from None
     expected = generator.state_dict()

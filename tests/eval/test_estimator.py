@@ -172,3 +172,9 @@ def test_fidelity_is_zero_for_a_set_itself_and_grows_with_a_shift():
     assert abs(frechet_distance(base, base)) < 1e-6
     near, far = (features(figures.with_(camera=figures.camera + np.array([0.0, d]))) for d in (0.1, 0.3))
     assert 0 < frechet_distance(base, near) < frechet_distance(base, far)
+
+
+def test_loading_the_estimator_leaves_the_global_rng_alone():
+    before = torch.get_rng_state()
+    load_synthetic_estimator()
+    assert torch.equal(torch.get_rng_state(), before)

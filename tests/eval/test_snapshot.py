@@ -11,16 +11,7 @@ import torch
 from aniportrait.data import synth
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.eval import EvalError
-from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.eval.snapshot import snapshot_metrics
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _estimator_loaded():
-    """Load the packaged estimator before these tests, as the estimator tests did when these tests sat after them in
-    ``test_estimator.py``: its one load per process draws from the global RNG, which the RNG check below would
-    otherwise see when this file runs alone."""
-    builtin_estimator()
 
 
 @pytest.fixture(scope="module")

@@ -254,7 +254,8 @@ def load_synthetic_estimator(
         record = json.loads(metadata.get("record", "{}"))
     except (ValueError, TypeError, KeyError) as err:
         raise EvalError(f"{path}: bad estimator metadata ({err}){hint}") from None
-    model = SyntheticLabelEstimator(config)
+    with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the global RNG alone
+        model = SyntheticLabelEstimator(config)
     problem = state_dict_mismatch(model, tensors)
     if problem:
         raise EvalError(f"{path}: estimator tensors do not match its config: {problem}{hint}")
