@@ -144,7 +144,7 @@ class Portrait:
         images = torch.stack(frames)
         if output == "tensor":
             return images
-        from aniportrait.render.video import to_uint8
+        from aniportrait.images import to_uint8
 
         arrays = np.stack([to_uint8(image) for image in images])
         if output == "numpy":

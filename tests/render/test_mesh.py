@@ -9,10 +9,10 @@ import torch
 
 from aniportrait import constants
 from aniportrait.cameras import camera_origin, camera_ray_directions
+from aniportrait.images import to_uint8
 from aniportrait.models.generator import sample_identity_latents
 from aniportrait.pretrained import body_for_checkpoint, builtin_generator
 from aniportrait.render.mesh import METRES_PER_UNIT, OPAQUE, portrait_mesh, surface_mesh
-from aniportrait.render.video import to_uint8
 
 trimesh = pytest.importorskip("trimesh", reason="export-mesh needs trimesh (the test extra installs it)")
 

@@ -56,6 +56,7 @@ from aniportrait.eval.estimator import (
     save_estimator,
 )
 from aniportrait.eval.metrics import frechet_distance
+from aniportrait.images import quantize
 
 AUG_GROUP = 16  # images per resolution draw
 PORTRAIT_RANGE = (32, 128)
@@ -74,8 +75,7 @@ def load_arrays(path: str | Path) -> tuple[Tensor, Tensor, Tensor, dict]:
     faces = torch.empty(n, 3, dataset.face_size, dataset.face_size, dtype=torch.uint8)
     for i in range(n):
         item = dataset.get(i, flip=False)
-        images[i] = ((item["image"] + 1.0) * 127.5).round_().to(torch.uint8)
-        faces[i] = ((item["face"] + 1.0) * 127.5).round_().to(torch.uint8)
+        images[i], faces[i] = quantize(item["image"]), quantize(item["face"])
     labels = {k: torch.from_numpy(np.asarray(dataset.labels[k])) for k in ("camera", "pose", "expression")}
     return images, faces, encode_targets(labels["camera"], labels["pose"], labels["expression"]), dataset.meta
 

@@ -72,7 +72,7 @@ def portrait_mesh(generator, body, identity, camera, pose, expression, *, impl: 
     ``identity`` is a batch-1 :class:`~aniportrait.models.generator.Identity`; camera [1, 2], pose [1, 6, 3] and
     expression [1, 64] are tensors on the generator's device.
     """
-    from aniportrait.render.video import to_uint8
+    from aniportrait.images import to_uint8
 
     surface = generator.render_surface(identity, body, camera, pose, expression, impl=impl)
     points = surface["points"][0].double().cpu().numpy() * METRES_PER_UNIT

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aniportrait import constants
+from aniportrait.images import to_uint8
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.keyframes import Keyframes
 from aniportrait.staging import atomic_write, create_dir, owned_prefix, remove_stale
@@ -56,11 +57,6 @@ class RenderSettings:
     impl: str = "auto"
     precision: str = "fp32"
     progress: bool = True
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[3, H, W] in [-1, 1] -> [H, W, 3] uint8, as the release (clamp(x * 127.5 + 128))."""
-    return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def depth_to_uint8(

@@ -45,6 +45,7 @@ from aniportrait.checkpoint import CheckpointError, read_safetensors, save_gener
 from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
+from aniportrait.images import to_uint8
 from aniportrait.models import bfm_file, face_registration
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
@@ -553,7 +554,7 @@ class Trainer:
         out = self.render(self.G_ema, labels)
         face = to_ray_grid(out["face"], out["image"].shape[-1])
         grid = torch.cat([torch.cat(list(out["image"]), dim=2), torch.cat(list(face), dim=2)], dim=1)
-        image = ((grid.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        image = to_uint8(grid.float())
         path = self.folder.sample(self.step)
         path.parent.mkdir(exist_ok=True)
         import imageio.v2 as imageio
