@@ -399,6 +399,30 @@ class AniPortraitGenerator(nn.Module):
             "s": s.reshape(B, R, S2),
         }
 
+    def trace(
+        self,
+        body: BodyModel,
+        points: Tensor,
+        pose: Tensor,
+        betas: Tensor,
+        z_id: Tensor,
+        expression: Tensor,
+        *,
+        impl: Impl = "auto",
+        precision: str = "fp32",
+        skinning: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The per-view data flow up to the intersections: posed ray samples -> inverse LBS and smoothing
+        (:meth:`canonical_samples`) -> expression deformation, scalar field and ray-manifold intersections
+        (:meth:`intersect`). Every renderer (frames, surfaces, both training views) goes through it.
+
+        Returns:
+            :meth:`canonical_samples`' dict and :meth:`intersect`'s dict.
+        """
+        samples = self.canonical_samples(body, points, pose, betas, impl=impl, skinning=skinning)
+        found = self.intersect(samples["x_can"], z_id, expression, impl=impl, precision=precision)
+        return samples, found
+
     def _frame_intersections(
         self,
         identity: Identity,
@@ -409,11 +433,13 @@ class AniPortraitGenerator(nn.Module):
         impl: Impl,
         precision: str,
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """A frame's portrait rays -> canonical samples -> :meth:`intersect`'s dict, and the camera origins [B, 3]."""
+        """A frame's portrait rays traced (:meth:`trace`): :meth:`intersect`'s dict and the camera origins [B, 3]."""
         cfg = self.config
         points, origin = portrait_rays(camera, cfg.lr_img_size, cfg.num_samples)
-        x_can = self.canonical_samples(body, points, pose, identity.betas, impl=impl)["x_can"]
-        return self.intersect(x_can, identity.z_id, expression, impl=impl, precision=precision), origin
+        _, found = self.trace(
+            body, points, pose, identity.betas, identity.z_id, expression, impl=impl, precision=precision
+        )
+        return found, origin
 
     def render_frame(
         self,
@@ -567,8 +593,7 @@ class AniPortraitGenerator(nn.Module):
         skinning = body.inverse_skinning(betas, pose)
 
         def view(points: Tensor, origin: Tensor, direct: bool) -> tuple[Tensor, dict, dict]:
-            samples = self.canonical_samples(body, points, pose, betas, impl=impl, skinning=skinning)
-            found = self.intersect(samples["x_can"], z_id, expression, impl=impl)
+            samples, found = self.trace(body, points, pose, betas, z_id, expression, impl=impl, skinning=skinning)
             hits, valid = found["hits"], found["valid"]
             if direct:
                 color, _ = self._composite_field(codes, hits, valid, origin, impl)
