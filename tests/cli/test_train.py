@@ -22,18 +22,24 @@ def dataset(tmp_path_factory):
 
 def test_cli_train_dry_run_and_bad_input(dataset, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--dry-run"])
+    result = runner.invoke(
+        main, ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "x"), "--dry-run"]
+    )
     assert result.exit_code == 0 and json.loads(result.output)["model"] == "tiny"
-    result = runner.invoke(main, ["train", "--data", str(dataset), "--out", str(tmp_path / "x"), "--set", "nope=1"])
+    result = runner.invoke(
+        main, ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "x"), "--set", "nope=1"]
+    )
     assert result.exit_code == 2 and "bad --set" in result.output and "Traceback" not in result.output
-    result = runner.invoke(main, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")])
+    result = runner.invoke(
+        main, ["train", "--config", "tiny", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]
+    )
     assert result.exit_code == 2 and "Error:" in result.output
     assert not (tmp_path / "y").exists()
 
 
 def test_cli_train_runs_and_refuses_to_overwrite(dataset, tmp_path):
     runner = CliRunner()
-    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet"]
+    args = ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet"]
     sets = ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
     result = runner.invoke(main, args + sets)
     assert result.exit_code == 0, result.output
@@ -53,7 +59,18 @@ def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
     np.savez(smpl, **procedural_rig())  # an SMPL-layout stand-in: no SMPL data
     result = CliRunner().invoke(
         main,
-        ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--quiet", "--smpl", str(smpl)]
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--smpl",
+            str(smpl),
+        ]
         + ["--knn-index", str(RELEASE_SMPL / "valid_smpl_knn_index.npy")]
         + ["--smpl-landmarks", str(RELEASE_SMPL / "smpl_face_landmarks_bary.npy")]
         + ["--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"],
@@ -63,7 +80,7 @@ def test_training_on_an_smpl_file_records_the_smpl_body(dataset, tmp_path):
     assert metadata["body"] == "smpl" and metadata["face_model"] == "procedural"
     assert torch.equal(valid_index, torch.from_numpy(np.load(RELEASE_SMPL / "valid_smpl_knn_index.npy")))
     partial = CliRunner().invoke(
-        main, ["train", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
+        main, ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--smpl", str(smpl)]
     )
     assert partial.exit_code == 2 and "go together" in partial.output
 
@@ -77,7 +94,18 @@ def test_torchrun_two_processes_through_the_cli(dataset, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    command += ["-m", "aniportrait.cli", "train", "--data", str(dataset), "--out", str(tmp_path / "tr"), "--quiet"]
+    command += [
+        "-m",
+        "aniportrait.cli",
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "tr"),
+        "--quiet",
+    ]
     command += ["--device", "cpu", "--set", "total_steps=1", "--set", "batch_size=1", "--set", "impl=ref"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)

@@ -32,4 +32,4 @@ def write_dataset(path, n=4, res=16, face=16, seed=0):
 
 def train(*args):
     """`aniportrait train ARGS --quiet`, invoked through click."""
-    return CliRunner().invoke(main, ["train", *map(str, args), "--quiet"])
+    return CliRunner().invoke(main, ["train", "--config", "tiny", *map(str, args), "--quiet"])

@@ -28,7 +28,7 @@ class TrainingFailed(click.ClickException):
     default=None,
     type=click.Choice(["tiny", "small", "sshq512"]),
     help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's)  "
-    "[default: tiny; on --resume, the run's own settings].",
+    "[default: small; on --resume, the run's own settings].",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @click.option(
@@ -81,7 +81,7 @@ def train(
         if resume:
             config = folder.resume_config(requested, values)
         else:
-            config = requested or PRESETS["tiny"].with_overrides(overrides)
+            config = requested or PRESETS["small"].with_overrides(overrides)
             folder.check_new()
         if init_from is not None and not os.path.exists(init_from):
             raise RunFolderError(f"--init-from {init_from}: no such file or folder")
