@@ -31,5 +31,8 @@ def write_dataset(path, n=4, res=16, face=16, seed=0):
 
 
 def train(*args):
-    """`aniportrait train ARGS --quiet`, invoked through click."""
-    return CliRunner().invoke(main, ["train", "--config", "tiny", *map(str, args), "--quiet"])
+    """`aniportrait train ARGS --quiet`, invoked through click; a new run gets the tiny preset unless ARGS name one
+    (a resumed run takes its own)."""
+    args = [str(a) for a in args]
+    preset = [] if "--resume" in args or "--config" in args else ["--config", "tiny"]
+    return CliRunner().invoke(main, ["train", *preset, *args, "--quiet"])
