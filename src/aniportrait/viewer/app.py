@@ -10,7 +10,9 @@ The page asks nothing of the internet: no analytics, no share link, system fonts
 
 from __future__ import annotations
 
+import math
 import os
+import time
 
 from aniportrait.checkpoint import expression_meaning
 from aniportrait.render import keyframes as kf
@@ -22,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 TITLE = "aniportrait viewer"
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 MONO_FONTS = ("ui-monospace", "monospace")
+STALE_PREVIEW_SECONDS = 0.5  # previews this soon after a full frame are late ones from the drag that just ended
 DISPLAY_SIDE = 384  # pixels of the page's image (the browser scales the frame to it)
 # The frame fills its box, scaled without smoothing (a preview's pixels stay visible as pixels).
 CSS = "#frame img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -39,13 +42,24 @@ def build_app(session: ViewerSession):
         named, (coefficient, value) = tuple(rest[: len(names)]), rest[len(names) :]
         return ViewControls(**angles, named=named, coefficient=int(coefficient or 0), value=value)
 
+    # The newest full frame. A preview's request can reach the queue after the release that ends its drag (the page
+    # sends the newest pending preview once the previous one is done): a preview of the full frame's settings, or
+    # one that arrives within STALE_PREVIEW_SECONDS of it, is stale and is skipped, so it cannot replace the frame.
+    shown_in_full = {"settings": None, "at": -math.inf}
+
     def render(preview: bool):
         def handler(seed, psi, *values):
+            settings = (seed, psi, *values)
+            stale = time.monotonic() - shown_in_full["at"] < STALE_PREVIEW_SECONDS
+            if preview and (stale or settings == shown_in_full["settings"]):
+                return gr.skip(), gr.skip()
             try:
                 seed = int(seed)
                 frame = session.frame(seed, psi, controls_from(values), preview=preview)
             except (ValueError, TypeError) as err:
                 raise gr.Error(str(err)) from None
+            if not preview:
+                shown_in_full.update(settings=settings, at=time.monotonic())
             return frame.image, frame.status(seed, psi)
 
         return handler
@@ -101,13 +115,16 @@ def build_app(session: ViewerSession):
 
         inputs = [seed, psi, *sliders, coefficient, value]
         outputs = [image, status]
-        quiet = {"show_progress": "hidden", "trigger_mode": "always_last"}
+        # One concurrency group: every render runs in the order it was queued, one at a time.
+        quiet = {"show_progress": "hidden", "trigger_mode": "always_last", "concurrency_id": "render"}
         for slider in [psi, *sliders, value]:
             slider.input(render(preview=True), inputs, outputs, **quiet)
             slider.release(render(preview=False), inputs, outputs, **quiet)
         seed.change(render(preview=False), inputs, outputs, **quiet)
         coefficient.change(render(preview=False), inputs, outputs, **quiet)
-        playing = play_button.click(play, [seed, psi, trajectory], outputs, show_progress="hidden")
+        playing = play_button.click(
+            play, [seed, psi, trajectory], outputs, show_progress="hidden", concurrency_id="render"
+        )
         stop_button.click(None, cancels=[playing])
     return app
 
