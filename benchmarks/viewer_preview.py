@@ -13,19 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from cpu_render_time import cpu_name  # benchmarks/ is on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -47,7 +41,7 @@ def main() -> None:
         [sys.executable, "-m", "pytest", test, "-q", "-s", "-p", "no:cacheprovider"], cwd=ROOT, env=env, check=True
     )
     result = json.loads(Path(args.json).read_text())
-    result.update(cpu=_cpu_name(), note=args.note)
+    result.update(cpu=cpu_name(), note=args.note)
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{result['previews_per_second']:.1f} previews per second over a {result['drag_seconds']:.1f} s drag")
 
