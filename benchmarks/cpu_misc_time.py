@@ -24,15 +24,11 @@ import torch
 from aniportrait.config import SSHQ512
 from aniportrait.data.synth import synthesize
 from aniportrait.kernels.inverse_lbs import _nearest_ids_brute, _nearest_ids_kdtree
+from aniportrait.machine import cpu_name
 from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
 from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import Trainer
-
-try:
-    from cpu_render_time import cpu_name
-except ImportError:  # run from elsewhere
-    from benchmarks.cpu_render_time import cpu_name
 
 
 def _timed(fn):

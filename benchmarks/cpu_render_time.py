@@ -9,23 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 
 import torch
 
 from aniportrait.config import SSHQ512
+from aniportrait.machine import bf16_matmul_path, cpu_name
 from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -43,7 +35,13 @@ def main() -> None:
     pose = torch.zeros(1, 6, 3)
     pose[0, 3, 2] = 0.1
     expression = torch.zeros(1, 64)
-    result = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "config": "sshq512"}
+    result = {
+        "cpu": cpu_name(),
+        "bf16_path": bf16_matmul_path(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "config": "sshq512",
+    }
     with torch.no_grad():
         start = time.perf_counter()
         identity = generator.prepare_identity(*sample_identity_latents(SSHQ512, [0]), impl="ref")

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aniportrait.machine import cpu_name
+
 HERE = Path(__file__).resolve().parents[1]
 
 # Runs inside the subprocess: old revisions have Trainer.d_step/g_step, new ones Trainer.train_step.
@@ -85,7 +87,7 @@ def main() -> None:
     medians = {name: statistics.median(t) for name, t in times.items()}
     result = {
         "machine": platform.processor() or platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": args.threads,
         "revisions": {name: revision(tree) for name, tree in trees.items()},
         "note": "the new tree may hold uncommitted changes" if _dirty(HERE) else "",
@@ -96,16 +98,6 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "step_times_s"}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _dirty(tree: Path) -> bool:

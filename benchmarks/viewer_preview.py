@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cpu_render_time import cpu_name  # benchmarks/ is on the path when this script runs
+from aniportrait.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,9 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
+from aniportrait.machine import cpu_name
+
 FRONT = (math.pi / 2, math.pi / 2)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def controls() -> dict[str, dict[str, np.ndarray]]:
@@ -127,7 +118,7 @@ def main() -> None:
     report = {
         "checkpoint": "the synthetic world (data synth)" if args.world else args.checkpoint or "built-in default",
         "seeds": "figures 0-7 of seed 202" if args.world else args.seeds,
-        "machine": f"{os.cpu_count()}-core {_cpu_name()}",
+        "machine": f"{os.cpu_count()}-core {cpu_name()}",
         "changes": changes,
     }
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from aniportrait.eval.estimator import (
 )
 from aniportrait.eval.metrics import frechet_distance
 from aniportrait.images import quantize
+from aniportrait.machine import cpu_name
 
 AUG_GROUP = 16  # images per resolution draw
 PORTRAIT_RANGE = (32, 128)
@@ -184,16 +184,6 @@ def measure_floors(model: SyntheticLabelEstimator, images: Tensor, faces: Tensor
     return floors
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -260,7 +250,7 @@ def train(args: argparse.Namespace) -> dict:
         "parameters": params,
         "train_seconds": round(train_s, 1),
         "load_seconds": round(load_s, 1),
-        "machine": f"{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s)",
+        "machine": f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s)",
         "floors": floors,
     }
     model.record = record
