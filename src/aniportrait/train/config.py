@@ -39,6 +39,10 @@ class TrainConfig:
     shape_prior_steps: int = 0  # stage 1: RadianceNet's density fitted to the body's canonical occupancy
     deform_prior_steps: int = 0  # stage 1: DeformNet fitted to the 3DMM's expression deformation
     sr_prior_steps: int = 0  # stage 2: super-resolution fitted to x4 upsampling of the LR textures
+    recon_steps: int = 0  # stage 1: the generator fitted to real images with learned noise codes (an auto-decoder)
+    recon_images: int = 1024  # the images it fits (a seeded choice of the dataset's rows)
+    recon_lr: float = 2e-4  # its generator learning rate (Adam 0.9 / 0.99)
+    recon_code_lr: float = 0.2  # its codes' learning rate: each code is updated only when its image is drawn
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -138,6 +142,10 @@ RANGES = {
     "shape_prior_steps": (0, 10**7, False, False),
     "deform_prior_steps": (0, 10**7, False, False),
     "sr_prior_steps": (0, 10**7, False, False),
+    "recon_steps": (0, 10**7, False, False),
+    "recon_images": (1, 10**7, False, False),
+    "recon_lr": (0.0, 1.0, True, False),
+    "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),
     "radiance_lr_scale": (0.0, 1.0, True, False),

@@ -58,8 +58,10 @@ from aniportrait.train.state import FORMAT as STATE_FORMAT
 from aniportrait.train.state import load_training_state, save_training_state
 from aniportrait.train.warmups import (
     CanonicalBody,
+    deformation_losses,
     fit_deformation_to_3dmm,
     fit_density_to_body,
+    fit_generator_to_images,
     fit_sr_to_upsampling,
 )
 
@@ -372,6 +374,19 @@ class Trainer:
         )
         return (self._prepare_real(batch) for batch in loader)
 
+    def reconstruction_images(self) -> dict[str, torch.Tensor]:
+        """The reconstruction warm-up's images (``recon_images`` rows chosen with the run's seed, not mirrored), at
+        the renders' sizes, with their labels under the generator's names."""
+        n = min(self.cfg.recon_images, len(self.dataset))
+        rows = torch.randperm(len(self.dataset), generator=_seeded(self.cfg.seed, 0x4EC0))[:n].tolist()
+        items = [self.dataset.get(i, flip=False) for i in rows]
+        keys = {"image": "image", "face": "face", "z_id": "id", "betas": "betas", "expression": "expression"}
+        keys.update(camera="camera", pose="pose")
+        batch = {name: torch.stack([item[key] for item in items]).to(self.device) for name, key in keys.items()}
+        batch["image"] = to_ray_grid(batch["image"], self.portrait_size)
+        batch["face"] = to_ray_grid(batch["face"], self.face_size)
+        return batch
+
     def fake_labels(self, step: int, tag: int = TAG_FAKE) -> dict[str, torch.Tensor]:
         """Identity, noise, expression, camera and pose drawn from the dataset's labels for (seed, step, rank, tag)."""
         g = _seeded(self.cfg.seed, step, self.world.rank, tag)
@@ -525,6 +540,22 @@ class Trainer:
                     "deformation warm-up, imitation",
                     cfg.deform_prior_steps,
                     lambda n: fit_deformation_to_3dmm(self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg),
+                ),
+                (
+                    f"reconstruction warm-up on {min(cfg.recon_images, len(self.dataset))} images, L1",
+                    cfg.recon_steps,
+                    lambda n: fit_generator_to_images(
+                        self.G,
+                        self.g_params,
+                        lambda labels: self.render(self.G, labels),
+                        self.reconstruction_images(),
+                        n,
+                        cfg.seed,
+                        cfg,
+                        lambda labels, out, rng: deformation_losses(
+                            self.G, self.teacher, labels, out["x"].flatten(1, 2).detach(), rng, cfg
+                        ),
+                    ),
                 ),
             ]
         else:

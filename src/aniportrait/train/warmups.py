@@ -17,6 +17,16 @@ Expression deformation (stage 1, ``deform_prior_steps``): fit DeformNet to the 3
     expression smoothness, minimal deformation) with Adam, so that the GAN starts from a deformation that acts on
     the face only.
 
+Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an auto-decoder.
+    A GAN on a CPU budget leaves the discriminators at chance for long stretches (docs/training/README.md), and the
+    generator learns the figure's layout, its colours and where each control acts only slowly. Every real image
+    comes with its labels (identity, shape, expression, camera, pose), so the generator can also be taught
+    directly: ``recon_images`` images, each with its own learned noise code (the generator's ``z_noise``, as in
+    GLO and DeepSDF's auto-decoders), are rendered with their own labels and compared with the image and its face
+    crop (L1), with the deformation losses kept on so that the expression stays on the face. The codes start as
+    N(0, I) draws and a weak prior keeps them near that scale, so that the GAN's N(0, I) noise lands among them;
+    they are dropped afterwards.
+
 Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
     A randomly initialised super-resolution network outputs noise, so the high-resolution discriminators would first
     have to teach it to upsample at all. The warm-up regresses its output onto the x4 bilinear upsampling of the
@@ -49,6 +59,7 @@ SHELL = 0.04
 SHAPE_PRIOR_LR = 1e-3
 DEFORM_PRIOR_LR = 1e-3
 SR_PRIOR_LR = 3e-3
+RECON_CODE_PRIOR = 1e-3  # weight of the mean squared code: keeps the learned codes near N(0, I)'s scale
 WARMUP_BETAS = (0.9, 0.99)
 SHAPE_PRIOR_POINTS = 8192  # random canonical points per step of the warm-up
 SHAPE_REGULARISER_POINTS = 1024  # and of the stage-1 regulariser (a seventh of a CPU step at 2048)
@@ -199,6 +210,54 @@ def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, see
         sum(terms.values()).backward()
         optimizer.step()
         history.append(float(terms["imitation"].detach()) / max(cfg.imitation_lambda, 1e-30))
+    return history
+
+
+def fit_generator_to_images(
+    G,
+    params: list[torch.nn.Parameter],
+    render: Callable[[dict[str, Tensor]], dict[str, Tensor]],
+    images: dict[str, Tensor],
+    steps: int,
+    seed: int,
+    cfg,
+    regularisers: Callable[[dict[str, Tensor], dict[str, Tensor], torch.Generator], dict[str, Tensor]],
+) -> list[float]:
+    """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step.
+
+    Args:
+        G: the generator (for ``z_noise_dim``).
+        params: the generator parameters the stage trains.
+        render: ``labels -> render_train``'s output (``image`` and ``face`` in [-1, 1]).
+        images: the images to fit and their labels, row i of each from one image: ``image`` [N, 3, P, P] and
+            ``face`` [N, 3, F, F] at the renders' sizes, ``z_id`` [N, 80], ``betas``, ``expression``, ``camera``,
+            ``pose``.
+        cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_code_lr``, the deformation weights).
+        regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
+    """
+    n = images["image"].shape[0]
+    device = images["image"].device
+    draw = torch.Generator().manual_seed(seed * 100_043 + 7)
+    codes = torch.nn.Parameter(torch.randn(n, G.config.z_noise_dim, generator=draw).to(device))
+    optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
+    code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
+    label_keys = ("z_id", "betas", "expression", "camera", "pose")
+    history = []
+    for step in range(steps):
+        rng = torch.Generator().manual_seed(seed * 100_057 + step)
+        rows = torch.randint(n, (min(cfg.batch_size, n),), generator=rng).to(device)
+        labels = {k: images[k][rows] for k in label_keys}
+        labels["z_noise"] = codes[rows]
+        out = render(labels)
+        error = (out["image"] - images["image"][rows]).abs().mean() + (out["face"] - images["face"][rows]).abs().mean()
+        terms = regularisers(labels, out, rng)
+        loss = error + sum(terms.values()) + RECON_CODE_PRIOR * codes[rows].square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        code_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        code_optimizer.step()
+        history.append(float(error.detach()))
     return history
 
 
