@@ -136,3 +136,37 @@ def test_to_face_frame_maps_the_face_offset_to_the_origin():
     neck = torch.tensor([[0.1, 0.2, 0.3]])
     face = neck + torch.tensor([0.0, FACE_TY, FACE_TZ]) * SMPL_SCALE
     torch.testing.assert_close(to_face_frame(face[:, None], neck), torch.zeros(1, 1, 3), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("correctives", [False, True])
+def test_smpl_forward_equals_smplx(correctives):
+    """The body's own SMPL forward (joints without skinning, pose correctives only where the model has any) gives
+    smplx's vertices and joints."""
+    body = BodyModel.procedural()
+    if correctives:  # the procedural rig has none; give it some, as SMPL has
+        generator = torch.Generator().manual_seed(0)
+        posedirs = body.smpl_model.posedirs
+        assert not body.pose_correctives
+        body.smpl_model.posedirs = 0.01 * torch.randn(posedirs.shape, generator=generator)
+        assert body.pose_correctives
+    betas = torch.randn(3, 10, generator=torch.Generator().manual_seed(1))
+    rotations = euler_zyx_to_matrix(0.3 * torch.randn(3, 24, 3, generator=torch.Generator().manual_seed(2)))
+    out = body.smpl_model(betas=betas, global_orient=rotations[:, :1], body_pose=rotations[:, 1:])
+    joints = out.joints[:, :24]
+    neck = joints[:, NECK]
+    verts, ours = body._smpl(betas, rotations)
+    torch.testing.assert_close(verts, to_face_frame(out.vertices, neck), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, to_face_frame(joints, neck), atol=1e-5, rtol=0)
+    skinned, joints_all = body._smpl(betas, rotations, skin=1)
+    torch.testing.assert_close(skinned, verts[:1], atol=0, rtol=0)
+    assert body._smpl(betas, rotations, skin=0)[0] is None
+    torch.testing.assert_close(joints_all, ours, atol=0, rtol=0)
+
+
+def test_pose_correctives_are_rechecked_after_loading_a_state_dict():
+    body = BodyModel.procedural()
+    assert not body.pose_correctives
+    state = body.state_dict()
+    state["smpl_model.posedirs"] = torch.full_like(state["smpl_model.posedirs"], 0.01)
+    body.load_state_dict(state)
+    assert body.pose_correctives

@@ -113,6 +113,7 @@ class BodyModel(nn.Module):
         dtype = smpl_model.v_template.dtype
         self.register_buffer("valid_index", torch.from_numpy(valid_index), persistent=False)
         self.register_buffer("mean_pose", _mean_pose().to(dtype), persistent=False)
+        self._correctives: tuple[tuple, bool] | None = None  # (posedirs' identity and version, any non-zero)
 
     @classmethod
     def from_arrays(
@@ -164,12 +165,36 @@ class BodyModel(nn.Module):
         rotations[:, list(POSE_JOINTS)] = euler_zyx_to_matrix(pose.to(dtype))
         return betas.to(dtype), rotations
 
-    def _smpl(self, betas: Tensor, rotations: Tensor) -> tuple[Tensor, Tensor]:
-        """SMPL forward (pose correctives included) -> vertices [B, V, 3] and joints [B, 24, 3] in canonical units."""
-        out = self.smpl_model(betas=betas, global_orient=rotations[:, :1], body_pose=rotations[:, 1:])
-        joints = out.joints[:, :NUM_JOINTS]  # drop smplx's 21 extra vertex joints
+    @property
+    def pose_correctives(self) -> bool:
+        """Whether the model has pose correctives. The procedural rig has none, and skipping their [B, 207] x
+        [207, 3V] product (a zero) is a large part of a small model's frame. Re-checked when ``posedirs`` is replaced
+        or written in place (``load_state_dict``)."""
+        posedirs = self.smpl_model.posedirs
+        key = (posedirs.data_ptr(), posedirs._version, posedirs.device)
+        if self._correctives is None or self._correctives[0] != key:
+            self._correctives = (key, bool(posedirs.abs().max() > 0))
+        return self._correctives[1]
+
+    def _smpl(self, betas: Tensor, rotations: Tensor, *, skin: int | None = None) -> tuple[Tensor | None, Tensor]:
+        """SMPL's forward (``smplx.lbs.lbs``, by smplx's own blend-shape, joint and kinematic-chain functions) ->
+        vertices [S, V, 3] of the first ``skin`` rows (all B by default; None for 0: joints need no skinning) and
+        joints [B, 24, 3], in canonical units. Pose correctives are added where the model has any."""
+        m = self.smpl_model
+        shaped = m.v_template + smplx.lbs.blend_shapes(betas, m.shapedirs)
+        rest_joints = smplx.lbs.vertices2joints(m.J_regressor, shaped)
+        joints, chain = smplx.lbs.batch_rigid_transform(rotations, rest_joints, m.parents, dtype=rotations.dtype)
         neck = joints[:, NECK_JOINT]
-        return to_face_frame(out.vertices, neck), to_face_frame(joints, neck)
+        batch = len(betas) if skin is None else skin
+        if batch == 0:
+            return None, to_face_frame(joints, neck)
+        shaped, rotations, chain = shaped[:batch], rotations[:batch], chain[:batch]
+        if self.pose_correctives:
+            eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
+            shaped = shaped + ((rotations[:, 1:] - eye).reshape(batch, -1) @ m.posedirs).view(batch, -1, 3)
+        blended = (m.lbs_weights @ chain.reshape(batch, NUM_JOINTS, 16)).view(batch, -1, 4, 4)
+        posed = (blended @ torch.cat([shaped, torch.ones_like(shaped[..., :1])], dim=-1)[..., None])[..., :3, 0]
+        return to_face_frame(posed, neck[:batch]), to_face_frame(joints, neck)
 
     def joints(self, betas: Tensor, pose: Tensor) -> Tensor:
         """Posed SMPL joints in canonical units.
@@ -182,7 +207,7 @@ class BodyModel(nn.Module):
             [B, 24, 3] joints; J12 is always at (0, -FACE_TY, -FACE_TZ) / FACE_RADIUS.
         """
         betas, rotations = self._pose_rotations(betas, pose)
-        return self._smpl(betas, rotations @ self.mean_pose)[1]
+        return self._smpl(betas, rotations @ self.mean_pose, skin=0)[1]
 
     def inverse_skinning(self, betas: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
         """Posed valid vertices and their inverse skinning transforms in canonical units (the release's inverse LBS).
@@ -207,10 +232,10 @@ class BodyModel(nn.Module):
         """
         betas, rotations = self._pose_rotations(betas, pose)
         batch = len(betas)
-        # One batched SMPL call: the first half posed (R(E) @ A), the second canonical (A).
+        # One batched SMPL call: the first half posed (R(E) @ A) and skinned, the second canonical (A), joints only.
         both = torch.cat([rotations @ self.mean_pose, self.mean_pose.expand_as(rotations)])
-        verts, joints = self._smpl(torch.cat([betas, betas]), both)
-        posed_verts, canonical_joints = verts[:batch], joints[batch:]
+        posed_verts, joints = self._smpl(torch.cat([betas, betas]), both, skin=batch)
+        canonical_joints = joints[batch:]
         # Chain transforms A_i = [R^G_i | t^G_i - R^G_i J_i] of the given rotations about the canonical joints (the
         # mean pose is already part of those), by smplx's own kinematic chain.
         parents = self.smpl_model.parents
