@@ -118,6 +118,7 @@ def assert_close(
     a = actual.detach().to("cpu", torch.float64)
     e = expected.detach().to("cpu", torch.float64)
     assert torch.isfinite(a).all(), f"{name}: non-finite values in the result"
+    assert torch.isfinite(e).all(), f"{name}: non-finite values in the expected tensor"
     diff = (a - e).abs()
     bound = atol + rtol * e.abs()
     bad = diff > bound
@@ -145,6 +146,7 @@ def assert_close_lowp(
     r = ref_lowp.detach().to("cpu", torch.float64)
     e = ref64.detach().to("cpu", torch.float64)
     assert torch.isfinite(a).all(), f"{name}: non-finite values in the result"
+    assert torch.isfinite(r).all() and torch.isfinite(e).all(), f"{name}: non-finite values in a reference"
     diff = (a - e).abs()
     bound = 2 * (r - e).abs() + atol
     bad = diff > bound
