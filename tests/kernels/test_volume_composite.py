@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from aniportrait import ops
+from aniportrait.kernels import volume_composite as vc
 from aniportrait.kernels._testing import (
     assert_close,
     assert_close_lowp,
+    kernel_device,
     lowp_atol,
     make_volume_composite_inputs,
     on_kernel_device,
@@ -141,6 +143,146 @@ def test_volume_composite_non_contiguous(impl):
     out_nc, grads_nc = _with_grads(fn, (rgb_nc, alpha_nc, depth_nc), valid_nc, True, cot)
     for a, b, name in zip(out + grads, out_nc + grads_nc, OUTPUT_NAMES + GRAD_NAMES):
         assert torch.equal(a, b), name
+
+
+# --- Strided inputs: slices of one RGBA tensor are read in place ----------------------------------------------------
+
+
+def _in_layout(t, layout):
+    """The values of ``t`` (rgba [B, R, L, 4] or depth [B, R, L]) in a memory layout, as a leaf tensor."""
+    if layout == "contiguous":
+        return t.clone(memory_format=torch.contiguous_format)
+    if layout == "padded":  # rgba: the first 4 channels of [B, R, L, 5] whose last channel is NaN (never read)
+        return torch.cat([t, torch.full_like(t[..., :1], float("nan"))], -1)[..., :4]
+    if layout == "planar":  # rgba: the generator's grid_sample output [B, L, 4, R] permuted to [B, R, L, 4]
+        return t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    if layout == "entries-major":  # depth stored [L, B, R]: B and R still merge into one row stride
+        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    if layout == "strided":  # depth: every other element of a [B, R, L, 2] tensor whose other half is NaN
+        return torch.stack([t, torch.full_like(t, float("nan"))], -1)[..., 0]
+    if layout == "rays-permuted":  # stored [R, B, L]: no single row stride when B > 1, so the launcher copies it
+        return t.transpose(0, 1).contiguous().transpose(0, 1)
+    raise AssertionError(layout)
+
+
+def _rgba_inputs(B, R, L, rgba_layout, depth_layout, dtype=torch.float32):
+    """rgba [B, R, L, 4] (alpha in the last channel) and depth as leaves on the kernel device, valid and cotangents."""
+    rgb, alpha, depth, valid = make_volume_composite_inputs(B, R, L, 3, dtype=dtype, device=kernel_device())
+    rgba = _in_layout(torch.cat([rgb, alpha[..., None]], -1), rgba_layout).requires_grad_()
+    depth = _in_layout(depth, depth_layout).requires_grad_()
+    cot = [g.to(rgba.device) for g in _cotangents(B, R, L, 3)]
+    return rgba, depth, valid, cot
+
+
+def _rgba_outputs_and_grads(fn, rgba, depth, valid, white_back, cot):
+    """Outputs of ``fn`` on ``rgba[..., :3]``, ``rgba[..., 3]`` and ``depth``, and the gradients of
+    sum(outputs * cotangents) w.r.t. ``rgba`` and ``depth``, all on the CPU."""
+    out = fn(rgba[..., :3], rgba[..., 3], depth, valid=valid, white_back=white_back)
+    grads = torch.autograd.grad(out, (rgba, depth), [g.to(o.dtype) for g, o in zip(cot, out)])
+    return [o.detach().cpu() for o in out], [g.cpu() for g in grads]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "B, R, L, rgba_layout, depth_layout, has_valid, white_back",
+    [
+        pytest.param(2, 11, 5, "contiguous", "contiguous", True, True, id="B2-R11-L5-rgba-depth"),
+        pytest.param(2, 11, 5, "padded", "entries-major", False, False, id="B2-R11-L5-padded-entries-major"),
+        pytest.param(3, 6, 7, "contiguous", "strided", True, False, id="B3-R6-L7-rgba-strided-depth"),
+        pytest.param(1, 13, 5, "planar", "entries-major", True, True, id="B1-R13-L5-planar-entries-major"),
+        pytest.param(2, 7, 5, "padded", "rays-permuted", True, False, id="B2-R7-L5-padded-depth-copied"),
+        pytest.param(2, 5, 3, "planar", "rays-permuted", False, True, id="B2-R5-L3-planar-copied-depth-copied"),
+    ],
+)
+def test_volume_composite_rgba_slices(B, R, L, rgba_layout, depth_layout, has_valid, white_back):
+    """rgb and alpha as slices of one RGBA tensor, depth in another layout: forward and backward equal the Triton
+    result on contiguous copies exactly (only the addressing differs) and the fp64 reference to fp32 accuracy."""
+    rgba, depth, valid, cot = _rgba_inputs(B, R, L, rgba_layout, depth_layout)
+    valid = valid if has_valid else None
+    assert not (rgba[..., :3].is_contiguous() or rgba[..., 3].is_contiguous())
+    assert depth.is_contiguous() == (depth_layout == "contiguous")
+    out, grads = _rgba_outputs_and_grads(_volume_composite_triton, rgba, depth, valid, white_back, cot)
+    leaves = [_in_layout(t.detach(), "contiguous").requires_grad_() for t in (rgba, depth)]
+    dense_out, dense_grads = _rgba_outputs_and_grads(_volume_composite_triton, *leaves, valid, white_back, cot)
+    leaves = [t.double().requires_grad_() for t in (rgba.detach(), depth.detach())]
+    ref_out, ref_grads = _rgba_outputs_and_grads(volume_composite_ref, *leaves, valid, white_back, cot)
+    names = OUTPUT_NAMES + ("d_rgba", "d_depth")
+    for tri, dense, ref, name in zip(out + grads, dense_out + dense_grads, ref_out + ref_grads, names):
+        assert torch.equal(tri, dense), name
+        assert_close(tri, ref, atol=1e-5, rtol=1e-4, name=name)
+    assert all(o.is_contiguous() for o in out)
+
+
+class _LaunchSpy:
+    """Stands in for a ``@triton.jit`` kernel: records the arguments of each launch, then launches the kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append(args)
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "depth_layout, depth_copied",
+    [pytest.param("entries-major", False, id="depth-in-place"), pytest.param("rays-permuted", True, id="depth-copied")],
+)
+def test_volume_composite_reads_slices_without_copy(monkeypatch, depth_layout, depth_copied):
+    """The kernels get the rgba slices themselves (same data pointer and strides), forward and backward; only a
+    depth whose B and R dims do not merge into one row stride is copied (to contiguous memory). The buffers the
+    launchers allocate (outputs, gradients) are contiguous."""
+    B, R, L = 2, 6, 3
+    rgba, depth, valid, cot = _rgba_inputs(B, R, L, "contiguous", depth_layout)
+    spies = {}
+    for name in ("_volume_composite_fwd_kernel", "_volume_composite_bwd_kernel"):
+        spies[name] = _LaunchSpy(getattr(vc, name))
+        monkeypatch.setattr(vc, name, spies[name])
+    rgb, alpha = rgba[..., :3], rgba[..., 3]
+    out = _volume_composite_triton(rgb, alpha, depth, valid=valid)
+    torch.autograd.grad(out, (rgba, depth), cot)
+    (fwd_args,) = spies["_volume_composite_fwd_kernel"].calls
+    (bwd_args,) = spies["_volume_composite_bwd_kernel"].calls
+    for args in (fwd_args, bwd_args):
+        for passed, given in zip(args[:2], (rgb, alpha)):
+            assert passed.data_ptr() == given.data_ptr() and passed.stride() == given.stride()
+        assert (args[2].data_ptr() != depth.data_ptr()) == depth_copied
+        assert args[2].is_contiguous() == depth_copied
+        assert torch.equal(args[2], depth)
+    assert all(t.is_contiguous() for t in fwd_args[4:9])  # color, out_depth, weights, W, out_depth - z0
+    assert all(t.is_contiguous() for t in bwd_args[9:12])  # d_rgb, d_alpha, d_depth
+
+
+@pytest.mark.parametrize(
+    "shape, layout, mergeable",
+    [
+        pytest.param((2, 6, 5), "contiguous", True, id="contiguous"),
+        pytest.param((2, 6, 5), "entries-major", True, id="entries-major"),
+        pytest.param((2, 6, 5), "strided", True, id="strided"),
+        pytest.param((2, 6, 5), "rays-permuted", False, id="rays-permuted"),
+        pytest.param((1, 6, 5), "rays-permuted", True, id="rays-permuted-B1"),
+        pytest.param((3, 1, 5), "rays-permuted", True, id="rays-permuted-R1"),
+        pytest.param((2, 6, 5, 4), "planar", False, id="planar"),
+        pytest.param((1, 6, 5, 4), "planar", True, id="planar-B1"),
+        pytest.param((2, 6, 5, 4), "padded", True, id="padded"),
+    ],
+)
+def test_volume_composite_row_strides(shape, layout, mergeable):
+    """The launcher's layout rule: the strides it returns address row b * R + r of [B * R, ...] exactly as t[b, r]."""
+    t = _in_layout(torch.arange(float(torch.Size(shape).numel())).reshape(shape), layout)
+    strides = vc._row_strides(t)
+    assert (strides is not None) == mergeable
+    if mergeable:
+        flat = torch.as_strided(t, (shape[0] * shape[1], *shape[2:]), strides, t.storage_offset())
+        assert torch.equal(flat, t.reshape(flat.shape))
+        assert vc._rows_readable(t) is t
+    else:
+        readable = vc._rows_readable(t)
+        assert readable.is_contiguous() and torch.equal(readable, t)
 
 
 def _gradcheck_inputs():

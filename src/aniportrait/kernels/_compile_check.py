@@ -45,6 +45,8 @@ def _cases(p: str, acc):
         "n_rows": "i32",
     }
     vc_common.update(L="i32", C="i32", HAS_VALID=True, WHITE_BACK=True, INVALID_DEPTH=10.0, EPS=1e-10, ACC=acc)
+    strides = ("rgb_row", "rgb_l", "rgb_c", "alpha_row", "alpha_l", "depth_row", "depth_l")
+    vc_common.update({f"stride_{s}": "i32" for s in strides})
     return [
         (
             mi._manifold_intersect_fwd_kernel,

@@ -21,8 +21,13 @@ release's L = 24. Backward, with ``g_w`` the gradient reaching ``w`` from all th
 The kernels take the depth mean relative to z0, the ray's nearest depth with alpha > 0, so that ``z_i - out_depth``
 is accurate when W is small (the reference, and the release, lose it to the rounding of ``|z| / W``).
 
-Saved for backward: the (contiguous) inputs and two per-ray statistics in the compute dtype, ``W`` and
-``out_depth - z0``: O(B R) extra memory instead of O(B R L) for ``T`` or ``w``, which backward recomputes.
+The kernels read ``rgb``, ``alpha`` and ``depth`` at their element strides, so views such as ``rgba[..., :3]`` and
+``rgba[..., 3]`` of one [B, R, L, 4] tensor are read in place; only a tensor whose B and R dims do not merge into one
+row stride (a B/R-permuted layout) is copied to contiguous memory first. Outputs and gradients are contiguous.
+
+Saved for backward: the inputs as the kernels read them (no copies of such views) and two per-ray statistics in the
+compute dtype, ``W`` and ``out_depth - z0``: O(B R) extra memory instead of O(B R L) for ``T`` or ``w``, which backward
+recomputes.
 
 References: ``generators/utils.py:alpha_integration`` and ``generators_manifold_sr.py:render`` of the AniPortraitGAN
 release; AniPortraitGAN (Wu et al., SIGGRAPH Asia 2023).
@@ -168,18 +173,25 @@ def _depth_shift(a, z, INVALID_DEPTH: tl.constexpr):
 
 @triton.jit
 def _volume_composite_fwd_kernel(
-    rgb_ptr,  # [n_rows, L, C] colours, contiguous
-    alpha_ptr,  # [n_rows, L] opacities
-    depth_ptr,  # [n_rows, L] depths
-    valid_ptr,  # [n_rows, L] uint8 mask (read only if HAS_VALID)
-    color_ptr,  # out [n_rows, C] composited colour, rgb dtype
+    rgb_ptr,  # [n_rows, L, C] colours, read at the stride_rgb_* element strides
+    alpha_ptr,  # [n_rows, L] opacities, read at the stride_alpha_* element strides
+    depth_ptr,  # [n_rows, L] depths, read at the stride_depth_* element strides
+    valid_ptr,  # [n_rows, L] uint8 mask, contiguous (read only if HAS_VALID)
+    color_ptr,  # out [n_rows, C] composited colour, rgb dtype, contiguous
     out_depth_ptr,  # out [n_rows] weighted mean depth, depth dtype
-    weights_ptr,  # out [n_rows, L] weights in input order, alpha dtype
+    weights_ptr,  # out [n_rows, L] weights in input order, alpha dtype, contiguous
     w_sum_ptr,  # out [n_rows] sum of the weights W, ACC dtype (saved for backward)
     mean_dz_ptr,  # out [n_rows] out_depth - z0 where W > 0 (else 0), ACC dtype (saved for backward)
     n_rows,  # B * R
     L,  # entries per ray
     C,  # channels
+    stride_rgb_row,  # element strides of rgb: between rays,
+    stride_rgb_l,  # between entries,
+    stride_rgb_c,  # and between channels
+    stride_alpha_row,  # element strides of alpha: between rays,
+    stride_alpha_l,  # and between entries
+    stride_depth_row,  # element strides of depth: between rays,
+    stride_depth_l,  # and between entries
     HAS_VALID: tl.constexpr,  # whether valid_ptr is a mask
     WHITE_BACK: tl.constexpr,  # add 1 - W to every channel
     INVALID_DEPTH: tl.constexpr,  # depth of invalid entries and of rays without weight
@@ -193,9 +205,12 @@ def _volume_composite_fwd_kernel(
     cols = tl.arange(0, BLOCK_L)
     row_mask = rows < n_rows
     mask = row_mask[:, None] & (cols[None, :] < L)
-    offs = rows[:, None] * L + cols[None, :]
-    a = tl.load(alpha_ptr + offs, mask=mask, other=0.0).to(ACC)
-    z = tl.load(depth_ptr + offs, mask=mask, other=0.0).to(ACC)
+    offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
+    entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
+    a_offs = rows[:, None] * stride_alpha_row + entries * stride_alpha_l
+    z_offs = rows[:, None] * stride_depth_row + entries * stride_depth_l
+    a = tl.load(alpha_ptr + a_offs, mask=mask, other=0.0).to(ACC)
+    z = tl.load(depth_ptr + z_offs, mask=mask, other=0.0).to(ACC)
     if HAS_VALID:
         v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
         a = tl.where(v, a, 0.0)
@@ -212,8 +227,10 @@ def _volume_composite_fwd_kernel(
     tl.store(w_sum_ptr + rows, w_sum, mask=row_mask)
     tl.store(mean_dz_ptr + rows, mean_dz, mask=row_mask)
 
+    x_ptrs = rgb_ptr + rows[:, None] * stride_rgb_row + entries * stride_rgb_l  # channel c, stepped per channel
     for c in range(C):
-        x = tl.load(rgb_ptr + offs * C + c, mask=mask, other=0.0).to(ACC)
+        x = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
+        x_ptrs += stride_rgb_c
         col = tl.sum(w * x, axis=1)
         if WHITE_BACK:
             col += 1.0 - w_sum
@@ -222,21 +239,28 @@ def _volume_composite_fwd_kernel(
 
 @triton.jit
 def _volume_composite_bwd_kernel(
-    rgb_ptr,  # [n_rows, L, C] colours
-    alpha_ptr,  # [n_rows, L] opacities
-    depth_ptr,  # [n_rows, L] depths
-    valid_ptr,  # [n_rows, L] uint8 mask (read only if HAS_VALID)
+    rgb_ptr,  # [n_rows, L, C] colours, read at the stride_rgb_* element strides
+    alpha_ptr,  # [n_rows, L] opacities, read at the stride_alpha_* element strides
+    depth_ptr,  # [n_rows, L] depths, read at the stride_depth_* element strides
+    valid_ptr,  # [n_rows, L] uint8 mask, contiguous (read only if HAS_VALID)
     w_sum_ptr,  # [n_rows] saved W, ACC dtype
     mean_dz_ptr,  # [n_rows] saved out_depth - z0, ACC dtype
-    g_color_ptr,  # [n_rows, C] gradient of color (read only if HAS_G_COLOR)
+    g_color_ptr,  # [n_rows, C] gradient of color, contiguous (read only if HAS_G_COLOR)
     g_depth_ptr,  # [n_rows] gradient of out_depth (read only if HAS_G_DEPTH)
-    g_weights_ptr,  # [n_rows, L] gradient of weights (read only if HAS_G_WEIGHTS)
-    d_rgb_ptr,  # out [n_rows, L, C] (written only if NEED_D_RGB)
-    d_alpha_ptr,  # out [n_rows, L] (written only if NEED_D_ALPHA)
-    d_depth_ptr,  # out [n_rows, L] (written only if NEED_D_DEPTH)
+    g_weights_ptr,  # [n_rows, L] gradient of weights, contiguous (read only if HAS_G_WEIGHTS)
+    d_rgb_ptr,  # out [n_rows, L, C], contiguous (written only if NEED_D_RGB)
+    d_alpha_ptr,  # out [n_rows, L], contiguous (written only if NEED_D_ALPHA)
+    d_depth_ptr,  # out [n_rows, L], contiguous (written only if NEED_D_DEPTH)
     n_rows,  # B * R
     L,  # entries per ray
     C,  # channels
+    stride_rgb_row,  # element strides of rgb: between rays,
+    stride_rgb_l,  # between entries,
+    stride_rgb_c,  # and between channels
+    stride_alpha_row,  # element strides of alpha: between rays,
+    stride_alpha_l,  # and between entries
+    stride_depth_row,  # element strides of depth: between rays,
+    stride_depth_l,  # and between entries
     HAS_VALID: tl.constexpr,  # whether valid_ptr is a mask
     WHITE_BACK: tl.constexpr,  # the forward added 1 - W
     HAS_G_COLOR: tl.constexpr,  # color received a gradient
@@ -256,9 +280,12 @@ def _volume_composite_bwd_kernel(
     cols = tl.arange(0, BLOCK_L)
     row_mask = rows < n_rows
     mask = row_mask[:, None] & (cols[None, :] < L)
-    offs = rows[:, None] * L + cols[None, :]
-    a = tl.load(alpha_ptr + offs, mask=mask, other=0.0).to(ACC)
-    z = tl.load(depth_ptr + offs, mask=mask, other=0.0).to(ACC)
+    offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
+    entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
+    a_offs = rows[:, None] * stride_alpha_row + entries * stride_alpha_l
+    z_offs = rows[:, None] * stride_depth_row + entries * stride_depth_l
+    a = tl.load(alpha_ptr + a_offs, mask=mask, other=0.0).to(ACC)
+    z = tl.load(depth_ptr + z_offs, mask=mask, other=0.0).to(ACC)
     if HAS_VALID:
         v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
         a = tl.where(v, a, 0.0)
@@ -269,10 +296,12 @@ def _volume_composite_bwd_kernel(
     # g_w: the gradient reaching each weight from color, out_depth and weights.
     g_w = tl.zeros([BLOCK_R, BLOCK_L], dtype=ACC)
     if HAS_G_COLOR:
+        x_ptrs = rgb_ptr + rows[:, None] * stride_rgb_row + entries * stride_rgb_l  # channel c, stepped per channel
         for c in range(C):
             g = tl.load(g_color_ptr + rows * C + c, mask=row_mask, other=0.0).to(ACC)
             if NEED_D_ALPHA:
-                x = tl.load(rgb_ptr + offs * C + c, mask=mask, other=0.0).to(ACC)
+                x = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
+                x_ptrs += stride_rgb_c
                 if WHITE_BACK:
                     x -= 1.0
                 g_w += g[:, None] * x
@@ -321,6 +350,28 @@ def _launch_sizes(n_rows: int, L: int) -> tuple[int, int, tuple[int]]:
     return block_r, block_l, (triton.cdiv(n_rows, block_r),)
 
 
+def _row_strides(t: torch.Tensor) -> tuple[int, ...] | None:
+    """Element strides of ``t`` [B, R, ...] read as [B * R, ...]: the one stride between consecutive rays (row
+    ``b * R + r``), then the strides of the trailing dims; None where B and R do not merge into one row stride."""
+    B, R = t.shape[:2]
+    stride_b, stride_r = t.stride(0), t.stride(1)
+    if R == 1:
+        return (stride_b, *t.stride()[2:])
+    if B == 1 or stride_b == R * stride_r:
+        return (stride_r, *t.stride()[2:])
+    return None  # e.g. a B/R-permuted layout
+
+
+def _rows_readable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself where the kernels can read it in place (see :func:`_row_strides`), else a contiguous copy."""
+    return t if _row_strides(t) is not None else t.contiguous()
+
+
+def _input_strides(rgb: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor) -> tuple[int, ...]:
+    """The seven stride arguments of the kernels, for inputs that went through :func:`_rows_readable`."""
+    return (*_row_strides(rgb), *_row_strides(alpha), *_row_strides(depth))
+
+
 def _as_uint8(valid: torch.Tensor | None) -> torch.Tensor | None:
     return None if valid is None else valid.contiguous().view(torch.uint8)
 
@@ -332,7 +383,8 @@ def _volume_composite_fwd(
     valid: torch.Tensor | None,
     white_back: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """Run the forward kernel on contiguous inputs; returns color, out_depth, weights, W and out_depth - z0."""
+    """Run the forward kernel on inputs that went through :func:`_rows_readable` (read at their strides); returns
+    the contiguous color, out_depth, weights, W and out_depth - z0."""
     B, R, L, C = rgb.shape
     n_rows = B * R
     acc = compute_dtype(rgb, alpha, depth)
@@ -349,7 +401,7 @@ def _volume_composite_fwd(
     _volume_composite_fwd_kernel[grid](
         rgb, alpha, depth, alpha if valid_u8 is None else valid_u8,
         color, out_depth, weights, w_sum, mean_dz,
-        n_rows, L, C,
+        n_rows, L, C, *_input_strides(rgb, alpha, depth),
         HAS_VALID=valid_u8 is not None, WHITE_BACK=bool(white_back),
         INVALID_DEPTH=INVALID_DEPTH, EPS=TRANSMITTANCE_EPS, ACC=tl_dtype(acc),
         BLOCK_R=block_r, BLOCK_L=block_l,
@@ -370,15 +422,17 @@ def _volume_composite_bwd(
     white_back: bool,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Run the backward kernel; returns d_rgb, d_alpha, d_depth, each None where it is not needed or is zero."""
+    """Run the backward kernel; returns contiguous d_rgb, d_alpha, d_depth, each None where it is not needed or is
+    zero."""
     B, R, L, C = rgb.shape
     n_rows = B * R
     need_rgb = needs[0] and g_color is not None
     need_alpha = needs[1] and (g_color is not None or g_depth is not None or g_weights is not None)
     need_depth = needs[2] and g_depth is not None
-    d_rgb = torch.empty_like(rgb) if need_rgb else None
-    d_alpha = torch.empty_like(alpha) if need_alpha else None
-    d_depth = torch.empty_like(depth) if need_depth else None
+    contiguous = torch.contiguous_format  # empty_like would copy the layout of a dense but permuted input
+    d_rgb = torch.empty_like(rgb, memory_format=contiguous) if need_rgb else None
+    d_alpha = torch.empty_like(alpha, memory_format=contiguous) if need_alpha else None
+    d_depth = torch.empty_like(depth, memory_format=contiguous) if need_depth else None
     if n_rows == 0 or not (need_rgb or need_alpha or need_depth):
         return d_rgb, d_alpha, d_depth
     block_r, block_l, grid = _launch_sizes(n_rows, L)
@@ -393,7 +447,7 @@ def _volume_composite_bwd(
         dummy if g_weights is None else g_weights,
         dummy if d_rgb is None else d_rgb, dummy if d_alpha is None else d_alpha,
         dummy if d_depth is None else d_depth,
-        n_rows, L, C,
+        n_rows, L, C, *_input_strides(rgb, alpha, depth),
         HAS_VALID=valid_u8 is not None, WHITE_BACK=bool(white_back),
         HAS_G_COLOR=g_color is not None, HAS_G_DEPTH=g_depth is not None, HAS_G_WEIGHTS=g_weights is not None,
         NEED_D_RGB=need_rgb, NEED_D_ALPHA=need_alpha, NEED_D_DEPTH=need_depth,
@@ -411,13 +465,14 @@ def _volume_composite_bwd(
 class VolumeCompositeFunction(torch.autograd.Function):
     """``apply(rgb, alpha, depth, valid, white_back) -> (color, out_depth, weights)``.
 
-    Saves the contiguous inputs plus W and out_depth - z0 per ray; T is recomputed in backward. No AMP input casting:
-    the kernels read any float dtype and upcast in registers.
+    Saves the inputs as the kernels read them (views in place; a contiguous copy only where B and R do not merge into
+    one row stride) plus W and out_depth - z0 per ray; T is recomputed in backward. No AMP input casting: the kernels
+    read any float dtype and upcast in registers.
     """
 
     @staticmethod
     def forward(ctx, rgb, alpha, depth, valid, white_back):
-        rgb, alpha, depth = rgb.contiguous(), alpha.contiguous(), depth.contiguous()
+        rgb, alpha, depth = _rows_readable(rgb), _rows_readable(alpha), _rows_readable(depth)
         valid = None if valid is None else valid.contiguous()
         color, out_depth, weights, w_sum, mean_dz = _volume_composite_fwd(rgb, alpha, depth, valid, white_back)
         ctx.save_for_backward(rgb, alpha, depth, valid, w_sum, mean_dz)
