@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
 
 from aniportrait.machine import bf16_matmul_path, cpu_name
 
@@ -56,21 +55,7 @@ print(json.dumps({"frames": n, "seconds": seconds, "size": list(out["image"].sha
 
 
 def run(tree: Path, threads: int, n_interval: int, frames: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run(
-        [sys.executable, "-c", SNIPPET, str(threads), str(n_interval), str(frames)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def revision(tree: Path) -> str:
-    return subprocess.run(
-        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return run_snippet(tree, SNIPPET, [threads, n_interval, frames], threads)
 
 
 def main() -> None:

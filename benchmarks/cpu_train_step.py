@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
-import sys
 from pathlib import Path
+
+from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
 
 from aniportrait.machine import cpu_name
 
@@ -52,21 +52,7 @@ print(json.dumps(times))
 
 
 def run(tree: Path, data: str, threads: int, warm: int, steps: int) -> list[float]:
-    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run(
-        [sys.executable, "-c", SNIPPET, data, str(threads), str(warm), str(steps)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def revision(tree: Path) -> str:
-    return subprocess.run(
-        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return run_snippet(tree, SNIPPET, [data, threads, warm, steps], threads)
 
 
 def main() -> None:
