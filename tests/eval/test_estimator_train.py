@@ -43,8 +43,9 @@ def test_to_signed_maps_uint8_onto_minus_one_to_one():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
-def test_to_signed_leaves_its_uint8_input_unchanged():
-    pixels = _pixels(2, 3, 4, 4)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_to_signed_leaves_its_input_unchanged(dtype):
+    pixels = _pixels(2, 3, 4, 4).to(dtype)
     before = pixels.clone()
     to_signed(pixels)
     assert torch.equal(pixels, before)

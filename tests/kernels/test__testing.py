@@ -194,6 +194,7 @@ def test_lowp_atol_grows_as_precision_falls():
     assert lowp_atol(torch.float16) == pytest.approx(4 * 2.0**-10)
     assert lowp_atol(torch.bfloat16) == pytest.approx(4 * 2.0**-7)
     assert lowp_atol(torch.float32) < 2e-6
+    assert lowp_atol(torch.float64) == pytest.approx(4 * 2.0**-52)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

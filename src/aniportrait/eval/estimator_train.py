@@ -81,8 +81,8 @@ def load_arrays(path: str | Path) -> tuple[Tensor, Tensor, Tensor, dict]:
 
 
 def to_signed(pixels: Tensor) -> Tensor:
-    """uint8 [..., 3, H, W] -> float32 in [-1, 1]."""
-    return pixels.float().div_(127.5).sub_(1.0)
+    """uint8 [..., 3, H, W] -> float32 in [-1, 1], a new tensor (the input is never written, whatever its dtype)."""
+    return pixels.to(torch.float32) / 127.5 - 1.0
 
 
 def _draw_side(lo: int, hi: int, g: torch.Generator) -> int:

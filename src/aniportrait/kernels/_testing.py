@@ -160,8 +160,8 @@ def assert_close_lowp(
 
 def lowp_atol(dtype: torch.dtype, scale: float = 1.0) -> float:
     """Absolute slack for a dtype: a few units in the last place at magnitude ``scale``."""
-    eps = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}.get(dtype, 2.0**-23)
-    return 4 * eps * max(scale, 1.0) + (1e-6 if dtype not in LOW_PRECISION else 0.0)
+    floor = 1e-6 if dtype == torch.float32 else 0.0  # fp32 kernels sum in a different order than the reference
+    return 4 * torch.finfo(dtype).eps * max(scale, 1.0) + floor
 
 
 __all__ = [

@@ -380,8 +380,15 @@ class Trainer:
         n = min(self.cfg.recon_images, len(self.dataset))
         rows = torch.randperm(len(self.dataset), generator=_seeded(self.cfg.seed, 0x4EC0))[:n].tolist()
         items = [self.dataset.get(i, flip=False) for i in rows]
-        keys = {"image": "image", "face": "face", "z_id": "id", "betas": "betas", "expression": "expression"}
-        keys.update(camera="camera", pose="pose")
+        keys = {
+            "image": "image",
+            "face": "face",
+            "z_id": "id",
+            "betas": "betas",
+            "expression": "expression",
+            "camera": "camera",
+            "pose": "pose",
+        }
         batch = {name: torch.stack([item[key] for item in items]).to(self.device) for name, key in keys.items()}
         batch["image"] = to_ray_grid(batch["image"], self.portrait_size)
         batch["face"] = to_ray_grid(batch["face"], self.face_size)
