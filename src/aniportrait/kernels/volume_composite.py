@@ -172,6 +172,35 @@ def _depth_shift(a, z, INVALID_DEPTH: tl.constexpr):
 
 
 @triton.jit
+def _load_alpha_depth(
+    alpha_ptr,
+    depth_ptr,
+    valid_ptr,
+    rows,
+    entries,
+    offs,
+    mask,
+    stride_alpha_row,
+    stride_alpha_l,
+    stride_depth_row,
+    stride_depth_l,
+    HAS_VALID: tl.constexpr,
+    INVALID_DEPTH: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """The [BLOCK_R, BLOCK_L] alpha and depth tiles in ACC, read at their strides, with invalid entries (per the
+    contiguous uint8 mask at ``offs``) set to alpha 0 and INVALID_DEPTH: the preamble of both kernels."""
+    a = tl.load(alpha_ptr + rows[:, None] * stride_alpha_row + entries * stride_alpha_l, mask=mask, other=0.0)
+    z = tl.load(depth_ptr + rows[:, None] * stride_depth_row + entries * stride_depth_l, mask=mask, other=0.0)
+    a, z = a.to(ACC), z.to(ACC)
+    if HAS_VALID:
+        v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
+        a = tl.where(v, a, 0.0)
+        z = tl.where(v, z, INVALID_DEPTH)
+    return a, z
+
+
+@triton.jit
 def _volume_composite_fwd_kernel(
     rgb_ptr,  # [n_rows, L, C] colours, read at the stride_rgb_* element strides
     alpha_ptr,  # [n_rows, L] opacities, read at the stride_alpha_* element strides
@@ -207,14 +236,11 @@ def _volume_composite_fwd_kernel(
     mask = row_mask[:, None] & (cols[None, :] < L)
     offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
     entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
-    a_offs = rows[:, None] * stride_alpha_row + entries * stride_alpha_l
-    z_offs = rows[:, None] * stride_depth_row + entries * stride_depth_l
-    a = tl.load(alpha_ptr + a_offs, mask=mask, other=0.0).to(ACC)
-    z = tl.load(depth_ptr + z_offs, mask=mask, other=0.0).to(ACC)
-    if HAS_VALID:
-        v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
-        a = tl.where(v, a, 0.0)
-        z = tl.where(v, z, INVALID_DEPTH)
+    a, z = _load_alpha_depth(
+        alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
+        stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,
+        HAS_VALID, INVALID_DEPTH, ACC,
+    )  # fmt: skip
     w = a * _transmittance(a, z, cols, L, EPS)
     store_cast(weights_ptr + offs, w, mask)
 
@@ -282,14 +308,11 @@ def _volume_composite_bwd_kernel(
     mask = row_mask[:, None] & (cols[None, :] < L)
     offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
     entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
-    a_offs = rows[:, None] * stride_alpha_row + entries * stride_alpha_l
-    z_offs = rows[:, None] * stride_depth_row + entries * stride_depth_l
-    a = tl.load(alpha_ptr + a_offs, mask=mask, other=0.0).to(ACC)
-    z = tl.load(depth_ptr + z_offs, mask=mask, other=0.0).to(ACC)
-    if HAS_VALID:
-        v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
-        a = tl.where(v, a, 0.0)
-        z = tl.where(v, z, INVALID_DEPTH)
+    a, z = _load_alpha_depth(
+        alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
+        stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,
+        HAS_VALID, INVALID_DEPTH, ACC,
+    )  # fmt: skip
     trans = _transmittance(a, z, cols, L, EPS)
     w = a * trans
 
@@ -332,8 +355,8 @@ def _volume_composite_bwd_kernel(
             gww_j = _column(gww, cols, j)
             after += tl.where(_before(z, cols[None, :], z_j[:, None], j), gww_j[:, None], 0.0)
         d_a = trans * g_w - after / (1.0 - a + EPS)
-        if HAS_VALID:
-            d_a = tl.where(v, d_a, 0.0)
+        if HAS_VALID:  # an invalid entry's alpha was replaced by 0: no gradient reaches the input
+            d_a = tl.where(tl.load(valid_ptr + offs, mask=mask, other=0) != 0, d_a, 0.0)
         store_cast(d_alpha_ptr + offs, d_a, mask)
 
 
