@@ -40,9 +40,10 @@ class TrainConfig:
     deform_prior_steps: int = 0  # stage 1: DeformNet fitted to the 3DMM's expression deformation
     sr_prior_steps: int = 0  # stage 2: super-resolution fitted to x4 upsampling of the LR textures
     recon_steps: int = 0  # stage 1: the generator fitted to real images with learned noise codes (an auto-decoder)
-    recon_images: int = 1024  # the images it fits (a seeded choice of the dataset's rows)
-    recon_lr: float = 2e-4  # its generator learning rate (Adam 0.9 / 0.99)
-    recon_code_lr: float = 0.2  # its codes' learning rate: each code is updated only when its image is drawn
+    sr_recon_steps: int = 0  # stage 2, after sr_prior_steps: super-resolution fitted to the real images likewise
+    recon_images: int = 1024  # the images both fit (a seeded choice of the dataset's rows)
+    recon_lr: float = 2e-4  # their generator learning rate (Adam 0.9 / 0.99)
+    recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -143,6 +144,7 @@ RANGES = {
     "deform_prior_steps": (0, 10**7, False, False),
     "sr_prior_steps": (0, 10**7, False, False),
     "recon_steps": (0, 10**7, False, False),
+    "sr_recon_steps": (0, 10**7, False, False),
     "recon_images": (1, 10**7, False, False),
     "recon_lr": (0.0, 1.0, True, False),
     "recon_code_lr": (0.0, 10.0, True, False),

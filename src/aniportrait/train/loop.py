@@ -536,6 +536,20 @@ class Trainer:
         def draw(tag):
             return lambda step: self.fake_labels(step, tag)
 
+        def reconstruct(steps, regularisers):
+            return fit_generator_to_images(
+                self.G,
+                self.g_params,
+                lambda labels: self.render(self.G, labels),
+                self.reconstruction_images(),
+                steps,
+                cfg.seed,
+                cfg,
+                regularisers,
+            )
+
+        recon_what = f"reconstruction warm-up on {min(cfg.recon_images, len(self.dataset))} images, L1"
+
         if cfg.stage == 1:
             fits = [
                 (
@@ -549,16 +563,10 @@ class Trainer:
                     lambda n: fit_deformation_to_3dmm(self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg),
                 ),
                 (
-                    f"reconstruction warm-up on {min(cfg.recon_images, len(self.dataset))} images, L1",
+                    recon_what,
                     cfg.recon_steps,
-                    lambda n: fit_generator_to_images(
-                        self.G,
-                        self.g_params,
-                        lambda labels: self.render(self.G, labels),
-                        self.reconstruction_images(),
+                    lambda n: reconstruct(
                         n,
-                        cfg.seed,
-                        cfg,
                         lambda labels, out, rng: deformation_losses(
                             self.G, self.teacher, labels, out["x"].flatten(1, 2).detach(), rng, cfg
                         ),
@@ -572,6 +580,8 @@ class Trainer:
                     cfg.sr_prior_steps,
                     lambda n: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl),
                 ),
+                # The deformation is frozen in stage 2: no regularisers, only the image error at full resolution.
+                (recon_what, cfg.sr_recon_steps, lambda n: reconstruct(n, lambda labels, out, rng: {})),
             ]
         fits = [(what, steps, fit) for what, steps, fit in fits if steps]
         for what, steps, fit in fits:

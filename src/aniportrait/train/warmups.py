@@ -25,12 +25,14 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     GLO and DeepSDF's auto-decoders), are rendered with their own labels and compared with the image and its face
     crop (L1), with the deformation losses kept on so that the expression stays on the face. The codes start as
     N(0, I) draws and a weak prior keeps them near that scale, so that the GAN's N(0, I) noise lands among them;
-    they are dropped afterwards.
+    they are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
+    frozen stage-1 generator's textures, through super-resolution (the networks stage 2 trains), rendered at full
+    resolution against the full-resolution images, with new codes.
 
 Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
     A randomly initialised super-resolution network outputs noise, so the high-resolution discriminators would first
     have to teach it to upsample at all. The warm-up regresses its output onto the x4 bilinear upsampling of the
-    low-resolution RGBA textures; the GAN then adds detail.
+    low-resolution RGBA textures; the reconstruction (above) or the GAN then adds detail.
 
 Each fit takes a ``draw_labels(step) -> labels`` function (the trainer's label sampler) and is deterministic for it.
 """
