@@ -21,6 +21,7 @@ from aniportrait.train.warmups import (
     fit_density_to_body,
     fit_generator_to_images,
     fit_sr_to_upsampling,
+    pca_codes,
     vertex_normals,
 )
 from tests.train.train_helpers import FAST, write_dataset
@@ -197,6 +198,45 @@ def test_reconstruction_fit_lowers_the_image_error_and_trains_the_stage_networks
     assert again == errors and all(torch.equal(weights[k], weights_again[k]) for k in weights)
 
 
+def test_pca_codes_are_whitened_components_that_tell_the_images_apart():
+    g = torch.Generator().manual_seed(0)
+    n, dim = 40, 16
+    # Images that differ by colour (a few modes) and by noise.
+    colour = 1.6 * torch.rand(n, 3, 1, 1, generator=g) - 0.8
+    images = {
+        "image": (colour + 0.05 * torch.randn(n, 3, 32, 32, generator=g)).clamp(-1, 1),
+        "face": (colour.flip(1) + 0.05 * torch.randn(n, 3, 16, 16, generator=g)).clamp(-1, 1),
+    }
+    fill = torch.randn(n, dim, generator=g)
+    codes = pca_codes(images, dim, fill)
+    assert codes.shape == (n, dim) and codes.dtype == torch.float32
+    torch.testing.assert_close(codes.mean(0), torch.zeros(dim), atol=1e-4, rtol=0)
+    cov = codes.T @ codes / (n - 1)
+    torch.testing.assert_close(cov, torch.eye(dim), atol=1e-4, rtol=0)  # 16 < rank: every column a component
+    # The first components carry the colours: a linear read-out of the colour from the first 3 codes is near exact.
+    first = codes[:, :3].double()
+    target = colour.flatten(1).double()
+    target = target - target.mean(0)
+    fit = first @ torch.linalg.lstsq(first, target).solution
+    assert float((fit - target).norm() / target.norm()) < 0.1
+    # A function of the images: rows in another order give the same codes in that order, whatever the fill.
+    perm = torch.randperm(n, generator=g)
+    again = pca_codes({k: v[perm] for k, v in images.items()}, dim, torch.randn(n, dim, generator=g))
+    torch.testing.assert_close(again, codes[perm], atol=1e-4, rtol=0)
+
+
+def test_pca_codes_keep_the_fill_beyond_the_rank_of_the_images():
+    images = {"image": torch.zeros(3, 3, 8, 8), "face": torch.zeros(3, 3, 8, 8)}
+    images["image"][1] = 0.5
+    images["image"][2] = -0.5  # rank 1 after centring
+    fill = torch.arange(12.0).reshape(3, 4)
+    codes = pca_codes(images, 4, fill)
+    torch.testing.assert_close(codes[:, 1:], fill[:, 1:])
+    assert abs(float(codes[0, 0])) < 1e-6 and codes[1, 0] * codes[2, 0] < 0
+    torch.testing.assert_close(codes[:, 0].square().sum() / 2, torch.tensor(1.0))
+    assert torch.equal(pca_codes({k: v[:1] for k, v in images.items()}, 4, fill[:1]), fill[:1])
+
+
 def test_stage_two_reconstruction_fits_the_full_resolution_images_with_super_resolution_only(dataset, tmp_path):
     """Stage 2's reconstruction (``sr_recon_steps``): renders at the high-resolution sizes, the L1 error falls, and
     only the networks stage 2 trains move (the stage-1 generator stays frozen)."""
@@ -248,7 +288,13 @@ def test_upsampling_fit_trains_super_resolution_only(dataset, tmp_path):
 
 def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
     config = TrainConfig(
-        total_steps=1, shape_prior_steps=3, recon_steps=2, shape_prior_lambda=2.0, train_smoother=False, **FAST
+        total_steps=1,
+        shape_prior_steps=3,
+        recon_steps=2,
+        recon_code_init="pca",
+        shape_prior_lambda=2.0,
+        train_smoother=False,
+        **FAST,
     )
     trainer = Trainer(config, dataset, tmp_path / "run", progress=False)
     assert not any(p is q for p in trainer.g_params for q in trainer.G.smoother.parameters())

@@ -44,6 +44,7 @@ class TrainConfig:
     recon_images: int = 1024  # the images both fit (a seeded choice of the dataset's rows)
     recon_lr: float = 2e-4  # their generator learning rate (Adam 0.9 / 0.99)
     recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
+    recon_code_init: str = "random"  # their codes' start: N(0, I) draws, or "pca": the images' whitened components
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -87,6 +88,7 @@ class TrainConfig:
             "model": tuple(CONFIGS),
             "stage": (1, 2),
             "pose_sampling": ("paired", "independent"),
+            "recon_code_init": ("random", "pca"),
             "impl": ("auto", "ref", "triton"),
         }
         for key, allowed in choices.items():

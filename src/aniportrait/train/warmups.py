@@ -24,8 +24,9 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     directly: ``recon_images`` images, each with its own learned noise code (the generator's ``z_noise``, as in
     GLO and DeepSDF's auto-decoders), are rendered with their own labels and compared with the image and its face
     crop (L1), with the deformation losses kept on so that the expression stays on the face. The codes start as
-    N(0, I) draws and a weak prior keeps them near that scale, so that the GAN's N(0, I) noise lands among them;
-    they are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
+    N(0, I) draws, or (``recon_code_init="pca"``) as the images' whitened principal components, so that they tell
+    the images apart from the first step; a weak prior keeps them near N(0, I)'s scale, so that the GAN's (and a
+    render's) N(0, I) noise lands among them. They are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
     frozen stage-1 generator's textures, through super-resolution (the networks stage 2 trains), rendered at full
     resolution against the full-resolution images, with new codes.
 
@@ -39,6 +40,7 @@ Each fit takes a ``draw_labels(step) -> labels`` function (the trainer's label s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +63,7 @@ SHELL = 0.04
 SHAPE_PRIOR_LR = 1e-3
 DEFORM_PRIOR_LR = 1e-3
 SR_PRIOR_LR = 3e-3
+PCA_SIDE = 8  # side of the thumbnails whose principal components start the codes (recon_code_init="pca")
 RECON_CODE_PRIOR = 1e-3  # weight of the mean squared code: keeps the learned codes near N(0, I)'s scale
 WARMUP_BETAS = (0.9, 0.99)
 SHAPE_PRIOR_POINTS = 8192  # random canonical points per step of the warm-up
@@ -240,7 +243,10 @@ def fit_generator_to_images(
     n = images["image"].shape[0]
     device = images["image"].device
     draw = torch.Generator().manual_seed(seed * 100_043 + 7)
-    codes = torch.nn.Parameter(torch.randn(n, G.config.z_noise_dim, generator=draw).to(device))
+    start = torch.randn(n, G.config.z_noise_dim, generator=draw)
+    if cfg.recon_code_init == "pca":
+        start = pca_codes(images, G.config.z_noise_dim, start)
+    codes = torch.nn.Parameter(start.to(device))
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
     code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
@@ -261,6 +267,29 @@ def fit_generator_to_images(
         code_optimizer.step()
         history.append(float(error.detach()))
     return history
+
+
+def pca_codes(images: dict[str, Tensor], dim: int, fill: Tensor) -> Tensor:
+    """Starting codes [N, dim] that already tell the images apart: the whitened principal components of their
+    ``PCA_SIDE``-pixel thumbnails (portrait and face crop), as GLO starts its codes.
+
+    Column k is the images' coordinate on their k-th principal component, scaled to unit variance, so that the codes
+    have N(0, I)'s first two moments and a random N(0, I) code reads as a random mix of the images' main modes of
+    variation (colours of clothes, skin and hair first). Each component's sign is fixed (its largest loading
+    positive), so the codes depend on the images only. Columns beyond the images' rank keep ``fill``'s values.
+    """
+    thumbs = [F.adaptive_avg_pool2d(images[key].float().cpu(), PCA_SIDE).flatten(1) for key in ("image", "face")]
+    x = torch.cat(thumbs, dim=1).double()
+    x = x - x.mean(dim=0)
+    n = x.shape[0]
+    if n < 2:
+        return fill.clone()
+    u, sv, vt = torch.linalg.svd(x, full_matrices=False)
+    k = min(dim, int((sv > sv[0] * 1e-6).sum()))
+    flip = torch.sign(vt[:k].gather(1, vt[:k].abs().argmax(dim=1, keepdim=True))).squeeze(1)
+    codes = fill.clone()
+    codes[:, :k] = (u[:, :k] * flip * math.sqrt(n - 1)).to(codes.dtype)
+    return codes
 
 
 def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
