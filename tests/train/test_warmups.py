@@ -302,6 +302,11 @@ def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
     trainer.run()
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "shape warm-up, occupancy loss" in log and "reconstruction warm-up on 4 images, L1" in log
+    # Each warm-up's loss curve: every log_every-th step (every step here) and the last.
+    curves = [json.loads(line) for line in (tmp_path / "run" / "warmups.jsonl").read_text().splitlines()]
+    shape, recon = "shape warm-up", "reconstruction warm-up on 4 images"
+    assert [(c["warmup"], c["step"]) for c in curves] == [(shape, 0), (shape, 1), (shape, 2), (recon, 0), (recon, 1)]
+    assert all(math.isfinite(c["loss"]) and c["loss"] > 0 for c in curves)
     stats = json.loads((tmp_path / "run" / "stats.jsonl").read_text().splitlines()[-1])
     assert math.isfinite(stats["shape"]) and stats["shape"] > 0, "the occupancy loss stays on as a regulariser"
     for k, v in trainer.G.smoother.state_dict().items():

@@ -53,7 +53,14 @@ from aniportrait.models.generator import AniPortraitGenerator, init_planar_manif
 from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, RESUMABLE_CHANGES, TrainConfig
 from aniportrait.train.imitation import ExpressionTeacher
 from aniportrait.train.objective import Objective
-from aniportrait.train.run_folder import GENERATOR_FILE, SNAPSHOTS_FILE, STATE_FILE, RunFolder, RunFolderError
+from aniportrait.train.run_folder import (
+    GENERATOR_FILE,
+    SNAPSHOTS_FILE,
+    STATE_FILE,
+    WARMUPS_FILE,
+    RunFolder,
+    RunFolderError,
+)
 from aniportrait.train.state import FORMAT as STATE_FORMAT
 from aniportrait.train.state import load_training_state, save_training_state
 from aniportrait.train.warmups import (
@@ -590,6 +597,9 @@ class Trainer:
             self.folder.log(
                 f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {time.perf_counter() - start:.1f} s"
             )
+            name = what.split(",")[0]
+            for i in sorted({*range(0, steps, cfg.log_every), steps - 1}):
+                self.folder.stats({"warmup": name, "step": i, "loss": losses[i]}, WARMUPS_FILE)
         self.world.broadcast(self.G)  # ranks drew different labels: every replica takes rank 0's result
         if fits:
             self.G_ema.load_state_dict(self.G.state_dict())

@@ -3,7 +3,8 @@
 A run folder holds
 
 - ``config.json``: the run's :class:`~aniportrait.train.config.TrainConfig`, written once when the run starts;
-- ``log.txt`` (events) and ``stats.jsonl`` (one line per logged step; ``snapshots.jsonl``, one per snapshot);
+- ``log.txt`` (events) and ``stats.jsonl`` (one line per logged step; ``snapshots.jsonl``, one per snapshot;
+  ``warmups.jsonl``, the loss of every ``log_every``-th step of each warm-up and of its last);
 - ``samples/step_*.png``;
 - ``state.safetensors``: every state (networks, EMA, optimisers, step, RNG), for ``--resume``;
 - ``generator.safetensors``: the EMA generator, for ``aniportrait render --checkpoint``.
@@ -29,6 +30,7 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.txt"
 STATS_FILE = "stats.jsonl"
 SNAPSHOTS_FILE = "snapshots.jsonl"
+WARMUPS_FILE = "warmups.jsonl"
 SAMPLES_DIR = "samples"
 
 
