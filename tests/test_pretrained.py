@@ -87,7 +87,7 @@ def test_each_control_acts_where_it_names(default):
     """From the front, one control at a time (two seeds): the camera turns the figure; raised shoulders change the
     bottom quarter at least three times as much as the upper half; head yaw changes the upper half (the face) at
     least twice as much as the bottom quarter; an open mouth changes the upper half more than the bottom quarter.
-    Measured on this model (MODEL_CARD.md, control_response.json): head yaw 9-14x, the mouth about 2.5x. The
+    Measured on this model (MODEL_CARD.md, control_response.json, eight seeds): head yaw 11x, the mouth 2.8x. The
     issue's target for the mouth, 3x, is not asserted: this model does not meet it (the synthetic world itself
     gives 2.3x, its mouth sitting between the two regions)."""
     generator, _, body = default

@@ -3,13 +3,15 @@
 #
 #   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
 #
-# About two hours on a 2-core CPU (the model card gives the measured times). Each stage can be stopped and
+# About an hour and a half on a 2-core CPU (the model card gives the measured times). Each stage can be stopped and
 # continued with `aniportrait train --data OUT/data --out OUT/sN --resume`. The result is OUT/s2/generator.safetensors.
 set -euo pipefail
 OUT=${1:-runs/default}
 export OMP_NUM_THREADS=1  # one thread for the training process, one core left for its data worker
 
 aniportrait data synth "$OUT/data" --n 20000 --res 128 --seed 0 --quiet
-aniportrait train --data "$OUT/data" --out "$OUT/s1" --config small --set total_steps=2000 --quiet
-aniportrait train --data "$OUT/data" --out "$OUT/s2" --config small --set stage=2 --set total_steps=250 \
-    --set sr_prior_steps=500 --init-from "$OUT/s1" --quiet
+# Stage 1: the shape, deformation and reconstruction warm-ups, then one adversarial step (the small preset).
+aniportrait train --data "$OUT/data" --out "$OUT/s1" --config small --quiet
+# Stage 2: the upsampling warm-up, then one adversarial step.
+aniportrait train --data "$OUT/data" --out "$OUT/s2" --config small --set stage=2 --set sr_prior_steps=500 \
+    --init-from "$OUT/s1" --quiet

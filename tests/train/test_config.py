@@ -52,7 +52,8 @@ def test_config_round_trips_through_json():
 def test_small_preset_is_the_documented_cpu_recipe():
     small = PRESETS["small"]
     assert small.model == "small" and small.shape_prior_steps > 0 and small.sr_prior_steps > 0
-    assert small.deform_prior_steps > 0
+    assert small.deform_prior_steps > 0 and small.recon_steps > 0
+    assert small.total_steps == 1, "the warm-ups make the built-in default (docs/training/README.md, section 8)"
     assert not small.train_smoother
     with pytest.raises(ValueError, match="shape_prior_steps"):
         TrainConfig(shape_prior_steps=-1)
