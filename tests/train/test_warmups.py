@@ -21,6 +21,7 @@ from aniportrait.train.warmups import (
     fit_density_to_body,
     fit_generator_to_images,
     fit_sr_to_upsampling,
+    onto_code_sphere,
     pca_codes,
     vertex_normals,
 )
@@ -225,6 +226,14 @@ def test_pca_codes_are_whitened_components_that_tell_the_images_apart():
     torch.testing.assert_close(again, codes[perm], atol=1e-4, rtol=0)
 
 
+def test_onto_code_sphere_scales_each_row_to_the_norm_of_a_gaussian_draw():
+    codes = torch.tensor([[3.0, 4.0], [0.0, -0.5]])
+    out = onto_code_sphere(codes)
+    torch.testing.assert_close(out.norm(dim=1), torch.full((2,), math.sqrt(2.0)))
+    torch.testing.assert_close(out / out.norm(dim=1, keepdim=True), codes / codes.norm(dim=1, keepdim=True))
+    assert torch.equal(onto_code_sphere(torch.zeros(1, 2)), torch.zeros(1, 2)), "a zero row stays finite"
+
+
 def test_pca_codes_keep_the_fill_beyond_the_rank_of_the_images():
     images = {"image": torch.zeros(3, 3, 8, 8), "face": torch.zeros(3, 3, 8, 8)}
     images["image"][1] = 0.5
@@ -292,6 +301,7 @@ def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
         shape_prior_steps=3,
         recon_steps=2,
         recon_code_init="pca",
+        recon_code_sphere=True,
         shape_prior_lambda=2.0,
         train_smoother=False,
         **FAST,

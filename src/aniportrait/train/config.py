@@ -45,6 +45,7 @@ class TrainConfig:
     recon_lr: float = 2e-4  # their generator learning rate (Adam 0.9 / 0.99)
     recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
     recon_code_init: str = "random"  # their codes' start: N(0, I) draws, or "pca": the images' whitened components
+    recon_code_sphere: bool = False  # keep each code at norm sqrt(z_noise_dim), where N(0, I) draws lie (GLO)
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)

@@ -26,7 +26,8 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     crop (L1), with the deformation losses kept on so that the expression stays on the face. The codes start as
     N(0, I) draws, or (``recon_code_init="pca"``) as the images' whitened principal components, so that they tell
     the images apart from the first step; a weak prior keeps them near N(0, I)'s scale, so that the GAN's (and a
-    render's) N(0, I) noise lands among them. They are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
+    render's) N(0, I) noise lands among them; with ``recon_code_sphere`` they are kept on the sphere of radius
+    sqrt(dim) where N(0, I) draws concentrate (GLO's constraint). They are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
     frozen stage-1 generator's textures, through super-resolution (the networks stage 2 trains), rendered at full
     resolution against the full-resolution images, with new codes.
 
@@ -246,6 +247,8 @@ def fit_generator_to_images(
     start = torch.randn(n, G.config.z_noise_dim, generator=draw)
     if cfg.recon_code_init == "pca":
         start = pca_codes(images, G.config.z_noise_dim, start)
+    if cfg.recon_code_sphere:
+        start = onto_code_sphere(start)
     codes = torch.nn.Parameter(start.to(device))
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
     code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
@@ -265,8 +268,17 @@ def fit_generator_to_images(
         loss.backward()
         optimizer.step()
         code_optimizer.step()
+        if cfg.recon_code_sphere:
+            with torch.no_grad():
+                codes[rows] = onto_code_sphere(codes[rows])
         history.append(float(error.detach()))
     return history
+
+
+def onto_code_sphere(codes: Tensor) -> Tensor:
+    """Rows [N, D] scaled to norm sqrt(D): the sphere near which N(0, I) draws in D dimensions concentrate (GLO's
+    constraint on its codes), so that a render's random noise has the norm of the codes the generator was fitted to."""
+    return codes * (math.sqrt(codes.shape[-1]) / codes.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
 def pca_codes(images: dict[str, Tensor], dim: int, fill: Tensor) -> Tensor:
