@@ -67,8 +67,10 @@ def train(
 ) -> None:
     """Train AniPortraitGAN (stage 1 or 2, see --set stage=2) on a dataset; multi-GPU with torchrun.
 
-    The run folder gets config.json, log.txt, stats.jsonl, snapshots.jsonl, samples/*.png, state.safetensors (every
-    state, for --resume) and generator.safetensors (the EMA generator, for `aniportrait render --checkpoint`).
+    The run folder gets config.json, log.txt, stats.jsonl, snapshots.jsonl, warmups.jsonl (the warm-ups' loss
+    curves), samples/*.png, state.safetensors (every state, for --resume) and generator.safetensors (the EMA
+    generator, for `aniportrait render --checkpoint`). The small preset is the built-in default's recipe: its
+    warm-ups, then one adversarial step (give --set total_steps=N for more).
     """
 
     from aniportrait.train.config import PRESETS, parse_overrides
