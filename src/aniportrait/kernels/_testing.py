@@ -7,8 +7,6 @@ import os
 
 import torch
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def kernel_device() -> str:
     """Where tests run Triton kernels: CUDA when present, else the CPU (under ``TRITON_INTERPRET=1``)."""

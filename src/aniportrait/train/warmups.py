@@ -27,9 +27,10 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     N(0, I) draws, or (``recon_code_init="pca"``) as the images' whitened principal components, so that they tell
     the images apart from the first step; a weak prior keeps them near N(0, I)'s scale, so that the GAN's (and a
     render's) N(0, I) noise lands among them; with ``recon_code_sphere`` they are kept on the sphere of radius
-    sqrt(dim) where N(0, I) draws concentrate (GLO's constraint). They are dropped afterwards. Stage 2 can do the same after its upsampling warm-up (``sr_recon_steps``): the
-    frozen stage-1 generator's textures, through super-resolution (the networks stage 2 trains), rendered at full
-    resolution against the full-resolution images, with new codes.
+    sqrt(dim) where N(0, I) draws concentrate (GLO's constraint). They are dropped afterwards. Stage 2 can do the
+    same after its upsampling warm-up (``sr_recon_steps``): the frozen stage-1 generator's textures, through
+    super-resolution (the networks stage 2 trains), rendered at full resolution against the full-resolution images,
+    with new codes.
 
 Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
     A randomly initialised super-resolution network outputs noise, so the high-resolution discriminators would first
