@@ -199,6 +199,40 @@ def test_reconstruction_fit_lowers_the_image_error_and_trains_the_stage_networks
     assert again == errors and all(torch.equal(weights[k], weights_again[k]) for k in weights)
 
 
+def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, tmp_path):
+    """``recon_codes="prior"``: no code is learned; every render gets a new N(0, I) noise (as a render at inference
+    does), drawn from the seed, and the image error still falls (the labels are all the generator reads)."""
+    config = TrainConfig(total_steps=1, recon_lr=1e-3, recon_codes="prior", **FAST)
+
+    def fit(run, steps):
+        trainer = Trainer(config, dataset, tmp_path / run, progress=False)
+        noises = []
+
+        def render(labels):
+            noises.append(labels["z_noise"].detach().clone())
+            return trainer.render(trainer.G, labels)
+
+        errors = fit_generator_to_images(
+            trainer.G,
+            trainer.g_params,
+            render,
+            trainer.reconstruction_images(),
+            steps,
+            seed=0,
+            cfg=config,
+            regularisers=lambda labels, out, rng: {},
+        )
+        return errors, torch.stack(noises)
+
+    errors, noises = fit("a", 60)
+    assert sum(errors[-10:]) / 10 < 0.8 * sum(errors[:10]) / 10, errors[::10]
+    flat = noises.flatten(0, 1)  # [steps * batch, dim]: no two renders share a noise
+    assert torch.cdist(flat, flat).add(torch.eye(len(flat)) * 1e9).min() > 1
+    assert abs(float(flat.mean())) < 0.05 and abs(float(flat.std()) - 1) < 0.05
+    again, noises_again = fit("b", 3)
+    assert torch.equal(noises_again, noises[:3]) and again == errors[:3]
+
+
 def test_pca_codes_are_whitened_components_that_tell_the_images_apart():
     g = torch.Generator().manual_seed(0)
     n, dim = 40, 16

@@ -189,15 +189,17 @@ def _load_alpha_depth(
     ACC: tl.constexpr,
 ):
     """The [BLOCK_R, BLOCK_L] alpha and depth tiles in ACC, read at their strides, with invalid entries (per the
-    contiguous uint8 mask at ``offs``) set to alpha 0 and INVALID_DEPTH: the preamble of both kernels."""
+    contiguous uint8 mask at ``offs``) set to alpha 0 and INVALID_DEPTH, and the tile's in-bounds valid entries
+    (``mask`` itself without HAS_VALID): the preamble of both kernels."""
     a = tl.load(alpha_ptr + rows[:, None] * stride_alpha_row + entries * stride_alpha_l, mask=mask, other=0.0)
     z = tl.load(depth_ptr + rows[:, None] * stride_depth_row + entries * stride_depth_l, mask=mask, other=0.0)
     a, z = a.to(ACC), z.to(ACC)
+    keep = mask
     if HAS_VALID:
-        v = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
-        a = tl.where(v, a, 0.0)
-        z = tl.where(v, z, INVALID_DEPTH)
-    return a, z
+        keep = tl.load(valid_ptr + offs, mask=mask, other=0) != 0
+        a = tl.where(keep, a, 0.0)
+        z = tl.where(keep, z, INVALID_DEPTH)
+    return a, z, keep
 
 
 @triton.jit
@@ -236,7 +238,7 @@ def _volume_composite_fwd_kernel(
     mask = row_mask[:, None] & (cols[None, :] < L)
     offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
     entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
-    a, z = _load_alpha_depth(
+    a, z, _ = _load_alpha_depth(
         alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
         stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,
         HAS_VALID, INVALID_DEPTH, ACC,
@@ -308,7 +310,7 @@ def _volume_composite_bwd_kernel(
     mask = row_mask[:, None] & (cols[None, :] < L)
     offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
     entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
-    a, z = _load_alpha_depth(
+    a, z, keep = _load_alpha_depth(
         alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
         stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,
         HAS_VALID, INVALID_DEPTH, ACC,
@@ -356,7 +358,7 @@ def _volume_composite_bwd_kernel(
             after += tl.where(_before(z, cols[None, :], z_j[:, None], j), gww_j[:, None], 0.0)
         d_a = trans * g_w - after / (1.0 - a + EPS)
         if HAS_VALID:  # an invalid entry's alpha was replaced by 0: no gradient reaches the input
-            d_a = tl.where(tl.load(valid_ptr + offs, mask=mask, other=0) != 0, d_a, 0.0)
+            d_a = tl.where(keep, d_a, 0.0)
         store_cast(d_alpha_ptr + offs, d_a, mask)
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
     sr_recon_steps: int = 0  # stage 2, after sr_prior_steps: super-resolution fitted to the real images likewise
     recon_images: int = 1024  # the images both fit (a seeded choice of the dataset's rows)
     recon_lr: float = 2e-4  # their generator learning rate (Adam 0.9 / 0.99)
+    recon_codes: str = "learned"  # their noise: "learned" (a code per image) or "prior" (fresh N(0, I) per render)
     recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
     recon_code_init: str = "random"  # their codes' start: N(0, I) draws, or "pca": the images' whitened components
     recon_code_sphere: bool = False  # keep each code at norm sqrt(z_noise_dim), where N(0, I) draws lie (GLO)
@@ -89,6 +90,7 @@ class TrainConfig:
             "model": tuple(CONFIGS),
             "stage": (1, 2),
             "pose_sampling": ("paired", "independent"),
+            "recon_codes": ("learned", "prior"),
             "recon_code_init": ("random", "pca"),
             "impl": ("auto", "ref", "triton"),
         }
@@ -250,6 +252,8 @@ PRESETS = {
         shape_prior_steps=300,
         deform_prior_steps=1500,
         recon_steps=2000,  # camera error 3.6 deg against 7.5 for 2,250 adversarial steps (held-out, section 8)
+        recon_codes="prior",  # the appearance read from the identity label, so that seeds differ (section 9)
+        recon_images=4096,  # with no code per image, more images cost nothing per step
         sr_prior_steps=1000,
         train_smoother=False,
         lr_g=2e-5,  # [G][A]: at 1e-4 each SIREN step outran the discriminators (docs/training/README.md)

@@ -21,9 +21,13 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     A GAN on a CPU budget leaves the discriminators at chance for long stretches (docs/training/README.md), and the
     generator learns the figure's layout, its colours and where each control acts only slowly. Every real image
     comes with its labels (identity, shape, expression, camera, pose), so the generator can also be taught
-    directly: ``recon_images`` images, each with its own learned noise code (the generator's ``z_noise``, as in
-    GLO and DeepSDF's auto-decoders), are rendered with their own labels and compared with the image and its face
-    crop (L1), with the deformation losses kept on so that the expression stays on the face. The codes start as
+    directly: ``recon_images`` images are rendered with their own labels and compared with the image and its face
+    crop (L1), with the deformation losses kept on so that the expression stays on the face. With
+    ``recon_codes="prior"`` each render gets a fresh N(0, I) noise, as a render at inference does, so the generator
+    must read each image from its labels: right where the identity label encodes the appearance (the synthetic
+    world's does), and the way to seeds that differ as the data's identities do. With ``recon_codes="learned"``
+    each image has its own learned noise code (the generator's ``z_noise``, as in GLO and DeepSDF's
+    auto-decoders), which can carry what the labels do not, but also takes over what they do. The codes start as
     N(0, I) draws, or (``recon_code_init="pca"``) as the images' whitened principal components, so that they tell
     the images apart from the first step; a weak prior keeps them near N(0, I)'s scale, so that the GAN's (and a
     render's) N(0, I) noise lands among them; with ``recon_code_sphere`` they are kept on the sphere of radius
@@ -244,34 +248,40 @@ def fit_generator_to_images(
     """
     n = images["image"].shape[0]
     device = images["image"].device
+    dim = G.config.z_noise_dim
+    learned = cfg.recon_codes == "learned"
     draw = torch.Generator().manual_seed(seed * 100_043 + 7)
-    start = torch.randn(n, G.config.z_noise_dim, generator=draw)
-    if cfg.recon_code_init == "pca":
-        start = pca_codes(images, G.config.z_noise_dim, start)
-    if cfg.recon_code_sphere:
+    start = torch.randn(n, dim, generator=draw)
+    if learned and cfg.recon_code_init == "pca":
+        start = pca_codes(images, dim, start)
+    if learned and cfg.recon_code_sphere:
         start = onto_code_sphere(start)
     codes = torch.nn.Parameter(start.to(device))
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
-    code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
+    code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS) if learned else None
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
     history = []
     for step in range(steps):
         rng = torch.Generator().manual_seed(seed * 100_057 + step)
         rows = torch.randint(n, (min(cfg.batch_size, n),), generator=rng).to(device)
         labels = {k: images[k][rows] for k in label_keys}
-        labels["z_noise"] = codes[rows]
+        # "prior": a fresh N(0, I) draw, the noise a render gets, so the image must be read from the labels.
+        labels["z_noise"] = codes[rows] if learned else torch.randn(len(rows), dim, generator=rng).to(device)
         out = render(labels)
         error = (out["image"] - images["image"][rows]).abs().mean() + (out["face"] - images["face"][rows]).abs().mean()
         terms = regularisers(labels, out, rng)
-        loss = error + sum(terms.values()) + RECON_CODE_PRIOR * codes[rows].square().mean()
+        loss = error + sum(terms.values())
+        if learned:
+            loss = loss + RECON_CODE_PRIOR * codes[rows].square().mean()
+            code_optimizer.zero_grad(set_to_none=True)
         optimizer.zero_grad(set_to_none=True)
-        code_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        code_optimizer.step()
-        if cfg.recon_code_sphere:
-            with torch.no_grad():
-                codes[rows] = onto_code_sphere(codes[rows])
+        if learned:
+            code_optimizer.step()
+            if cfg.recon_code_sphere:
+                with torch.no_grad():
+                    codes[rows] = onto_code_sphere(codes[rows])
         history.append(float(error.detach()))
     return history
 
