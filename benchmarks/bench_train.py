@@ -32,10 +32,11 @@ def dataset(tmp_path_factory):
 
 @pytest.mark.parametrize("impl", ["ref", "triton"])
 def bench_train_step(benchmark, dataset, tmp_path, impl):
+    from aniportrait.config import SSHQ512
     from aniportrait.train.config import TrainConfig
     from aniportrait.train.loop import Trainer
 
-    config = TrainConfig(model="sshq512", batch_size=8, impl=impl, total_steps=10**6)
+    config = TrainConfig(generator=SSHQ512, batch_size=8, impl=impl, total_steps=10**6)
     trainer = Trainer(config, dataset, tmp_path / impl, device="cuda", progress=False)
     benchmark.group = "train-step-stage1-128-b8"
     state = {"step": 0}

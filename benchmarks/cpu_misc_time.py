@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from aniportrait.config import SSHQ512
+from aniportrait.config import SMALL, SSHQ512
 from aniportrait.data.synth import synthesize
 from aniportrait.kernels.inverse_lbs import _nearest_ids_brute, _nearest_ids_kdtree
 from aniportrait.machine import cpu_name
@@ -71,7 +71,9 @@ def main() -> None:
         _, seconds = _timed(lambda: synthesize(Path(tmp) / "synth", 512, res=128, seed=0, progress=False))
         result["synth_images_per_s"] = round(512 / seconds, 1)
         data = synthesize(Path(tmp) / "small", 64, res=128, seed=1, progress=False)
-        trainer = Trainer(TrainConfig(model="small", batch_size=4, impl="ref"), data, Path(tmp) / "run", progress=False)
+        trainer = Trainer(
+            TrainConfig(generator=SMALL, batch_size=4, impl="ref"), data, Path(tmp) / "run", progress=False
+        )
         trainer.d_step(0)
         trainer.g_step(0)
         times = []

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from aniportrait.checkpoint import load_generator
 from aniportrait.cli import main
+from aniportrait.config import TINY, GeneratorConfig
 from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE
 from tests.train.train_helpers import write_dataset
 
@@ -25,7 +26,7 @@ def test_cli_train_dry_run_and_bad_input(dataset, tmp_path):
     result = runner.invoke(
         main, ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "x"), "--dry-run"]
     )
-    assert result.exit_code == 0 and json.loads(result.output)["model"] == "tiny"
+    assert result.exit_code == 0 and GeneratorConfig.from_dict(json.loads(result.output)["generator"]) == TINY
     result = runner.invoke(
         main, ["train", "--config", "tiny", "--data", str(dataset), "--out", str(tmp_path / "x"), "--set", "nope=1"]
     )

@@ -1,9 +1,14 @@
-"""The training settings: the JSON round trip, the range check of every value given with `--set`, and the small
-preset."""
+"""The training settings: the JSON round trip, the range check of every value given with `--set`, the YAML presets
+and config files, the generator section, and the small preset."""
+
+import dataclasses
+import json
+import pathlib
 
 import pytest
 
-from aniportrait.train.config import PRESETS, TrainConfig
+from aniportrait.config import SMALL, SSHQ512, TINY
+from aniportrait.train.config import PRESET_NAMES, PRESETS, ConfigError, TrainConfig, load_preset
 from tests.train.train_helpers import FAST, train, write_dataset
 
 
@@ -31,7 +36,10 @@ def dataset(tmp_path_factory):
         ("lr_g=inf", "expected a finite float"),
         ("batch_size=1.5", "expected a finite int"),
         ("amp=maybe", "expected a finite bool"),
-        ("model=huge", "model='huge' is not allowed"),
+        ("model=small", "bad --set"),
+        ("generator.hidden_dim=0", "generator config hidden_dim=0 is invalid"),
+        ("generator.nope=1", "bad --set"),
+        ("generator.sr_up_channels=a,b", "expected comma-separated positive integers"),
         ("stage=3", "stage=3 is not allowed"),
         ("nope=1", "bad --set"),
         ("lr_g", "bad --set"),
@@ -57,3 +65,88 @@ def test_small_preset_is_the_documented_cpu_recipe():
     assert not small.train_smoother
     with pytest.raises(ValueError, match="shape_prior_steps"):
         TrainConfig(shape_prior_steps=-1)
+
+
+def test_presets_are_the_yaml_files_and_name_their_generators():
+    assert set(PRESETS) == set(PRESET_NAMES) == {"tiny", "small", "sshq512"}
+    assert PRESETS["tiny"] == TrainConfig() and PRESETS["tiny"].generator == TINY
+    assert PRESETS["small"].generator == SMALL and PRESETS["small"].lr_g == 2e-5  # YAML's 2.0e-5, a float
+    assert PRESETS["sshq512"].generator == SSHQ512 and PRESETS["sshq512"].total_steps == 100_000
+    assert [load_preset(name) for name in PRESET_NAMES] == [PRESETS[name] for name in PRESET_NAMES]
+
+
+def test_config_json_has_a_generator_and_a_training_section():
+    config = PRESETS["small"].with_overrides(["generator.hidden_dim=48", "training.lr_g=1e-4", "batch_size=2"])
+    data = json.loads(config.to_json())
+    assert set(data) == {"generator", "training"} and "generator" not in data["training"]
+    assert data["generator"]["hidden_dim"] == 48 and data["training"]["lr_g"] == 1e-4
+    assert config.generator == dataclasses.replace(SMALL, hidden_dim=48) and config.model == "custom"
+    assert config.batch_size == 2 and TrainConfig.from_json(config.to_json()) == config
+    assert config.changed_keys(PRESETS["small"]) == ["batch_size", "generator.hidden_dim", "lr_g"]
+    assert config.value("generator.hidden_dim") == 48 and config.value("training.lr_g") == config.value("lr_g")
+
+
+def test_a_flat_config_of_an_older_run_folder_is_read():
+    flat = json.loads(PRESETS["small"].to_json())["training"]
+    assert TrainConfig.from_json(json.dumps({**flat, "model": "small"})) == PRESETS["small"]
+    with pytest.raises(ConfigError, match="unknown generator preset 'huge'"):
+        TrainConfig.from_json(json.dumps({"model": "huge"}))
+
+
+def test_a_config_file_takes_a_custom_generator_over_a_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("generator:\n  preset: small\n  hidden_dim: 96\ntraining:\n  lr_g: 5e-5\n  total_steps: 7\n")
+    config = load_preset(path)
+    assert config.generator == dataclasses.replace(SMALL, hidden_dim=96)
+    assert config.lr_g == 5e-5 and config.total_steps == 7 and config.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("generator: small\ntraining:\n  nope: 1\n", "unknown training config keys: nope"),
+        ("generator: huge\n", "unknown generator preset 'huge'"),
+        ("generator: {preset: small, width: 3}\n", "unknown generator config keys: width"),
+        ("generator: small\nrendering: {}\n", "sections generator and training only"),
+        ("training: [1, 2]\n", "training section must be a mapping"),
+        ("training: {lr_g: fast}\n", "bad value training.lr_g=fast"),
+        ("training: {lr_g: -1.0}\n", "lr_g=-1.0 is out of range"),
+        ("generator: small\n  bad: [\n", "not valid YAML"),
+        ("- 1\n- 2\n", "sections generator and training only"),
+    ],
+)
+def test_a_bad_config_file_is_refused_in_one_line(tmp_path, dataset, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_preset(path)
+    result = train("--data", dataset, "--out", tmp_path / "run", "--config", path)
+    assert result.exit_code == 2 and message.split("=")[0].split(" '")[0] in result.output, result.output
+    assert "\n" not in result.output.strip() and not (tmp_path / "run").exists()
+
+
+def test_an_unknown_config_name_says_what_to_give(tmp_path, dataset):
+    result = train("--data", dataset, "--out", tmp_path / "run", "--config", "huge")
+    assert result.exit_code == 2 and "not a preset (tiny, small, sshq512)" in result.output, result.output
+
+
+def test_a_custom_generator_size_trains_from_the_command_line(tmp_path, dataset):
+    run = tmp_path / "run"
+    sets = [f"--set={k}={v}" for k, v in FAST.items()] + ["--set=total_steps=1", "--set=generator.hidden_dim=24"]
+    result = train("--data", dataset, "--out", run, "--config", "tiny", *sets)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["generator"]["hidden_dim"] == 24
+    from aniportrait.checkpoint import load_generator
+
+    generator, _, _ = load_generator(run / "generator.safetensors")
+    assert generator.config == dataclasses.replace(TINY, hidden_dim=24)
+
+
+def test_the_readmes_config_example_loads(tmp_path):
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    config = load_preset(path)
+    assert config.generator == dataclasses.replace(SMALL, hidden_dim=96) and config.recon_steps == 3000

@@ -43,7 +43,7 @@ def test_resume_alone_continues_with_the_runs_settings(run, dataset, tmp_path):
     os.system(f"cp -r {run} {copy}")
     result = train("--data", dataset, "--out", copy, "--resume", "--set", "total_steps=3")
     assert result.exit_code == 0, result.output
-    config = json.loads((copy / "config.json").read_text())
+    config = json.loads((copy / "config.json").read_text())["training"]
     assert config["total_steps"] == 3 and config["batch_size"] == 1 and config["impl"] == "ref"
     steps = [json.loads(line)["step"] for line in (copy / "stats.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
@@ -62,7 +62,8 @@ def test_resume_without_total_steps_keeps_the_runs_value(run, dataset, tmp_path)
     [
         (["--set", "lr_g=0.001"], "lr_g"),
         (["--set", "batch_size=2"], "batch_size"),
-        (["--config", "small"], "model"),
+        (["--config", "small"], "generator.hidden_dim"),
+        (["--set", "generator.hidden_dim=48"], "generator.hidden_dim"),
     ],
 )
 def test_a_refused_resume_names_the_key_and_changes_nothing(run, dataset, extra, key):

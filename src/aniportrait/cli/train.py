@@ -26,11 +26,19 @@ class TrainingFailed(click.ClickException):
     "--config",
     "preset",
     default=None,
-    type=click.Choice(["tiny", "small", "sshq512"]),
-    help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's)  "
-    "[default: small; on --resume, the run's own settings].",
+    metavar="NAME|FILE",
+    help="Preset: tiny (tests), small (the built-in default's CPU recipe), sshq512 (the paper's), or a YAML file "
+    "with generator and training sections, as the presets are written  [default: small; on --resume, the run's own "
+    "settings].",
 )
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value (repeatable): a training setting (lr_g=1e-4, or training.lr_g=1e-4) or a "
+    "generator size (generator.hidden_dim=96).",
+)
 @click.option(
     "--resume",
     is_flag=True,
@@ -73,17 +81,17 @@ def train(
     warm-ups, then one adversarial step (give --set total_steps=N for more).
     """
 
-    from aniportrait.train.config import PRESETS, parse_overrides
+    from aniportrait.train.config import load_preset, parse_overrides
     from aniportrait.train.run_folder import RunFolder, RunFolderError
 
     folder = RunFolder(run_dir)
     try:
         values = parse_overrides(overrides)
-        requested = PRESETS[preset].with_overrides(overrides) if preset else None
+        requested = load_preset(preset).with_overrides(overrides) if preset else None
         if resume:
             config = folder.resume_config(requested, values)
         else:
-            config = requested or PRESETS["small"].with_overrides(overrides)
+            config = requested or load_preset("small").with_overrides(overrides)
             folder.check_new()
         if init_from is not None and not os.path.exists(init_from):
             raise RunFolderError(f"--init-from {init_from}: no such file or folder")

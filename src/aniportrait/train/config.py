@@ -1,11 +1,18 @@
-"""Training configuration: one frozen dataclass holding every setting and every loss weight of a run.
+"""Training configuration: one frozen dataclass holding a run's generator sizes, every setting and every loss weight.
+
+A run's config has two sections, as ``config.json``, the YAML presets and ``--set`` spell them: ``generator`` (a
+:class:`aniportrait.config.GeneratorConfig`) and ``training`` (every other field of :class:`TrainConfig`). The
+presets are YAML files in ``aniportrait/configs/`` (:func:`load_preset`); ``--config`` takes a preset's name or a
+YAML file of the same form, and ``--set generator.hidden_dim=96`` or ``--set training.lr_g=1e-4`` (or just
+``lr_g=1e-4``) changes one value.
 
 Every value the paper leaves open takes a predecessor's default or a measured choice of ours, named in its comment.
 Sources: [P] AniPortraitGAN paper, [G] GRAM, [H] GRAM-HD, [A] AniFaceGAN, [ours] a choice of this project (the
 measurements behind the ``small`` recipe are in docs/training/).
 
-Values are range-checked when the config is built (``TrainConfig(...)``, ``with_overrides``, ``from_json``), so a bad
-``--set`` fails before anything runs, with one line naming the key, the value and the allowed range.
+Values are checked when the config is built (``TrainConfig(...)``, ``with_overrides``, ``from_json``,
+:func:`load_preset`), so a bad ``--set`` or preset fails before anything runs, with one line naming the key, the
+value and what is allowed.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
-from aniportrait.config import CONFIGS
+from aniportrait.config import CONFIGS, TINY, GeneratorConfig
 from aniportrait.errors import UserInputError
 
 
@@ -25,8 +34,9 @@ class ConfigError(UserInputError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # -- model and schedule
-    model: str = "tiny"  # generator config preset: tiny (tests), small (the built-in default) or sshq512 (the paper's)
+    # -- the generator's sizes (the run config's ``generator`` section; every other field is ``training``)
+    generator: GeneratorConfig = TINY
+    # -- schedule
     stage: int = 1  # [P] 1: low resolution, all but super-resolution; 2: SR + high-res discriminators, rest frozen
     total_steps: int = 1000  # [ours] optimiser steps of this run (GRAM-HD's default is 100k)
     batch_size: int = 4  # [A] per process (AniFaceGAN: 4 per GPU)
@@ -87,7 +97,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {
-            "model": tuple(CONFIGS),
             "stage": (1, 2),
             "pose_sampling": ("paired", "independent"),
             "recon_codes": ("learned", "prior"),
@@ -99,7 +108,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"{key}={getattr(self, key)!r} is not allowed; use one of {', '.join(map(str, allowed))}"
                 )
-        for f in dataclasses.fields(self):
+        for f in _training_fields():
             value = getattr(self, f.name)
             expected = type(f.default)
             if type(value) is not expected and not (expected is float and type(value) is int):
@@ -113,16 +122,77 @@ class TrainConfig:
             if below or above:
                 raise ConfigError(f"{key}={value} is out of range: it must be in {_describe(lo, hi, lo_open, hi_open)}")
 
+    @property
+    def model(self) -> str:
+        """The name of the generator preset this run's sizes equal, or "custom"."""
+        return next((name for name, config in CONFIGS.items() if config == self.generator), "custom")
+
+    def to_dict(self) -> dict:
+        """The nested form: {"generator": {...}, "training": {...}}."""
+        training = {f.name: getattr(self, f.name) for f in _training_fields()}
+        return {"generator": dataclasses.asdict(self.generator), "training": training}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def value(self, key: str):
+        """The value of a dotted key (``generator.hidden_dim``, ``training.lr_g`` or ``lr_g``)."""
+        section, name = _split_key(key)
+        return getattr(self.generator if section == "generator" else self, name)
+
+    def with_values(self, values: dict) -> TrainConfig:
+        """A copy with ``{dotted key: typed value}`` applied (the output of :func:`parse_overrides`)."""
+        generator = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("generator.")}
+        training = {_split_key(k)[1]: v for k, v in values.items() if not k.startswith("generator.")}
+        if generator:
+            training["generator"] = _generator(self.generator, generator)
+        return dataclasses.replace(self, **training)
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
-        """Apply ``key=value`` strings, typed by the field (``--set lr_g=1e-4 --set amp=false``)."""
-        return dataclasses.replace(self, **parse_overrides(overrides))
+        """Apply ``key=value`` strings, typed by the field (``--set lr_g=1e-4 --set generator.hidden_dim=96``)."""
+        return self.with_values(parse_overrides(overrides))
 
     def changed_keys(self, other: TrainConfig) -> list[str]:
-        """Names of the fields whose values differ from ``other``'s, sorted."""
-        return sorted(f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name))
+        """Keys whose values differ from ``other``'s, sorted: training fields by name, generator fields as
+        ``generator.NAME``."""
+        keys = [f.name for f in _training_fields() if getattr(self, f.name) != getattr(other, f.name)]
+        keys += [
+            f"generator.{f.name}"
+            for f in dataclasses.fields(GeneratorConfig)
+            if getattr(self.generator, f.name) != getattr(other.generator, f.name)
+        ]
+        return sorted(keys)
+
+    @classmethod
+    def from_dict(cls, data, base: TrainConfig | None = None) -> TrainConfig:
+        """Build from the nested form, with only the given values changed from ``base`` (the defaults).
+
+        ``generator`` is a preset name, or a mapping of generator fields over the preset its ``preset`` key names
+        (default ``tiny``). A flat mapping of training fields with a ``model`` preset name (run folders written
+        before the config had sections) is read too. Unknown keys are refused.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError("the training config must be a mapping with the sections generator and training")
+        base = base or cls()
+        if "training" not in data and "generator" not in data:
+            data = {
+                "generator": data.get("model", base.model),
+                "training": {k: v for k, v in data.items() if k != "model"},
+            }
+        unknown = sorted(set(data) - {"generator", "training"})
+        if unknown:
+            raise ConfigError(f"unknown config sections: {', '.join(unknown)}; use generator and training")
+        training = data.get("training") or {}
+        if not isinstance(training, dict):
+            raise ConfigError("the config's training section must be a mapping of training settings")
+        names = {f.name for f in _training_fields()}
+        unknown = sorted(set(training) - names)
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
+        values = dict(training)
+        if "generator" in data:
+            values["generator"] = _generator_section(data["generator"])
+        return dataclasses.replace(base, **values)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
@@ -130,12 +200,37 @@ class TrainConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ConfigError(f"the training config is not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError("the training config must be a JSON object")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls.from_dict(data)
+
+
+def _training_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name != "generator"]
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """``generator.X`` -> ("generator", X); ``training.X`` or ``X`` -> ("training", X)."""
+    section, dot, name = key.partition(".")
+    return (section, name) if dot else ("training", key)
+
+
+def _generator(base: GeneratorConfig, values: dict) -> GeneratorConfig:
+    try:
+        return GeneratorConfig.from_dict({**dataclasses.asdict(base), **values})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _generator_section(section) -> GeneratorConfig:
+    """A config's ``generator`` section: a preset name, or fields over the preset named by ``preset``."""
+    if isinstance(section, str):
+        section = {"preset": section}
+    if not isinstance(section, dict):
+        raise ConfigError("the config's generator section must be a preset name or a mapping of generator fields")
+    values = dict(section)
+    name = values.pop("preset", "tiny")
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown generator preset {name!r}; use one of {', '.join(CONFIGS)}")
+    return _generator(CONFIGS[name], values)
 
 
 # Allowed ranges: key -> (low, high or None, low excluded, high excluded).
@@ -204,21 +299,34 @@ def _describe(lo, hi, lo_open: bool, hi_open: bool) -> str:
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
-    """``["key=value", ...]`` -> {key: typed value}, typed by the TrainConfig field; unknown keys refused."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    """``["key=value", ...]`` -> {key: typed value}, typed by the field; unknown keys refused.
+
+    A key is ``generator.NAME`` (a generator field), ``training.NAME`` or a bare training field ``NAME``; the result
+    keys are ``generator.NAME`` and bare training names.
+    """
+    training = {f.name: f for f in _training_fields()}
+    generator = {f.name: f for f in dataclasses.fields(GeneratorConfig)}
     values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"bad --set {item!r}: expected key=value with key one of {known}")
-        values[key] = _parse(key, raw.strip(), type(fields[key].default))
+        section, name = _split_key(key.strip())
+        fields = {"generator": generator, "training": training}.get(section, {})
+        if not sep or name not in fields:
+            known = ", ".join(sorted(training))
+            raise ConfigError(
+                f"bad --set {item!r}: expected key=value with key one of {known}, training.NAME or "
+                "generator.NAME (a field of the generator config)"
+            )
+        kind = type(fields[name].default)
+        value = _parse(key.strip(), raw.strip(), kind)
+        values[f"generator.{name}" if section == "generator" else name] = value
     return values
 
 
-def _parse(key: str, raw: str, kind: type):
+def _parse(key: str, raw: str, kind: type, what: str = "--set"):
     try:
+        if kind is tuple:
+            return tuple(int(x) for x in raw.strip("()[] ").split(","))
         if kind is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
@@ -232,42 +340,62 @@ def _parse(key: str, raw: str, kind: type):
             return value
         return raw
     except ValueError:
-        raise ConfigError(f"bad --set {key}={raw}: expected a finite {kind.__name__}") from None
+        expected = "comma-separated positive integers" if kind is tuple else f"a finite {kind.__name__}"
+        raise ConfigError(f"bad {what} {key}={raw}: expected {expected}") from None
 
 
-# Discriminator width when d_max_channels is 0. [ours] small: 32 channels. At 128 the three discriminators had 3.0 M
-# parameters against the generator's 150 k trainable ones and took half of a CPU step; 32 channels take 14% less
-# time than 64 (docs/training/README.md).
-D_MAX_CHANNELS_BY_MODEL = {"sshq512": 400, "small": 32, "tiny": 32}
+# Discriminator width when d_max_channels is 0: [G] 400 for the release's 512-pixel model; [ours] 32 below it. At
+# 128 the three discriminators had 3.0 M parameters against the small generator's 150 k trainable ones and took
+# half of a CPU step; 32 channels take 14% less time than 64 (docs/training/README.md).
+def default_d_max_channels(generator: GeneratorConfig) -> int:
+    return 400 if generator.hr_img_size >= 512 else 32
 
-PRESETS = {
-    "tiny": TrainConfig(),
-    # The built-in default's CPU recipe: assets/models/MODEL_CARD.md gives the commands, docs/training/ the
-    # measurements behind each value.
-    "small": TrainConfig(
-        model="small",
-        # One adversarial step per stage: the warm-ups make the model. On this CPU budget every measured adversarial
-        # run made the held-out numbers worse, at a quarter of lr_g too (docs/training/README.md, sections 6-8).
-        total_steps=1,
-        shape_prior_steps=300,
-        deform_prior_steps=1500,
-        recon_steps=2000,  # camera error 3.6 deg against 7.5 for 2,250 adversarial steps (held-out, section 8)
-        recon_codes="prior",  # the appearance read from the identity label, so that seeds differ (section 9)
-        recon_images=4096,  # with no code per image, more images cost nothing per step
-        sr_prior_steps=1000,
-        train_smoother=False,
-        lr_g=2e-5,  # [G][A]: at 1e-4 each SIREN step outran the discriminators (docs/training/README.md)
-        ema_decay=0.995,  # a 200-step window: 0.999's 1000 steps would hold the warm-ups for a long part of the run
-        r1_every=4,
-        data_workers=1,
-        pos_lambda=0.1,  # D_whole's camera gradient about twice its adversarial one at the start, not 10^3 times
-        real_pos_lambda=0.1,
-        imitation_points=512,  # half the default: 6% of a CPU step, and still a sixth of the 3DMM's vertices per image
-        imitation_lambda=1500.0,  # DeformNet: imitation gradient 2.4x the adversarial sum after the warm-up
-        shape_prior_lambda=1.0,
-        sample_every=500,
-        checkpoint_every=250,
-        snapshot_metrics=64,
-    ),
-    "sshq512": TrainConfig(model="sshq512", total_steps=100_000, sample_every=1000, checkpoint_every=1000),
-}
+
+PRESET_NAMES = ("tiny", "small", "sshq512")  # the YAML files of aniportrait/configs/
+
+
+def load_preset(name_or_file: str | Path) -> TrainConfig:
+    """A preset by name (``tiny``, ``small``, ``sshq512``) or a YAML file of the same form: a ``generator`` section
+    (a generator preset's name, or a mapping of generator fields over the preset its ``preset`` key names) and a
+    ``training`` section (training fields; the rest keep :class:`TrainConfig`'s defaults). Unknown keys refused."""
+    import yaml
+
+    if str(name_or_file) in PRESET_NAMES:
+        where = f"preset {name_or_file}"
+        text = (resources.files("aniportrait") / "configs" / f"{name_or_file}.yaml").read_text()
+    else:
+        path = Path(name_or_file)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"--config {name_or_file}: not a preset ({', '.join(PRESET_NAMES)}) and no such file; give a preset "
+                "name or a YAML file with generator and training sections"
+            )
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--config {path}: cannot be read ({err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = str(err).replace("\n", " ")
+        raise ConfigError(f"--config {where}: not valid YAML ({problem})") from None
+    if not isinstance(data, dict) or not set(data) <= {"generator", "training"}:
+        raise ConfigError(f"--config {where}: expected a mapping with the sections generator and training only")
+    training = data.get("training") or {}
+    try:
+        if isinstance(training, dict):
+            # YAML reads 2e-5 (no dot) as a string: type such values by their field, as --set does.
+            kinds = {f.name: type(f.default) for f in _training_fields()}
+            training = {
+                k: _parse(f"training.{k}", v, kinds[k], "value")
+                if isinstance(v, str) and kinds.get(k, str) is not str
+                else v
+                for k, v in training.items()
+            }
+        return TrainConfig.from_dict({"generator": data.get("generator", "tiny"), "training": training})
+    except ConfigError as err:
+        raise ConfigError(f"--config {where}: {err}") from None
+
+
+PRESETS = {name: load_preset(name) for name in PRESET_NAMES}

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from aniportrait.checkpoint import CheckpointError, read_safetensors, save_generator
-from aniportrait.config import get_config
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
 from aniportrait.images import to_uint8
@@ -50,7 +49,7 @@ from aniportrait.models import bfm_file, face_registration
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds
-from aniportrait.train.config import D_MAX_CHANNELS_BY_MODEL, RESUMABLE_CHANGES, TrainConfig
+from aniportrait.train.config import RESUMABLE_CHANGES, TrainConfig, default_d_max_channels
 from aniportrait.train.imitation import ExpressionTeacher
 from aniportrait.train.objective import Objective
 from aniportrait.train.run_folder import (
@@ -221,7 +220,7 @@ class Trainer:
         self.bank = LabelBank.from_dataset(self.dataset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.G = AniPortraitGenerator(get_config(config.model)).to(self.device)
+            self.G = AniPortraitGenerator(config.generator).to(self.device)
             init_planar_manifolds(self.G)
             self.face_size = config.face_size or self.G.default_face_size(config.stage)
             self.portrait_size = self.G.config.lr_img_size * (1 if config.stage == 1 else 4)
@@ -229,7 +228,7 @@ class Trainer:
                 DiscriminatorConfig(
                     whole_size=self.portrait_size,
                     face_size=self.face_size,
-                    max_channels=config.d_max_channels or D_MAX_CHANNELS_BY_MODEL[config.model],
+                    max_channels=config.d_max_channels or default_d_max_channels(config.generator),
                 )
             ).to(self.device)
         if smpl is None:
@@ -326,11 +325,12 @@ class Trainer:
 
             source, _, _ = load_generator(path, device=self.device)
             if source.config != self.G.config:
-                raise RunFolderError(f"{path}: its generator config differs from --config {self.cfg.model}")
+                raise RunFolderError(f"{path}: its generator config differs from this run's ({self.cfg.model})")
             self.G.load_state_dict(source.state_dict())
             return
         extra = json.loads(metadata.get("extra", "{}"))
-        source_stage = int(extra.get("config", {}).get("stage", 1))
+        saved = extra.get("config", {})
+        source_stage = int(saved.get("training", saved).get("stage", 1))
         modules = {
             name: {k[len(f"module/{name}/") :]: v for k, v in tensors.items() if k.startswith(f"module/{name}/")}
             for name in ("G", "G_ema", "D")
@@ -342,7 +342,7 @@ class Trainer:
             if source_stage == self.cfg.stage:
                 self.G_ema.load_state_dict(modules["G_ema"])
         except RuntimeError as err:
-            raise RunFolderError(f"{path}: its generator differs from --config {self.cfg.model} ({err})") from None
+            raise RunFolderError(f"{path}: its generator differs from this run's ({self.cfg.model}: {err})") from None
         loaded, total = self.D.load_progressive(modules["D"])
         if loaded == total:
             optimizers = json.loads(metadata["optimizers"])
@@ -521,7 +521,7 @@ class Trainer:
         step, rng, extra = load_training_state(
             self.folder.state, modules=self._modules(), optimizers={"G": self.opt_G, "D": self.opt_D}
         )
-        saved = TrainConfig(**extra["config"])
+        saved = TrainConfig.from_dict(extra["config"])
         changed = [k for k in saved.changed_keys(self.cfg) if k not in RESUMABLE_CHANGES]
         if changed:
             raise RunFolderError(

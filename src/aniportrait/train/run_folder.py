@@ -114,11 +114,11 @@ class RunFolder:
         saved = self.saved_config()
         wanted = dict(overrides)
         if requested is not None:
-            wanted.update({k: getattr(requested, k) for k in requested.changed_keys(saved)})
+            wanted.update({k: requested.value(k) for k in requested.changed_keys(saved)})
         refused = [
-            f"{key} is {getattr(saved, key)!r} in the run but {value!r} was given"
+            f"{key} is {saved.value(key)!r} in the run but {value!r} was given"
             for key, value in sorted(wanted.items())
-            if key not in RESUMABLE_CHANGES and getattr(saved, key) != value
+            if key not in RESUMABLE_CHANGES and saved.value(key) != value
         ]
         if refused:
             raise RunFolderError(
@@ -127,7 +127,7 @@ class RunFolder:
             )
         allowed = {k: v for k, v in wanted.items() if k in RESUMABLE_CHANGES}
         try:
-            return TrainConfig.from_json(json.dumps({**json.loads(saved.to_json()), **allowed}))
+            return saved.with_values(allowed)
         except ConfigError as err:
             raise RunFolderError(f"--resume: {err}") from None
 
