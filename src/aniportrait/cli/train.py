@@ -77,8 +77,9 @@ def train(
 
     The run folder gets config.json, log.txt, stats.jsonl, snapshots.jsonl, warmups.jsonl (the warm-ups' loss
     curves), samples/*.png, state.safetensors (every state, for --resume) and generator.safetensors (the EMA
-    generator, for `aniportrait render --checkpoint`). The small preset is the built-in default's recipe: its
-    warm-ups, then one adversarial step (give --set total_steps=N for more).
+    generator, for `aniportrait render --checkpoint`). The small preset holds the built-in default's settings (its
+    model card gives the three runs of its recipe): its warm-ups, then one adversarial step (give --set
+    total_steps=N for more).
     """
 
     from aniportrait.train.config import load_preset, parse_overrides
