@@ -54,6 +54,10 @@ _REF_CHUNK_ELEMS = 1 << 25  # the reference's [B, chunk, V] distance tile stays 
 KD_MIN_PAIRS = 1 << 22  # CPU neighbour searches with at least this many (query, vertex) pairs use the KD-tree
 KD_EXTRA = 2  # extra KD-tree candidates per query, for the exactness certificate
 KD_MARGIN_ULPS = 16  # the certificate's margin, in units of the compute dtype's epsilon times the k-th distance
+# The tree is rebuilt for every posed body, and most ray samples lie far from it. Unbalanced, uncompacted nodes with
+# 32-point leaves build and query 2.0-2.4x faster than scipy's defaults on a 2-core AMD EPYC (2,048 and 131,072
+# queries against 4,495 vertices; ad hoc); any exact tree returns the same neighbours.
+KD_TREE_OPTIONS = {"leafsize": 32, "compact_nodes": False, "balanced_tree": False}
 
 
 def _check_inputs(points, verts, vert_transforms, k) -> tuple[int, int, int]:
@@ -117,7 +121,7 @@ def _nearest_ids_kdtree(p: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tenso
             vb, pb = v[b], p[b]
             finite = torch.isfinite(pb).all(dim=1)
             query = torch.where(finite[:, None], pb, torch.zeros_like(pb))  # the tree rejects NaN; redone below
-            dist, cand = cKDTree(vb.double().numpy()).query(query.double().numpy(), k=kk)
+            dist, cand = cKDTree(vb.double().numpy(), **KD_TREE_OPTIONS).query(query.double().numpy(), k=kk)
             dist = torch.from_numpy(dist.reshape(P, kk))
             cand = torch.from_numpy(cand.reshape(P, kk)).clamp_max(vb.shape[0] - 1)
             d2 = _sq_dist(pb[:, None, :], vb[cand])  # spec distances of the candidates [P, kk]
