@@ -164,8 +164,8 @@ class TrainConfig:
         return sorted(keys)
 
     @classmethod
-    def from_dict(cls, data, base: TrainConfig | None = None) -> TrainConfig:
-        """Build from the nested form, with only the given values changed from ``base`` (the defaults).
+    def from_dict(cls, data) -> TrainConfig:
+        """Build from the nested form; values not given keep their defaults.
 
         ``generator`` is a preset name, or a mapping of generator fields over the preset its ``preset`` key names
         (default ``tiny``). A flat mapping of training fields with a ``model`` preset name (run folders written
@@ -173,10 +173,9 @@ class TrainConfig:
         """
         if not isinstance(data, dict):
             raise ConfigError("the training config must be a mapping with the sections generator and training")
-        base = base or cls()
         if "training" not in data and "generator" not in data:
             data = {
-                "generator": data.get("model", base.model),
+                "generator": data.get("model", "tiny"),
                 "training": {k: v for k, v in data.items() if k != "model"},
             }
         unknown = sorted(set(data) - {"generator", "training"})
@@ -192,7 +191,7 @@ class TrainConfig:
         values = dict(training)
         if "generator" in data:
             values["generator"] = _generator_section(data["generator"])
-        return dataclasses.replace(base, **values)
+        return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
