@@ -250,15 +250,15 @@ def fit_generator_to_images(
     device = images["image"].device
     dim = G.config.z_noise_dim
     learned = cfg.recon_codes == "learned"
-    draw = torch.Generator().manual_seed(seed * 100_043 + 7)
-    start = torch.randn(n, dim, generator=draw)
-    if learned and cfg.recon_code_init == "pca":
-        start = pca_codes(images, dim, start)
-    if learned and cfg.recon_code_sphere:
-        start = onto_code_sphere(start)
-    codes = torch.nn.Parameter(start.to(device))
+    if learned:
+        start = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed * 100_043 + 7))
+        if cfg.recon_code_init == "pca":
+            start = pca_codes(images, dim, start)
+        if cfg.recon_code_sphere:
+            start = onto_code_sphere(start)
+        codes = torch.nn.Parameter(start.to(device))
+        code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
-    code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS) if learned else None
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
     history = []
     for step in range(steps):
