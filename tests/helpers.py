@@ -1,5 +1,5 @@
-"""Helpers shared by test files in more than one folder: tiny generators, the release's SMPL buffer layout, and
-`aniportrait render` through click."""
+"""Helpers shared by test files in more than one folder: tiny generators, the release's SMPL buffer layout,
+`aniportrait render` through click, and the CLI's bad-input contract."""
 
 import os
 
@@ -65,3 +65,18 @@ def listing(folder) -> set[str]:
         for name in dirs + files:
             found.add(os.path.relpath(os.path.join(root, name), folder))
     return found
+
+
+# -- the CLI's bad-input contract ----------------------------------------------------------------------------------
+
+
+def error_line(result, *fragments: str) -> str:
+    """Assert the bad-input contract (exit code 2, no traceback, one stderr line starting with 'Error: ' that holds
+    every fragment) on a click result; returns that line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

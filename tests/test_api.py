@@ -97,7 +97,7 @@ def test_bad_arguments_are_refused(portrait, person):
     for seed in (-1, 2**32, 1.5, True, "3"):
         with pytest.raises(ValueError, match="seed must be an integer"):
             portrait.identity(seed)
-    for psi in (-0.1, 1.5, float("nan"), None):
+    for psi in (-0.1, 1.5, float("nan"), "0.5"):
         with pytest.raises(ValueError, match="psi must be a number"):
             portrait.identity(0, psi=psi)
     with pytest.raises(ValueError, match="output must be one of"):
@@ -107,6 +107,21 @@ def test_bad_arguments_are_refused(portrait, person):
     with pytest.raises(TypeError, match="Portrait.identity"):
         portrait.render(person.cache)
     assert isinstance(person, PreparedIdentity)
+
+
+def test_psi_and_precision_default_to_the_checkpoints_rendering_settings(portrait, tmp_path):
+    from aniportrait.checkpoint import save_generator
+    from aniportrait.config import RenderingConfig
+
+    assert portrait.rendering == RenderingConfig() and portrait.identity(0).psi == 0.7
+    path = tmp_path / "recorded.safetensors"
+    save_generator(path, portrait.generator, rendering=RenderingConfig(psi=0.25, precision="bf16"))
+    recorded = aniportrait.load(path, device="cpu")
+    assert recorded.rendering == RenderingConfig(psi=0.25, precision="bf16")
+    person = recorded.identity(0)
+    assert person.psi == 0.25 and recorded.identity(0, psi=0.7).psi == 0.7
+    bf16 = recorded.render(person, output="tensor")
+    assert torch.equal(bf16, recorded.render(person, output="tensor", precision="bf16"))
 
 
 def test_load_refuses_bad_devices_impls_and_files(tmp_path):

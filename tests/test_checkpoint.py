@@ -1,5 +1,6 @@
 """Our safetensors checkpoints: the bitwise round trip, atomic writes, the label bank, and clear load errors."""
 
+import contextlib
 import json
 import os
 
@@ -10,8 +11,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import aniportrait.checkpoint as ckpt
-from aniportrait.checkpoint import ID_BANK_KEY, CheckpointError, expression_meaning, load_generator, save_generator
-from aniportrait.config import TINY, GeneratorConfig
+from aniportrait.checkpoint import (
+    ID_BANK_KEY,
+    CheckpointError,
+    expression_meaning,
+    load_generator,
+    rendering_config,
+    save_generator,
+)
+from aniportrait.config import TINY, GeneratorConfig, RenderingConfig
 from aniportrait.models.body import BodyModel
 from aniportrait.models.face3dmm import EXPRESSION_MEANING
 from aniportrait.models.generator import init_planar_manifolds, sample_identity_latents
@@ -84,6 +92,17 @@ def test_the_face_model_names_the_expression_coefficients(tmp_path):
     with pytest.raises(ValueError, match="face_model"):
         save_generator(tmp_path / "x.safetensors", generator, face_model="flame")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_the_rendering_settings_travel_in_the_metadata(tmp_path):
+    generator = tiny_generator()
+    settings = RenderingConfig(psi=0.35, n_interval=3, fps=12, precision="bf16")
+    save_generator(tmp_path / "with.safetensors", generator, rendering=settings)
+    save_generator(tmp_path / "without.safetensors", generator)
+    _, metadata, _ = load_generator(tmp_path / "with.safetensors")
+    assert rendering_config(metadata) == settings
+    _, metadata, _ = load_generator(tmp_path / "without.safetensors")
+    assert "rendering" not in metadata and rendering_config(metadata) == RenderingConfig()
 
 
 def test_loaded_generator_renders_like_the_saved_one(tmp_path):
@@ -183,6 +202,14 @@ def _contents(path):
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
 
 
+@contextlib.contextmanager
+def _edited(path):
+    """Yield the file's tensors and metadata (dicts, to change in place); write them back to ``path`` on exit."""
+    tensors, metadata = _contents(path)
+    yield tensors, metadata
+    _rewrite(path, tensors, metadata)
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found") as err:
         load_generator(tmp_path / "nope.safetensors")
@@ -237,17 +264,35 @@ def test_load_foreign_safetensors_without_our_metadata(tmp_path, saved):
 )
 def test_load_bad_metadata(saved, change, message):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    _rewrite(path, tensors, {**metadata, **change})
+    with _edited(path) as (_, metadata):
+        metadata.update(change)
     with pytest.raises(CheckpointError, match=message):
         load_generator(path)
 
 
+@pytest.mark.parametrize(
+    ("rendering", "message"),
+    [
+        ("{not json", "unreadable rendering settings"),
+        (json.dumps({"psi": 2.0}), "psi=2.0 must be a number in"),
+        (json.dumps({"speed": 2}), "unknown rendering config keys: speed"),
+        (json.dumps([0.7]), "must be a mapping"),
+    ],
+    ids=["json", "range", "unknown-key", "not-a-mapping"],
+)
+def test_load_bad_rendering_settings(saved, rendering, message):
+    path, _ = saved
+    with _edited(path) as (_, metadata):
+        metadata["rendering"] = rendering
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_generator(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_load_metadata_without_config(saved):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    del metadata["config"]
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (_, metadata):
+        del metadata["config"]
     with pytest.raises(CheckpointError, match="unreadable generator config"):
         load_generator(path)
 
@@ -255,8 +300,8 @@ def test_load_metadata_without_config(saved):
 @pytest.mark.parametrize("value", ["32", -1], ids=["str", "negative"])
 def test_load_config_with_bad_value_types(saved, value):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    _rewrite(path, tensors, {**metadata, "config": json.dumps({**json.loads(TINY.to_json()), "hidden_dim": value})})
+    with _edited(path) as (_, metadata):
+        metadata["config"] = json.dumps({**json.loads(TINY.to_json()), "hidden_dim": value})
     with pytest.raises(CheckpointError):
         load_generator(path)
 
@@ -264,28 +309,27 @@ def test_load_config_with_bad_value_types(saved, value):
 def test_load_checkpoint_of_another_config(tmp_path):
     path = tmp_path / "tiny.safetensors"
     save_generator(path, tiny_generator())
-    tensors, metadata = _contents(path)
     small = GeneratorConfig(**{**json.loads(TINY.to_json()), "hidden_dim": 48, "sr_up_channels": (8, 4)})
-    _rewrite(path, tensors, {**metadata, "config": small.to_json()})
+    with _edited(path) as (_, metadata):
+        metadata["config"] = small.to_json()
     with pytest.raises(CheckpointError, match="mis-shaped radiance_net"):
         load_generator(path)
 
 
 def test_load_missing_tensor_names_it(saved):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    del tensors["sample_net.output_layer.bias"]
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (tensors, _):
+        del tensors["sample_net.output_layer.bias"]
     with pytest.raises(CheckpointError, match=r"missing sample_net\.output_layer\.bias"):
         load_generator(path)
 
 
 def test_load_many_missing_tensors_are_summarised(saved):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    dropped = sorted(k for k in tensors if k.startswith("sr_net."))
-    tensors = {k: v for k, v in tensors.items() if k not in dropped}
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (tensors, _):
+        dropped = sorted(k for k in tensors if k.startswith("sr_net."))
+        for key in dropped:
+            del tensors[key]
     with pytest.raises(CheckpointError, match=rf"missing {dropped[0]}.* and {len(dropped) - 4} more") as err:
         load_generator(path)
     assert "\n" not in str(err.value)
@@ -293,19 +337,17 @@ def test_load_many_missing_tensors_are_summarised(saved):
 
 def test_load_unexpected_tensor_names_it(saved):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    tensors["renderer.smpl_model.v_template"] = torch.zeros(5, 3)
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (tensors, _):
+        tensors["renderer.smpl_model.v_template"] = torch.zeros(5, 3)
     with pytest.raises(CheckpointError, match=r"unexpected renderer\.smpl_model\.v_template"):
         load_generator(path)
 
 
 def test_load_misshaped_tensor_names_it_and_both_shapes(saved):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    shape = list(tensors["smoother.conv_block1.weight"].shape)
-    tensors["smoother.conv_block1.weight"] = torch.zeros(shape[0] + 1, *shape[1:])
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (tensors, _):
+        shape = list(tensors["smoother.conv_block1.weight"].shape)
+        tensors["smoother.conv_block1.weight"] = torch.zeros(shape[0] + 1, *shape[1:])
     with pytest.raises(CheckpointError, match=r"mis-shaped smoother\.conv_block1\.weight") as err:
         load_generator(path)
     assert str([shape[0] + 1, *shape[1:]]) in str(err.value) and str(shape) in str(err.value)
@@ -336,9 +378,8 @@ def test_id_bank_round_trips_and_drives_identity_sampling(tmp_path):
 )
 def test_load_rejects_a_bad_id_bank(saved, bank):
     path, _ = saved
-    tensors, metadata = _contents(path)
-    tensors[ID_BANK_KEY] = bank
-    _rewrite(path, tensors, metadata)
+    with _edited(path) as (tensors, _):
+        tensors[ID_BANK_KEY] = bank
     with pytest.raises(CheckpointError, match="labels.id_bank must be a finite"):
         load_generator(path)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aniportrait import constants
-from aniportrait.config import SMALL, SSHQ512, TINY, GeneratorConfig
+from aniportrait.config import SMALL, SSHQ512, TINY, GeneratorConfig, RenderingConfig
 from aniportrait.models.generator import AniPortraitGenerator
 from aniportrait.models.radiance import RadianceNet
 
@@ -88,3 +88,35 @@ def test_small_smoother_footprint_is_the_releases_on_its_grid():
     spatial, depth = footprint(SMALL)
     assert spatial <= 1.5 * release_spatial and depth <= 1.5 * release_depth, (spatial, depth)
     assert SMALL.neck_gate is not None and SSHQ512.neck_gate is None
+
+
+def test_rendering_config_defaults_and_json_round_trip():
+    assert RenderingConfig() == RenderingConfig(psi=0.7, n_interval=8, fps=25, precision="fp32")
+    settings = RenderingConfig(psi=0, n_interval=1000, fps=240, precision="bf16")
+    assert RenderingConfig.from_json(settings.to_json()) == settings
+    assert RenderingConfig.from_dict({"fps": 10}) == RenderingConfig(fps=10)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"psi": 1.01}, "psi=1.01 must be a number in \\[0, 1\\]"),
+        ({"psi": float("nan")}, "psi=nan"),
+        ({"psi": True}, "psi=True"),
+        ({"psi": "0.5"}, "psi='0.5'"),
+        ({"n_interval": 0}, "n_interval=0 must be an integer in \\[1, 1000\\]"),
+        ({"n_interval": 2.0}, "n_interval=2.0"),
+        ({"fps": 241}, "fps=241 must be an integer in \\[1, 240\\]"),
+        ({"precision": "fp16"}, "precision='fp16' must be one of fp32, bf16"),
+    ],
+)
+def test_rendering_config_refuses_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        RenderingConfig(**values)
+
+
+def test_rendering_config_refuses_unknown_keys_and_non_mappings():
+    with pytest.raises(ValueError, match="unknown rendering config keys: speed"):
+        RenderingConfig.from_dict({"speed": 2})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        RenderingConfig.from_dict([("psi", 0.5)])

@@ -3,13 +3,14 @@
     import aniportrait
 
     portrait = aniportrait.load()  # the built-in default, on CUDA when there is one
-    person = portrait.identity(seed=3, psi=0.7)  # the per-identity work (textures and super-resolution), once
+    person = portrait.identity(seed=3)  # the per-identity work (textures and super-resolution), once
     frames = portrait.render(person, camera=[[1.57, 1.3], [1.57, 1.8]], expression=smile, output="numpy")
 
 ``render`` takes each control for one frame or for F frames (a leading axis of 1 broadcasts) and returns F
 frames: a float tensor [F, 3, H, W] in [-1, 1] (``output="tensor"``), uint8 arrays [F, H, W, 3] with exactly the
 rounding of ``aniportrait render``'s PNG frames (``"numpy"``), or a list of PIL images (``"pil"``). Controls are
-checked as the command line checks keyframe files: shapes, NaN and infinity, plausible ranges.
+checked as the command line checks keyframe files: shapes, NaN and infinity, plausible ranges. ``psi`` and
+``precision`` default to the checkpoint's rendering settings (``portrait.rendering``), as in ``aniportrait render``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aniportrait.config import DEFAULT_RENDERING, RenderingConfig
 from aniportrait.kernels._registry import Impl
 from aniportrait.render import keyframes as kf
 
@@ -69,12 +71,21 @@ class PreparedIdentity:
 class Portrait:
     """A loaded generator and the body it was made for. Use :func:`load` to make one."""
 
-    def __init__(self, generator, body, metadata: dict[str, str], device: torch.device, impl: Impl) -> None:
+    def __init__(
+        self,
+        generator,
+        body,
+        metadata: dict[str, str],
+        device: torch.device,
+        impl: Impl,
+        rendering: RenderingConfig = DEFAULT_RENDERING,
+    ) -> None:
         self.generator = generator
         self.body = body
         self.metadata = metadata
         self.device = device
         self.impl = impl
+        self.rendering = rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precision)
 
     @property
     def resolution(self) -> int:
@@ -82,12 +93,14 @@ class Portrait:
         return self.generator.config.hr_img_size
 
     @torch.no_grad()
-    def identity(self, seed: int, psi: float = 0.7) -> PreparedIdentity:
-        """The identity of ``seed`` (as ``aniportrait render --seeds``) at truncation ``psi`` in [0, 1]."""
+    def identity(self, seed: int, psi: float | None = None) -> PreparedIdentity:
+        """The identity of ``seed`` (as ``aniportrait render --seeds``) at truncation ``psi`` in [0, 1] (default:
+        the checkpoint's, ``self.rendering.psi``)."""
         from aniportrait.models.generator import sample_identity_latents
 
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= kf.MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {kf.MAX_SEED}], got {seed!r}")
+        psi = self.rendering.psi if psi is None else psi
         if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0.0 <= float(psi) <= 1.0:
             raise ValueError(f"psi must be a number in [0, 1], got {psi!r}")
         latents = sample_identity_latents(self.generator.config, [int(seed)], id_bank=self.generator.id_bank)
@@ -105,7 +118,7 @@ class Portrait:
         *,
         output: Output = "tensor",
         output_size: Literal["hr", "lr"] = "hr",
-        precision: Literal["fp32", "bf16"] = "fp32",
+        precision: Literal["fp32", "bf16"] | None = None,
     ):
         """Render frames of ``identity``.
 
@@ -116,7 +129,8 @@ class Portrait:
             expression: expression coefficients, [64] or [F, 64]; default zeros (neutral).
             output: ``"tensor"``, ``"numpy"`` or ``"pil"`` (see the module docstring).
             output_size: ``"hr"`` (the model's output side) or ``"lr"`` (the ray grid's side, before super-resolution).
-            precision: ``"fp32"`` (exact) or ``"bf16"`` (DeformNet and SampleNet under bfloat16 autocast).
+            precision: ``"fp32"`` (exact) or ``"bf16"`` (DeformNet and SampleNet under bfloat16 autocast); default
+                the checkpoint's, ``self.rendering.precision``.
 
         Returns:
             F frames in the ``output`` format.
@@ -128,6 +142,7 @@ class Portrait:
         if output_size not in ("hr", "lr"):
             raise ValueError(f"output_size must be 'hr' or 'lr', got {output_size!r}")
         controls = _controls(camera, pose, expression)
+        precision = self.rendering.precision if precision is None else precision
         frames = []
         for i in range(len(controls)):
             result = self.generator.render_frame(
@@ -207,7 +222,7 @@ def load(
         ValueError: a bad device or impl; a missing, corrupt or mismatched checkpoint or SMPL file (their error
             classes are ``ValueError`` subclasses).
     """
-    from aniportrait.checkpoint import load_generator
+    from aniportrait.checkpoint import load_generator, rendering_config
     from aniportrait.kernels._registry import resolve_impl
     from aniportrait.pretrained import body_for_checkpoint, builtin_generator
 
@@ -224,4 +239,5 @@ def load(
     else:
         generator, metadata, valid_index = load_generator(checkpoint, device=device)
     body = body_for_checkpoint(metadata, valid_index, None if smpl is None else os.fspath(smpl), device)
-    return Portrait(generator, body, metadata, device, impl)
+    rendering = rendering_config(metadata, "the built-in default" if checkpoint is None else checkpoint)
+    return Portrait(generator, body, metadata, device, impl, rendering)

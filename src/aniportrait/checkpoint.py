@@ -3,8 +3,9 @@
 Layout: the generator's state_dict (release parameter names) plus, optionally, ``body.valid_index`` (int64 [V']: the
 vertex ids eligible for the nearest-vertex lookup) and ``labels.id_bank`` (float32 [N, z_id_dim + 10]: the training
 data's identity and shape labels, from which identities are drawn). Metadata keys: ``format`` = "aniportrait-generator",
-``version``, ``config`` (JSON of :class:`aniportrait.config.GeneratorConfig`), ``body`` ("procedural" or "smpl")
-and free-form ``note``. Licensed body-model arrays are never stored.
+``version``, ``config`` (JSON of :class:`aniportrait.config.GeneratorConfig`), ``body`` ("procedural" or "smpl"),
+``face_model``, optionally ``rendering`` (JSON of :class:`aniportrait.config.RenderingConfig`: how the model renders
+by default; absent means the defaults) and free-form ``note``. Licensed body-model arrays are never stored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from aniportrait.config import GeneratorConfig
+from aniportrait.config import GeneratorConfig, RenderingConfig
 from aniportrait.errors import UserInputError
 from aniportrait.models.generator import AniPortraitGenerator
 from aniportrait.staging import atomic_write
@@ -45,12 +46,14 @@ def save_generator(
     body: str = "procedural",
     face_model: str = "procedural",
     valid_index: torch.Tensor | None = None,
+    rendering: RenderingConfig | None = None,
     note: str = "",
 ) -> None:
     """Save ``generator`` (with its ``id_bank``, and the valid-vertex index of the body it was made for).
 
     ``face_model`` names the 3DMM whose expression coefficients drive it (``"procedural"`` or ``"bfm"``); it says
-    what each coefficient means (see :func:`expression_meaning`)."""
+    what each coefficient means (see :func:`expression_meaning`); ``rendering`` the settings its videos render with
+    by default (see :func:`rendering_config`)."""
     if body not in BODIES:
         raise ValueError(f"body must be one of {', '.join(BODIES)}, got {body!r}")
     if face_model not in FACE_MODELS:
@@ -67,9 +70,22 @@ def save_generator(
         "body": body,
         "face_model": face_model,
     }
+    if rendering is not None:
+        metadata["rendering"] = rendering.to_json()
     if note:
         metadata["note"] = note
     atomic_save(tensors, path, metadata)
+
+
+def rendering_config(metadata: dict[str, str], path: str | os.PathLike = "checkpoint") -> RenderingConfig:
+    """The rendering defaults a checkpoint records (``RenderingConfig()`` where it records none); ``CheckpointError``
+    naming ``path`` if the record cannot be used."""
+    if "rendering" not in metadata:
+        return RenderingConfig()
+    try:
+        return RenderingConfig.from_json(metadata["rendering"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable rendering settings in the metadata: {err}") from None
 
 
 def expression_meaning(metadata: dict[str, str]) -> tuple[str, ...]:
@@ -118,6 +134,28 @@ def describe_keys(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def describe_state_dict_diff(expected: dict, given: dict, *, counted: bool = False) -> str | None:
+    """How ``given`` differs from ``expected`` (keys and shapes) in one line, or None when they match.
+
+    Plain: ``missing a, b; unexpected c; mis-shaped d (e.g. d: [2] vs [3])`` (up to 4 keys a kind).
+    ``counted``: ``2 missing keys (a, b); 1 unexpected keys (c); 1 mis-shaped tensors (e.g. d: [2] vs [3])``
+    (up to 3 keys a kind).
+    """
+    missing, unexpected, misshaped = state_dict_diff(expected, given)
+    problems = []
+    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            problems.append(
+                f"{len(keys)} {kind} keys ({describe_keys(keys, 3)})" if counted else f"{kind} {describe_keys(keys)}"
+            )
+    if misshaped:
+        k = misshaped[0]
+        example = f"(e.g. {k}: {list(given[k].shape)} vs {list(expected[k].shape)})"
+        what = f"{len(misshaped)} mis-shaped tensors" if counted else f"mis-shaped {describe_keys(misshaped)}"
+        problems.append(f"{what} {example}")
+    return "; ".join(problems) or None
+
+
 def load_generator(
     path: str | os.PathLike, *, device: str | torch.device = "cpu"
 ) -> tuple[AniPortraitGenerator, dict[str, str], torch.Tensor | None]:
@@ -127,7 +165,8 @@ def load_generator(
         (generator in eval mode on ``device``, metadata, valid_index or None).
 
     Raises:
-        CheckpointError: the file is missing, not safetensors, not ours, or its tensors don't match the config.
+        CheckpointError: the file is missing, not safetensors, not ours, its tensors don't match the config, or its
+            rendering settings are unreadable.
     """
     path = os.fspath(path)
     tensors, metadata = read_safetensors(path, "checkpoint")
@@ -139,6 +178,7 @@ def load_generator(
         config = GeneratorConfig.from_json(metadata["config"])
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: unreadable generator config in the metadata: {err}") from None
+    rendering_config(metadata, path)  # a bad record fails here, not at the first render
     valid_index = tensors.pop(VALID_INDEX_KEY, None)
     id_bank = tensors.pop(ID_BANK_KEY, None)
     if id_bank is not None:
@@ -152,20 +192,9 @@ def load_generator(
             generator = AniPortraitGenerator(config)
     except (ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path}: its generator config cannot be built: {err}") from None
-    expected = generator.state_dict()
-    missing, unexpected, misshaped = state_dict_diff(expected, tensors)
-    if missing or unexpected or misshaped:
-        problems = []
-        if missing:
-            problems.append(f"missing {describe_keys(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {describe_keys(unexpected)}")
-        if misshaped:
-            k = misshaped[0]
-            problems.append(
-                f"mis-shaped {describe_keys(misshaped)} (e.g. {k}: {list(tensors[k].shape)} vs {list(expected[k].shape)})"
-            )
-        raise CheckpointError(f"{path}: tensors do not match its config: {'; '.join(problems)}")
+    problem = describe_state_dict_diff(generator.state_dict(), tensors)
+    if problem:
+        raise CheckpointError(f"{path}: tensors do not match its config: {problem}")
     generator.load_state_dict(tensors)
     generator.id_bank = None if id_bank is None else id_bank.float()
     return generator.to(device).eval(), metadata, valid_index

@@ -1,7 +1,8 @@
-"""Generator configurations: the release's ``sshq512`` and a ``tiny`` one for tests and CPU demos.
+"""Generator configurations (the release's ``sshq512``, the built-in default's ``small`` and a ``tiny`` one for
+tests) and the rendering settings a model is rendered with by default.
 
-A config is a frozen dataclass. It travels inside our safetensors checkpoints as JSON metadata, and unknown keys
-are rejected when one is read back.
+Each is a frozen dataclass. Both travel inside our safetensors checkpoints as JSON metadata, and unknown keys are
+rejected when one is read back.
 """
 
 from __future__ import annotations
@@ -115,6 +116,53 @@ class GeneratorConfig:
         return cls.from_dict(json.loads(text))
 
 
+PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-frame MLPs
+MAX_N_INTERVAL = 1000
+MAX_FPS = 240
+
+
+@dataclass(frozen=True)
+class RenderingConfig:
+    """How a model's videos are rendered unless the caller says otherwise (``aniportrait render``'s options, the
+    Python API's and the viewer's defaults). A training run records its ``rendering`` section in the generator
+    checkpoint it writes; a checkpoint without one renders with these defaults (the release's ``gen_video.py``:
+    psi 0.7, 25 frames per second)."""
+
+    psi: float = 0.7  # truncation of the identity latents towards their average, in [0, 1]
+    n_interval: int = 8  # frames per keyframe (linear interpolation between keyframes)
+    fps: int = 25  # frame rate of the videos
+    precision: str = "fp32"  # "fp32" (exact) or "bf16" (DeformNet and SampleNet under bfloat16 autocast)
+
+    def __post_init__(self) -> None:
+        psi, n, fps = self.psi, self.n_interval, self.fps
+        if isinstance(psi, bool) or type(psi) not in (int, float) or not (math.isfinite(psi) and 0 <= psi <= 1):
+            raise ValueError(f"rendering psi={psi!r} must be a number in [0, 1]")
+        if isinstance(n, bool) or type(n) is not int or not 1 <= n <= MAX_N_INTERVAL:
+            raise ValueError(f"rendering n_interval={n!r} must be an integer in [1, {MAX_N_INTERVAL}]")
+        if isinstance(fps, bool) or type(fps) is not int or not 1 <= fps <= MAX_FPS:
+            raise ValueError(f"rendering fps={fps!r} must be an integer in [1, {MAX_FPS}]")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"rendering precision={self.precision!r} must be one of {', '.join(PRECISIONS)}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RenderingConfig:
+        """Build from a dict; values not given keep their defaults, unknown keys are refused."""
+        if not isinstance(data, dict):
+            raise ValueError("the rendering settings must be a mapping of psi, n_interval, fps and precision")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown rendering config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RenderingConfig:
+        return cls.from_dict(json.loads(text))
+
+
+DEFAULT_RENDERING = RenderingConfig()
 SSHQ512 = GeneratorConfig()
 
 TINY = GeneratorConfig(

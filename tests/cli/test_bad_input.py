@@ -24,6 +24,7 @@ from aniportrait import pretrained
 from aniportrait.checkpoint import save_generator
 from aniportrait.cli import main
 from aniportrait.render import keyframes as kf
+from tests.helpers import error_line
 
 
 class RunsCodeWhenUnpickled:
@@ -149,15 +150,9 @@ def invoke(args: list[str], inputs: Path, out: Path, env: dict[str, str] | None 
 
 
 def refused(result, fragments: list[str]) -> str:
-    """The bad-input contract; returns the error line."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    """The bad-input contract, with no exception but SystemExit; returns the error line."""
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return error_line(result, *fragments)
 
 
 def check_case(case: Case, inputs: Path, tmp_path: Path) -> str:

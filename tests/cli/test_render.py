@@ -10,22 +10,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from aniportrait.checkpoint import save_generator
 from aniportrait.cli import main
-from tests.helpers import listing, render, tiny_default
+from aniportrait.config import RenderingConfig
+from tests.helpers import error_line, listing, render, tiny_default
 
 # -- bad input -----------------------------------------------------------------------------------------------------
-
-
-def bad(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def _write(folder, name, array, **kwargs):
@@ -84,6 +77,13 @@ def bad_case(name, folder, keys):
         path = folder / "smpl.safetensors"
         save_generator(path, tiny_default(), body="smpl", valid_index=torch.arange(100))
         return ["--checkpoint", str(path), "--smpl", str(folder / "SMPL_NEUTRAL.pkl")], ["SMPL_NEUTRAL.pkl"]
+    if name == "bad-rendering-settings":
+        path = folder / "psi.safetensors"
+        save_generator(path, tiny_default())
+        with safe_open(path, framework="pt") as f:
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+        save_file(tensors, path, metadata={**metadata, "rendering": '{"psi": 3}'})
+        return ["--checkpoint", str(path)], ["psi.safetensors", "rendering settings", "psi=3"]
     if name == "smpl-with-procedural":
         path = folder / "rig.npz"
         np.savez(path, v_template=np.zeros((6890, 3)))
@@ -115,6 +115,7 @@ BAD_CASES = [
     "missing-checkpoint",
     "corrupt-checkpoint",
     "official-pt",
+    "bad-rendering-settings",
     "smpl-checkpoint-without-smpl",
     "smpl-file-missing",
     "smpl-with-procedural",
@@ -126,7 +127,7 @@ BAD_CASES = [
 def test_bad_input_is_one_error_line_and_no_output(tiny, keys, tmp_path, name):
     args, fragments = bad_case(name, tmp_path, keys)
     out = tmp_path / "out"
-    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
+    error_line(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
     assert listing(out) == set()
 
 
@@ -136,7 +137,7 @@ def test_bad_input_leaves_an_existing_out_dir_untouched(tiny, keys, tmp_path, na
     out = tmp_path / "out"
     out.mkdir()
     (out / "video_0_rgb.mp4").write_bytes(b"an earlier video")
-    bad(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
+    error_line(render(*args, "--n-interval", "1", "--out", str(out)), *fragments)
     assert listing(out) == {"video_0_rgb.mp4"}
     assert (out / "video_0_rgb.mp4").read_bytes() == b"an earlier video"
 
@@ -145,7 +146,7 @@ def test_unwritable_out_dir(tiny, keys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = blocker / "videos"
-    bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
+    error_line(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
     assert listing(tmp_path) == {"file", "keys"} | {
         f"keys/{n}.npy" for n in ("expression", "pose", "camera", "camera2")
     }
@@ -157,7 +158,7 @@ def test_read_only_out_dir(tiny, keys, tmp_path):
     out.mkdir()
     out.chmod(0o555)
     try:
-        bad(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
+        error_line(render("--camera", keys["camera2"], "--n-interval", "1", "--out", str(out)), "cannot write to --out")
         assert listing(out) == set()
     finally:
         out.chmod(0o755)
@@ -194,20 +195,67 @@ def test_out_is_required(tiny):
 
 
 def test_unknown_device_is_refused(tiny, keys, tmp_path):
-    bad(render("--camera", keys["camera2"], "--device", "gpu0", "--out", str(tmp_path / "out")), "--device")
+    error_line(render("--camera", keys["camera2"], "--device", "gpu0", "--out", str(tmp_path / "out")), "--device")
 
 
 def test_seed_out_of_range_is_refused(tiny, keys, tmp_path):
     out = tmp_path / "out"
-    bad(render("--camera", keys["camera2"], "--seeds", str(2**64), "--n-interval", "1", "--out", str(out)), "seed")
+    error_line(
+        render("--camera", keys["camera2"], "--seeds", str(2**64), "--n-interval", "1", "--out", str(out)), "seed"
+    )
     assert listing(out) == set()
 
 
 def test_triton_without_cuda_or_interpreter_is_refused(tiny, keys, tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     out = tmp_path / "out"
-    bad(render("--camera", keys["camera2"], "--impl", "triton", "--n-interval", "1", "--out", str(out)), "triton")
+    error_line(
+        render("--camera", keys["camera2"], "--impl", "triton", "--n-interval", "1", "--out", str(out)), "triton"
+    )
     assert listing(out) == set()
+
+
+# -- the checkpoint's rendering settings ---------------------------------------------------------------------------
+
+
+def test_options_not_given_take_the_checkpoints_rendering_settings(keys, tmp_path):
+    import imageio.v2 as imageio
+
+    recorded, plain = tmp_path / "recorded.safetensors", tmp_path / "plain.safetensors"
+    save_generator(recorded, tiny_default(), rendering=RenderingConfig(psi=0.2, n_interval=2, fps=10))
+    save_generator(plain, tiny_default())
+    camera = ["--camera", keys["camera2"], "--png", "--quiet"]
+    runs = {
+        "recorded": render("--checkpoint", str(recorded), *camera, "--out", str(tmp_path / "a")),
+        "given": render(
+            "--checkpoint",
+            str(plain),
+            *camera,
+            "--psi",
+            "0.2",
+            "--n-interval",
+            "2",
+            "--fps",
+            "10",
+            "--out",
+            str(tmp_path / "b"),
+        ),
+        "defaults": render("--checkpoint", str(plain), *camera, "--out", str(tmp_path / "c")),
+        "overridden": render("--checkpoint", str(recorded), *camera, "--n-interval", "1", "--out", str(tmp_path / "d")),
+    }
+    for name, result in runs.items():
+        assert result.exit_code == 0, (name, result.output)
+    frames = {k: sorted((tmp_path / k / "frames_0").iterdir()) for k in "abcd"}
+    assert [len(frames[k]) for k in "abcd"] == [4, 4, 16, 2]  # 2 keyframes x n_interval (2, 2, 8, 1)
+    for a, b in zip(frames["a"], frames["b"]):
+        assert np.array_equal(imageio.imread(a), imageio.imread(b))
+    assert not np.array_equal(imageio.imread(frames["a"][0]), imageio.imread(frames["c"][0]))  # psi 0.2 vs 0.7
+
+    def fps(folder):
+        with imageio.get_reader(folder / "video_0_rgb.mp4") as reader:
+            return reader.get_meta_data()["fps"]
+
+    assert fps(tmp_path / "a") == fps(tmp_path / "b") == 10 and fps(tmp_path / "c") == 25
 
 
 # -- help ----------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from aniportrait.config import SMALL, SSHQ512, TINY
+from aniportrait.config import SMALL, SSHQ512, TINY, RenderingConfig
 from aniportrait.train.config import PRESET_NAMES, PRESETS, ConfigError, TrainConfig, load_preset
 from tests.train.train_helpers import FAST, train, write_dataset
 
@@ -40,6 +40,9 @@ def dataset(tmp_path_factory):
         ("generator.hidden_dim=0", "generator config hidden_dim=0 is invalid"),
         ("generator.nope=1", "bad --set"),
         ("generator.sr_up_channels=a,b", "expected comma-separated positive integers"),
+        ("rendering.psi=1.5", "rendering psi=1.5 must be a number in [0, 1]"),
+        ("rendering.fps=fast", "bad --set rendering.fps=fast: expected a finite int"),
+        ("rendering.nope=1", "bad --set"),
         ("stage=3", "stage=3 is not allowed"),
         ("nope=1", "bad --set"),
         ("lr_g", "bad --set"),
@@ -75,15 +78,29 @@ def test_presets_are_the_yaml_files_and_name_their_generators():
     assert [load_preset(name) for name in PRESET_NAMES] == [PRESETS[name] for name in PRESET_NAMES]
 
 
-def test_config_json_has_a_generator_and_a_training_section():
+def test_config_json_has_a_generator_a_rendering_and_a_training_section():
     config = PRESETS["small"].with_overrides(["generator.hidden_dim=48", "training.lr_g=1e-4", "batch_size=2"])
     data = json.loads(config.to_json())
-    assert set(data) == {"generator", "training"} and "generator" not in data["training"]
+    assert set(data) == {"generator", "rendering", "training"}
+    assert "generator" not in data["training"] and "rendering" not in data["training"]
     assert data["generator"]["hidden_dim"] == 48 and data["training"]["lr_g"] == 1e-4
     assert config.generator == dataclasses.replace(SMALL, hidden_dim=48) and config.model == "custom"
     assert config.batch_size == 2 and TrainConfig.from_json(config.to_json()) == config
     assert config.changed_keys(PRESETS["small"]) == ["batch_size", "generator.hidden_dim", "lr_g"]
     assert config.value("generator.hidden_dim") == 48 and config.value("training.lr_g") == config.value("lr_g")
+
+
+def test_the_rendering_section_is_set_like_the_others():
+    config = PRESETS["small"].with_overrides(["rendering.psi=0.5", "rendering.precision=bf16", "lr_g=1e-4"])
+    assert config.rendering == RenderingConfig(psi=0.5, precision="bf16") and config.lr_g == 1e-4
+    assert json.loads(config.to_json())["rendering"]["psi"] == 0.5 and TrainConfig.from_json(config.to_json()) == config
+    assert config.changed_keys(PRESETS["small"]) == ["lr_g", "rendering.precision", "rendering.psi"]
+    assert config.value("rendering.psi") == 0.5
+    assert PRESETS["small"].rendering == PRESETS["sshq512"].rendering == RenderingConfig()
+    # A config without the section (older run folders) renders with the defaults.
+    data = json.loads(config.to_json())
+    del data["rendering"]
+    assert TrainConfig.from_dict(data).rendering == RenderingConfig()
 
 
 def test_a_flat_config_of_an_older_run_folder_is_read():
@@ -107,12 +124,14 @@ def test_a_config_file_takes_a_custom_generator_over_a_preset(tmp_path):
         ("generator: small\ntraining:\n  nope: 1\n", "unknown training config keys: nope"),
         ("generator: huge\n", "unknown generator preset 'huge'"),
         ("generator: {preset: small, width: 3}\n", "unknown generator config keys: width"),
-        ("generator: small\nrendering: {}\n", "sections generator and training only"),
+        ("generator: small\nshading: {}\n", "sections generator, rendering and training only"),
+        ("rendering: {psi: 1.5}\n", "rendering psi=1.5 must be a number in"),
+        ("rendering: {speed: 2}\n", "unknown rendering config keys: speed"),
         ("training: [1, 2]\n", "training section must be a mapping"),
         ("training: {lr_g: fast}\n", "bad value training.lr_g=fast"),
         ("training: {lr_g: -1.0}\n", "lr_g=-1.0 is out of range"),
         ("generator: small\n  bad: [\n", "not valid YAML"),
-        ("- 1\n- 2\n", "sections generator and training only"),
+        ("- 1\n- 2\n", "sections generator, rendering and training only"),
     ],
 )
 def test_a_bad_config_file_is_refused_in_one_line(tmp_path, dataset, text, message):
@@ -133,14 +152,16 @@ def test_an_unknown_config_name_says_what_to_give(tmp_path, dataset):
 def test_a_custom_generator_size_trains_from_the_command_line(tmp_path, dataset):
     run = tmp_path / "run"
     sets = [f"--set={k}={v}" for k, v in FAST.items()] + ["--set=total_steps=1", "--set=generator.hidden_dim=24"]
+    sets += ["--set=rendering.psi=0.4", "--set=rendering.fps=10"]
     result = train("--data", dataset, "--out", run, "--config", "tiny", *sets)
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "config.json").read_text())
     assert saved["generator"]["hidden_dim"] == 24
-    from aniportrait.checkpoint import load_generator
+    from aniportrait.checkpoint import load_generator, rendering_config
 
-    generator, _, _ = load_generator(run / "generator.safetensors")
+    generator, metadata, _ = load_generator(run / "generator.safetensors")
     assert generator.config == dataclasses.replace(TINY, hidden_dim=24)
+    assert rendering_config(metadata) == RenderingConfig(psi=0.4, fps=10)  # the run's rendering section
 
 
 def test_the_readmes_config_example_loads(tmp_path):

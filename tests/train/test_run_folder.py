@@ -49,6 +49,17 @@ def test_resume_alone_continues_with_the_runs_settings(run, dataset, tmp_path):
     assert steps == [1, 2, 3]
 
 
+def test_resume_may_change_the_rendering_settings(run, dataset, tmp_path):
+    from aniportrait.checkpoint import load_generator, rendering_config
+
+    copy = tmp_path / "copy"
+    os.system(f"cp -r {run} {copy}")
+    result = train("--data", dataset, "--out", copy, "--resume", "--set", "total_steps=3", "--set", "rendering.psi=0.5")
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "config.json").read_text())["rendering"]["psi"] == 0.5
+    assert rendering_config(load_generator(copy / "generator.safetensors")[1]).psi == 0.5
+
+
 def test_resume_without_total_steps_keeps_the_runs_value(run, dataset, tmp_path):
     copy = tmp_path / "copy"
     os.system(f"cp -r {run} {copy}")

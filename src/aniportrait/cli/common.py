@@ -152,7 +152,12 @@ keyframe_file_options = _stack(
         help="Camera keyframes [N, 2] = (pitch, yaw) in radians (.npy): pitch in (0, pi), yaw in [pi/2 - pi, pi/2 + pi].",
     ),
 )
-psi_option = click.option("--psi", default=0.7, show_default=True, type=FiniteFloat(0.0, 1.0), help="Truncation.")
+# Rendering settings default to the checkpoint's (aniportrait.config.RenderingConfig; 0.7, 8, 25 and fp32 where it
+# records none, as for the built-in default).
+CHECKPOINT_DEFAULT = "  [default: the checkpoint's, else {}]"
+psi_option = click.option(
+    "--psi", default=None, type=FiniteFloat(0.0, 1.0), help="Truncation." + CHECKPOINT_DEFAULT.format(0.7)
+)
 device_options = _stack(
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--impl", default="auto", show_default=True, type=IMPL_CHOICE, help="Kernel implementation."),
@@ -165,7 +170,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _load_model(checkpoint, smpl, device):
+    """The :class:`aniportrait.api.Portrait` of ``--checkpoint`` (None: the built-in default)."""
     from aniportrait.api import load
 
-    portrait = load(checkpoint, smpl, device)
-    return portrait.generator, portrait.body
+    return load(checkpoint, smpl, device)

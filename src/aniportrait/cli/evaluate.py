@@ -58,7 +58,8 @@ def eval_command(
     try:
         device = _resolve_device(device)
         _check_impl(impl, device)
-        generator, body = _load_model(checkpoint, smpl, device)
+        portrait = _load_model(checkpoint, smpl, device)
+        generator, body = portrait.generator, portrait.body
         extractor = load_fid_inception(inception, device=device) if inception else None
         report = evaluate(
             generator,

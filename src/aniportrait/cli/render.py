@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aniportrait.cli.common import (
+    CHECKPOINT_DEFAULT,
     InputError,
     NonEmptyPath,
     _check_impl,
@@ -17,6 +18,7 @@ from aniportrait.cli.common import (
     model_options,
     psi_option,
 )
+from aniportrait.config import MAX_FPS, MAX_N_INTERVAL, PRECISIONS
 
 
 @click.command()
@@ -33,20 +35,18 @@ from aniportrait.cli.common import (
 )
 @click.option(
     "--n-interval",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Frames per keyframe; a video has at most 100,000 frames (keyframes x n-interval).",
+    type=click.IntRange(1, MAX_N_INTERVAL),
+    help="Frames per keyframe; a video has at most 100,000 frames (keyframes x n-interval)."
+    + CHECKPOINT_DEFAULT.format(8),
 )
-@click.option("--fps", default=25, show_default=True, type=click.IntRange(1, 240))
+@click.option("--fps", type=click.IntRange(1, MAX_FPS), help="Frame rate." + CHECKPOINT_DEFAULT.format(25))
 @psi_option
 @device_options
 @click.option(
     "--precision",
-    default="fp32",
-    show_default=True,
-    type=click.Choice(["fp32", "bf16"]),
-    help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs.",
+    type=click.Choice(PRECISIONS),
+    help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs."
+    + CHECKPOINT_DEFAULT.format("fp32"),
 )
 @click.option("--png", is_flag=True, help="Also write PNG frames.")
 @click.option(
@@ -80,8 +80,9 @@ def render(
 ) -> None:
     """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
 
-    Keyframe values beyond the plausible ranges in the option help are refused, and so is a video of more than
-    100,000 frames or a contact sheet of more than 2**28 pixels."""
+    --psi, --n-interval, --fps and --precision default to the rendering settings the checkpoint records (a trained
+    run's `rendering` config section). Keyframe values beyond the plausible ranges in the option help are refused,
+    and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
     from aniportrait.render import keyframes as kf
 
     try:
@@ -93,10 +94,13 @@ def render(
             keys = kf.from_files(expression, pose, camera)
         else:
             keys = kf.builtin(trajectory or "demo")
-        frames = kf.interpolate(keys, n_interval)
+        if n_interval is not None:
+            kf.interpolate(keys, n_interval)  # a bad frame count fails before the model loads
         device = _resolve_device(device)
         _check_impl(impl, device)
-        generator, body = _load_model(checkpoint, smpl, device)
+        portrait = _load_model(checkpoint, smpl, device)
+        generator, body, defaults = portrait.generator, portrait.body, portrait.rendering
+        frames = kf.interpolate(keys, defaults.n_interval if n_interval is None else n_interval)
         _check_contact_sheet(sheet_columns, len(seed_list), len(frames), generator.config.hr_img_size)
         from aniportrait.render.video import RenderSettings, check_writable, render_videos
 
@@ -107,7 +111,13 @@ def render(
     except _input_errors() as err:
         raise InputError(str(err)) from None
     settings = RenderSettings(
-        psi=psi, fps=fps, png=png, sheet_columns=sheet_columns, impl=impl, precision=precision, progress=not quiet
+        psi=defaults.psi if psi is None else psi,
+        fps=defaults.fps if fps is None else fps,
+        png=png,
+        sheet_columns=sheet_columns,
+        impl=impl,
+        precision=defaults.precision if precision is None else precision,
+        progress=not quiet,
     )
     written = render_videos(generator, body, seed_list, frames, out, settings)
     click.echo(f"wrote {len(frames)} frames per seed to {out}/: " + ", ".join(p.name for p in written))

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aniportrait.checkpoint import describe_keys, state_dict_diff
+from aniportrait.checkpoint import describe_state_dict_diff
 from aniportrait.eval.errors import EvalError
 from aniportrait.userfiles import UnreadableFileError, load_torch_file
 
@@ -290,18 +290,7 @@ def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
     """A one-line description of how ``state`` differs from ``model.state_dict()`` (keys and shapes), or None."""
     expected = {k: v for k, v in model.state_dict().items() if not _ignored(k)}
     given = {k: v for k, v in state.items() if not _ignored(k)}
-    missing, unexpected, misshaped = state_dict_diff(expected, given)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({describe_keys(missing, 3)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({describe_keys(unexpected, 3)})")
-    if misshaped:
-        k = misshaped[0]
-        problems.append(
-            f"{len(misshaped)} mis-shaped tensors (e.g. {k}: {list(given[k].shape)} vs {list(expected[k].shape)})"
-        )
-    return "; ".join(problems) or None
+    return describe_state_dict_diff(expected, given, counted=True)
 
 
 def load_fid_inception(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> FIDInception:

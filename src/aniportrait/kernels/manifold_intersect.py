@@ -114,6 +114,30 @@ def manifold_intersect_ref(
 
 
 @triton.jit
+def _ray_level_tile(R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's [BLOCK_R rays, BLOCK_L levels] tile: global ray ids (int64 against overflow at large
+    B*R*S*C), level ids, and the in-bounds masks of both."""
+    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_l = tl.arange(0, BLOCK_L)
+    ray = (tl.program_id(1) * R + offs_r).to(tl.int64)
+    return ray, offs_l, offs_r < R, offs_l < L
+
+
+@triton.jit
+def _chosen_interval(s_ptr, ray, idx, lv, mask, S: tl.constexpr, min_step, ACC: tl.constexpr):
+    """Of each chosen interval ``idx`` [BLOCK_R, BLOCK_L]: ``s[i]``, ``s[i+1]`` in ACC, whether level ``lv``
+    [1, BLOCK_L] lies in it (valid), whether it is steep (|delta s| > min_step), and the divisor (delta or
+    min_step)."""
+    sl = tl.load(s_ptr + ray[:, None] * S + idx, mask=mask, other=0.0).to(ACC)
+    sh = tl.load(s_ptr + ray[:, None] * S + idx + 1, mask=mask, other=0.0).to(ACC)
+    valid = (sh <= lv) & (lv <= sl)
+    delta = sh - sl
+    steep = tl.abs(delta) > min_step
+    scale = tl.where(steep, delta, min_step)
+    return sl, sh, valid, steep, scale
+
+
+@triton.jit
 def _manifold_intersect_fwd_kernel(
     s_ptr,  # [B, R, S] scalar field, contiguous
     points_ptr,  # [B, R, S, C] attributes, contiguous
@@ -132,13 +156,7 @@ def _manifold_intersect_fwd_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    pid_r = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    offs_l = tl.arange(0, BLOCK_L)
-    mask_r = offs_r < R
-    mask_l = offs_l < L
-    ray = (pid_b * R + offs_r).to(tl.int64)  # global ray id, int64 against overflow at large B*R*S*C
+    ray, offs_l, mask_r, mask_l = _ray_level_tile(R, L, BLOCK_R, BLOCK_L)
     lv = tl.load(levels_ptr + offs_l, mask=mask_l, other=0.0).to(ACC)
     lv3 = lv[None, None, :]
 
@@ -172,14 +190,9 @@ def _manifold_intersect_fwd_kernel(
         idx = tl.where(first < S, first, S - 2)
 
     m2 = mask_r[:, None] & mask_l[None, :]
-    sl = tl.load(s_ptr + ray[:, None] * S + idx, mask=m2, other=0.0).to(ACC)
-    sh = tl.load(s_ptr + ray[:, None] * S + idx + 1, mask=m2, other=0.0).to(ACC)
     lv2 = lv[None, :]
-    valid = (sh <= lv2) & (lv2 <= sl)
-    delta = sh - sl
-    steep = tl.abs(delta) > min_step
+    sl, sh, valid, steep, scale = _chosen_interval(s_ptr, ray, idx, lv2, m2, S, min_step, ACC)
     interp = valid & steep
-    scale = tl.where(steep, delta, min_step)
     hit_lr = ray[:, None] * L + offs_l[None, :]  # (ray, level) row of hits
     tl.store(valid_ptr + hit_lr, valid.to(tl.uint8), mask=m2)
     tl.store(idx_ptr + hit_lr, idx, mask=m2)
@@ -211,24 +224,14 @@ def _manifold_intersect_bwd_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    pid_r = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    offs_l = tl.arange(0, BLOCK_L)
-    mask_r = offs_r < R
-    mask_l = offs_l < L
+    ray, offs_l, mask_r, mask_l = _ray_level_tile(R, L, BLOCK_R, BLOCK_L)
     m2 = mask_r[:, None] & mask_l[None, :]
-    ray = (pid_b * R + offs_r).to(tl.int64)
     hit_lr = ray[:, None] * L + offs_l[None, :]
     lv = tl.load(levels_ptr + offs_l, mask=mask_l, other=0.0).to(ACC)[None, :]
     # Padded levels point at an impossible interval so they never match a sample below.
     idx = tl.load(idx_ptr + hit_lr, mask=m2, other=-2)
-    sl = tl.load(s_ptr + ray[:, None] * S + idx, mask=m2, other=0.0).to(ACC)
-    sh = tl.load(s_ptr + ray[:, None] * S + idx + 1, mask=m2, other=0.0).to(ACC)
-    delta = sh - sl
-    steep = tl.abs(delta) > min_step
-    interp = (sh <= lv) & (lv <= sl) & steep
-    scale = tl.where(steep, delta, min_step)
+    sl, sh, valid, steep, scale = _chosen_interval(s_ptr, ray, idx, lv, m2, S, min_step, ACC)
+    interp = valid & steep
     w_lo = tl.where(interp, (sh - lv) / scale, 0.0)  # d hit / d p[i]
     w_hi = tl.where(interp, (lv - sl) / scale, 1.0)  # d hit / d p[i+1]
     idx3 = idx[:, None, :]

@@ -172,6 +172,20 @@ def _depth_shift(a, z, INVALID_DEPTH: tl.constexpr):
 
 
 @triton.jit
+def _ray_tile(n_rows, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's [BLOCK_R rays, BLOCK_L entries] tile: ray ids (int64), entry ids, the ray mask, the tile mask,
+    the tile's offsets into the contiguous [n_rows, L] tensors (valid, weights and the gradients) and its 64-bit
+    entry offsets for the strided inputs."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_L)
+    row_mask = rows < n_rows
+    mask = row_mask[:, None] & (cols[None, :] < L)
+    offs = rows[:, None] * L + cols[None, :]
+    entries = cols[None, :].to(tl.int64)
+    return rows, cols, row_mask, mask, offs, entries
+
+
+@triton.jit
 def _load_alpha_depth(
     alpha_ptr,
     depth_ptr,
@@ -232,12 +246,7 @@ def _volume_composite_fwd_kernel(
     BLOCK_L: tl.constexpr,  # next_pow2(L)
 ):
     """Composite BLOCK_R rays: T over the stable depth order without sorting, then the three outputs."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_L)
-    row_mask = rows < n_rows
-    mask = row_mask[:, None] & (cols[None, :] < L)
-    offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
-    entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
+    rows, cols, row_mask, mask, offs, entries = _ray_tile(n_rows, L, BLOCK_R, BLOCK_L)
     a, z, _ = _load_alpha_depth(
         alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
         stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,
@@ -304,12 +313,7 @@ def _volume_composite_bwd_kernel(
     BLOCK_L: tl.constexpr,  # next_pow2(L)
 ):
     """Gradients for BLOCK_R rays with T recomputed; each program writes only its own rays (no atomics)."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_L)
-    row_mask = rows < n_rows
-    mask = row_mask[:, None] & (cols[None, :] < L)
-    offs = rows[:, None] * L + cols[None, :]  # contiguous [n_rows, L] tensors: valid, weights and the gradients
-    entries = cols[None, :].to(tl.int64)  # 64-bit offsets for the strided inputs
+    rows, cols, row_mask, mask, offs, entries = _ray_tile(n_rows, L, BLOCK_R, BLOCK_L)
     a, z, keep = _load_alpha_depth(
         alpha_ptr, depth_ptr, valid_ptr, rows, entries, offs, mask,
         stride_alpha_row, stride_alpha_l, stride_depth_row, stride_depth_l,

@@ -13,10 +13,9 @@ from torch import Tensor, nn
 
 from aniportrait.constants import WARP_SCALE
 from aniportrait.models.layers import (
-    FILM_MAPPING_LAST_GAIN,
-    FiLMLayer,
-    MappingNetwork,
+    FiLMMappingNetwork,
     film_frequencies,
+    film_layers,
     first_layer_film_init_,
     frequency_init_,
     zero_init_,
@@ -58,13 +57,9 @@ class DeformNet(nn.Module):
             raise ValueError(f"neck_gate needs low < high, got {neck_gate}")
         self.neck_gate = neck_gate
         self.hidden_dim = hidden_dim
-        self.network = nn.ModuleList(
-            [FiLMLayer(input_dim if k == 0 else hidden_dim, hidden_dim) for k in range(num_layers)]
-        )
+        self.network = film_layers(input_dim, hidden_dim, num_layers)
         self.final_layer = nn.Linear(hidden_dim, output_dim)
-        self.mapping_network = MappingNetwork(
-            z_dim, mapping_hidden_dim, num_layers * hidden_dim * 2, last_layer_gain=FILM_MAPPING_LAST_GAIN
-        )
+        self.mapping_network = FiLMMappingNetwork(z_dim, mapping_hidden_dim, num_layers, hidden_dim)
         for film in self.network:
             frequency_init_(film.layer)
         first_layer_film_init_(self.network[0].layer)
@@ -73,9 +68,7 @@ class DeformNet(nn.Module):
 
     def mapping(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Raw codes (before ``15 f + 30``; never truncated): [B, z_dim] -> 2 x [B, num_layers * H] (384)."""
-        out = self.mapping_network(z)
-        half = out.shape[-1] // 2
-        return out[..., :half], out[..., half:]
+        return self.mapping_network.codes(z)
 
     def forward(self, x_can: Tensor, freq: Tensor, phase: Tensor) -> tuple[Tensor, Tensor]:
         """Deform points (the release's ``anifacegan`` step).

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from aniportrait import constants, ops
 from aniportrait.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
-from aniportrait.config import GeneratorConfig
+from aniportrait.config import PRECISIONS, GeneratorConfig
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.deformation import DeformNet
 from aniportrait.models.manifold import SampleNet
@@ -96,8 +96,6 @@ def upsample_hits(hits: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     return hits_hr, valid_hr.reshape(B, M, 16 * R).transpose(1, 2)
 
 
-# Arithmetic of the per-frame MLPs (see render_frame).
-PRECISIONS = ("fp32", "bf16")
 # Planar-manifold initialisation: the levels start as planes z = const spread over this canonical depth range.
 PLANAR_DEPTH_RANGE = (0.15, -0.15)  # canonical z of the first (23) and last (8) level
 # Bias keeping the single active ReLU unit positive for every input the per-frame path can produce.

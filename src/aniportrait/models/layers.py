@@ -1,4 +1,4 @@
-"""Shared blocks: FiLM sine layer ``y = sin(f * (W x + b) + phi)``, mapping network, truncation, init helpers.
+"""Shared blocks: FiLM sine layer ``y = sin(f * (W x + b) + phi)``, mapping networks, truncation, init helpers.
 
 f and phi are per batch item and broadcast over the points (pi-GAN; YueWuHKUST/AniPortraitGAN:generators/siren.py).
 Shape letters: ``B`` batch, ``P`` points per batch item, ``C`` input channels, ``H`` hidden width.
@@ -122,6 +122,11 @@ class FiLMLayer(nn.Module):
         return sine(pre)
 
 
+def film_layers(input_dim: int, hidden_dim: int, num_layers: int) -> nn.ModuleList:
+    """``num_layers`` FiLM layers ``input_dim -> H -> ... -> H`` (default init; the caller applies the SIREN init)."""
+    return nn.ModuleList([FiLMLayer(input_dim if k == 0 else hidden_dim, hidden_dim) for k in range(num_layers)])
+
+
 class MappingNetwork(nn.Module):
     """MLP ``in -> hidden -> hidden -> hidden -> out`` with LeakyReLU(0.2); Linear layers at ``network.0/2/4/6``.
 
@@ -162,3 +167,25 @@ class MappingNetwork(nn.Module):
     def from_w(self, w: Tensor) -> Tensor:
         """The last Linear: [B, hidden_dim] -> [B, out_dim]."""
         return self.network[-1](w)
+
+
+class FiLMMappingNetwork(MappingNetwork):
+    """The mapping of a FiLM field: raw frequencies then raw phases, ``num_films * film_width`` each.
+
+    A :class:`MappingNetwork` (same layers and keys) with the FiLM last-layer gain (0.25).
+
+    Args:
+        in_dim: latent size.
+        hidden_dim: hidden width.
+        num_films: number of FiLM layers the codes drive.
+        film_width: width H of each FiLM layer.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, num_films: int, film_width: int) -> None:
+        super().__init__(in_dim, hidden_dim, num_films * film_width * 2, last_layer_gain=FILM_MAPPING_LAST_GAIN)
+
+    def codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw frequencies and phases (before ``15 f + 30``): [B, in_dim] -> 2 x [B, num_films * H]."""
+        out = self(z)
+        half = out.shape[-1] // 2
+        return out[..., :half], out[..., half:]

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 
 from aniportrait.constants import WARP_SCALE
 from aniportrait.models.layers import (
-    FILM_MAPPING_LAST_GAIN,
     FiLMLayer,
-    MappingNetwork,
+    FiLMMappingNetwork,
     film_frequencies,
+    film_layers,
     first_layer_film_init_,
     frequency_init_,
     truncate,
@@ -56,16 +56,12 @@ class RadianceNet(nn.Module):
         self.hidden_dim = hidden_dim
         self.feature_dim = feature_dim
         num_heads = num_layers - 1
-        self.network = nn.ModuleList(
-            [FiLMLayer(input_dim if k == 0 else hidden_dim, hidden_dim) for k in range(num_layers)]
-        )
+        self.network = film_layers(input_dim, hidden_dim, num_layers)
         self.output_sigma = nn.ModuleList([nn.Linear(hidden_dim, 1) for _ in range(num_heads)])
         self.color_layer_sine = nn.ModuleList([FiLMLayer(VIEW_DIR_DIM + hidden_dim, hidden_dim)])
         self.output_color = nn.ModuleList([nn.Linear(hidden_dim, 3) for _ in range(num_heads)])
         self.output_feature = nn.ModuleList([nn.Linear(hidden_dim, feature_dim) for _ in range(num_heads)])
-        self.mapping_network = MappingNetwork(
-            z_dim, mapping_hidden_dim, (num_layers + 1) * hidden_dim * 2, last_layer_gain=FILM_MAPPING_LAST_GAIN
-        )
+        self.mapping_network = FiLMMappingNetwork(z_dim, mapping_hidden_dim, num_layers + 1, hidden_dim)
         # Release init: SIREN on FiLM layers, sigma and colour heads; pi-GAN on layer 0; feature heads default.
         for film in [*self.network, *self.color_layer_sine]:
             frequency_init_(film.layer)
@@ -78,9 +74,7 @@ class RadianceNet(nn.Module):
 
     def mapping(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Raw frequencies and phases (before ``15 f + 30``): [B, z_dim] -> 2 x [B, (L + 1) H] (L layers; 2304)."""
-        out = self.mapping_network(z)
-        half = out.shape[-1] // 2
-        return out[..., :half], out[..., half:]
+        return self.mapping_network.codes(z)
 
     @torch.no_grad()
     def average_mapping(self, z_bank: Tensor) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aniportrait import constants
+from aniportrait.config import RenderingConfig
 from aniportrait.images import to_uint8
 from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
 from aniportrait.render.keyframes import Keyframes
@@ -48,14 +49,15 @@ INFERNO = np.array(
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """How ``render_videos`` renders: truncation, frame rate, outputs and the op implementation."""
+    """How ``render_videos`` renders: truncation, frame rate, outputs and the op implementation (the defaults of
+    :class:`aniportrait.config.RenderingConfig` where it has the setting)."""
 
-    psi: float = 0.7
-    fps: int = 25
+    psi: float = RenderingConfig.psi
+    fps: int = RenderingConfig.fps
     png: bool = False
     sheet_columns: int = 0  # frames per seed in contact_sheet.png; 0 = no sheet
     impl: str = "auto"
-    precision: str = "fp32"
+    precision: str = RenderingConfig.precision
     progress: bool = True
 
 

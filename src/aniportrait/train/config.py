@@ -1,10 +1,11 @@
 """Training configuration: one frozen dataclass holding a run's generator sizes, every setting and every loss weight.
 
-A run's config has two sections, as ``config.json``, the YAML presets and ``--set`` spell them: ``generator`` (a
-:class:`aniportrait.config.GeneratorConfig`) and ``training`` (every other field of :class:`TrainConfig`). The
-presets are YAML files in ``aniportrait/configs/`` (:func:`load_preset`); ``--config`` takes a preset's name or a
-YAML file of the same form, and ``--set generator.hidden_dim=96`` or ``--set training.lr_g=1e-4`` (or just
-``lr_g=1e-4``) changes one value.
+A run's config has three sections, as ``config.json``, the YAML presets and ``--set`` spell them: ``generator`` (a
+:class:`aniportrait.config.GeneratorConfig`), ``rendering`` (a :class:`aniportrait.config.RenderingConfig`: how
+the model's videos render by default; the run writes it into its generator checkpoints) and ``training`` (every
+other field of :class:`TrainConfig`). The presets are YAML files in ``aniportrait/configs/`` (:func:`load_preset`);
+``--config`` takes a preset's name or a YAML file of the same form, and ``--set generator.hidden_dim=96``,
+``--set rendering.psi=0.5`` or ``--set training.lr_g=1e-4`` (or just ``lr_g=1e-4``) changes one value.
 
 Every value the paper leaves open takes a predecessor's default or a measured choice of ours, named in its comment.
 Sources: [P] AniPortraitGAN paper, [G] GRAM, [H] GRAM-HD, [A] AniFaceGAN, [ours] a choice of this project (the
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from aniportrait.config import CONFIGS, TINY, GeneratorConfig
+from aniportrait.config import CONFIGS, DEFAULT_RENDERING, TINY, GeneratorConfig, RenderingConfig
 from aniportrait.errors import UserInputError
 
 
@@ -34,8 +35,10 @@ class ConfigError(UserInputError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # -- the generator's sizes (the run config's ``generator`` section; every other field is ``training``)
+    # -- the generator's sizes and the rendering defaults (the ``generator`` and ``rendering`` sections; every other
+    # field is ``training``)
     generator: GeneratorConfig = TINY
+    rendering: RenderingConfig = DEFAULT_RENDERING
     # -- schedule
     stage: int = 1  # [P] 1: low resolution, all but super-resolution; 2: SR + high-res discriminators, rest frozen
     total_steps: int = 1000  # [ours] optimiser steps of this run (GRAM-HD's default is 100k)
@@ -128,24 +131,33 @@ class TrainConfig:
         return next((name for name, config in CONFIGS.items() if config == self.generator), "custom")
 
     def to_dict(self) -> dict:
-        """The nested form: {"generator": {...}, "training": {...}}."""
+        """The nested form: {"generator": {...}, "rendering": {...}, "training": {...}}."""
         training = {f.name: getattr(self, f.name) for f in _training_fields()}
-        return {"generator": dataclasses.asdict(self.generator), "training": training}
+        return {
+            "generator": dataclasses.asdict(self.generator),
+            "rendering": dataclasses.asdict(self.rendering),
+            "training": training,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def value(self, key: str):
-        """The value of a dotted key (``generator.hidden_dim``, ``training.lr_g`` or ``lr_g``)."""
+        """The value of a dotted key (``generator.hidden_dim``, ``rendering.psi``, ``training.lr_g`` or ``lr_g``)."""
         section, name = _split_key(key)
-        return getattr(self.generator if section == "generator" else self, name)
+        return getattr(self if section == "training" else getattr(self, section), name)
 
     def with_values(self, values: dict) -> TrainConfig:
         """A copy with ``{dotted key: typed value}`` applied (the output of :func:`parse_overrides`)."""
-        generator = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("generator.")}
-        training = {_split_key(k)[1]: v for k, v in values.items() if not k.startswith("generator.")}
-        if generator:
-            training["generator"] = _generator(self.generator, generator)
+        sections = {"generator": {}, "rendering": {}, "training": {}}
+        for key, value in values.items():
+            section, name = _split_key(key)
+            sections[section][name] = value
+        training = sections["training"]
+        if sections["generator"]:
+            training["generator"] = _generator(self.generator, sections["generator"])
+        if sections["rendering"]:
+            training["rendering"] = _rendering({**dataclasses.asdict(self.rendering), **sections["rendering"]})
         return dataclasses.replace(self, **training)
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
@@ -153,14 +165,16 @@ class TrainConfig:
         return self.with_values(parse_overrides(overrides))
 
     def changed_keys(self, other: TrainConfig) -> list[str]:
-        """Keys whose values differ from ``other``'s, sorted: training fields by name, generator fields as
-        ``generator.NAME``."""
+        """Keys whose values differ from ``other``'s, sorted: training fields by name, generator and rendering
+        fields as ``generator.NAME`` and ``rendering.NAME``."""
         keys = [f.name for f in _training_fields() if getattr(self, f.name) != getattr(other, f.name)]
-        keys += [
-            f"generator.{f.name}"
-            for f in dataclasses.fields(GeneratorConfig)
-            if getattr(self.generator, f.name) != getattr(other.generator, f.name)
-        ]
+        for section in ("generator", "rendering"):
+            mine, theirs = getattr(self, section), getattr(other, section)
+            keys += [
+                f"{section}.{f.name}"
+                for f in dataclasses.fields(mine)
+                if getattr(mine, f.name) != getattr(theirs, f.name)
+            ]
         return sorted(keys)
 
     @classmethod
@@ -168,19 +182,20 @@ class TrainConfig:
         """Build from the nested form; values not given keep their defaults.
 
         ``generator`` is a preset name, or a mapping of generator fields over the preset its ``preset`` key names
-        (default ``tiny``). A flat mapping of training fields with a ``model`` preset name (run folders written
-        before the config had sections) is read too. Unknown keys are refused.
+        (default ``tiny``); ``rendering`` a mapping of rendering fields (the rest keep their defaults). A flat
+        mapping of training fields with a ``model`` preset name (run folders written before the config had
+        sections) is read too. Unknown keys are refused.
         """
         if not isinstance(data, dict):
-            raise ConfigError("the training config must be a mapping with the sections generator and training")
+            raise ConfigError(f"the training config must be a mapping with the sections {SECTIONS_TEXT}")
         if "training" not in data and "generator" not in data:
             data = {
                 "generator": data.get("model", "tiny"),
                 "training": {k: v for k, v in data.items() if k != "model"},
             }
-        unknown = sorted(set(data) - {"generator", "training"})
+        unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"unknown config sections: {', '.join(unknown)}; use generator and training")
+            raise ConfigError(f"unknown config sections: {', '.join(unknown)}; use {SECTIONS_TEXT}")
         training = data.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError("the config's training section must be a mapping of training settings")
@@ -191,6 +206,8 @@ class TrainConfig:
         values = dict(training)
         if "generator" in data:
             values["generator"] = _generator_section(data["generator"])
+        if "rendering" in data:
+            values["rendering"] = _rendering(data["rendering"] or {})
         return cls(**values)
 
     @classmethod
@@ -202,14 +219,26 @@ class TrainConfig:
         return cls.from_dict(data)
 
 
+SECTIONS = ("generator", "rendering", "training")
+SECTIONS_TEXT = "generator, rendering and training"
+
+
 def _training_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig) if f.name != "generator"]
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("generator", "rendering")]
 
 
 def _split_key(key: str) -> tuple[str, str]:
-    """``generator.X`` -> ("generator", X); ``training.X`` or ``X`` -> ("training", X)."""
+    """``generator.X`` -> ("generator", X), likewise ``rendering.X``; ``training.X`` or ``X`` -> ("training", X)."""
     section, dot, name = key.partition(".")
     return (section, name) if dot else ("training", key)
+
+
+def _rendering(section) -> RenderingConfig:
+    """A config's ``rendering`` section: a mapping of rendering fields over the defaults."""
+    try:
+        return RenderingConfig.from_dict(section)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def _generator(base: GeneratorConfig, values: dict) -> GeneratorConfig:
@@ -288,6 +317,7 @@ RESUMABLE_CHANGES = (
     "snapshot_metrics",
     "data_workers",
     "impl",
+    *(f"rendering.{f.name}" for f in dataclasses.fields(RenderingConfig)),
 )
 
 
@@ -300,25 +330,28 @@ def _describe(lo, hi, lo_open: bool, hi_open: bool) -> str:
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     """``["key=value", ...]`` -> {key: typed value}, typed by the field; unknown keys refused.
 
-    A key is ``generator.NAME`` (a generator field), ``training.NAME`` or a bare training field ``NAME``; the result
-    keys are ``generator.NAME`` and bare training names.
+    A key is ``generator.NAME`` (a generator field), ``rendering.NAME`` (a rendering field), ``training.NAME`` or a
+    bare training field ``NAME``; the result keys are ``generator.NAME``, ``rendering.NAME`` and bare training names.
     """
-    training = {f.name: f for f in _training_fields()}
-    generator = {f.name: f for f in dataclasses.fields(GeneratorConfig)}
+    fields_of = {
+        "generator": {f.name: f for f in dataclasses.fields(GeneratorConfig)},
+        "rendering": {f.name: f for f in dataclasses.fields(RenderingConfig)},
+        "training": {f.name: f for f in _training_fields()},
+    }
     values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, name = _split_key(key.strip())
-        fields = {"generator": generator, "training": training}.get(section, {})
+        fields = fields_of.get(section, {})
         if not sep or name not in fields:
-            known = ", ".join(sorted(training))
+            known = ", ".join(sorted(fields_of["training"]))
             raise ConfigError(
-                f"bad --set {item!r}: expected key=value with key one of {known}, training.NAME or "
-                "generator.NAME (a field of the generator config)"
+                f"bad --set {item!r}: expected key=value with key one of {known}, training.NAME, "
+                "generator.NAME (a field of the generator config) or rendering.NAME (psi, n_interval, fps, precision)"
             )
         kind = type(fields[name].default)
         value = _parse(key.strip(), raw.strip(), kind)
-        values[f"generator.{name}" if section == "generator" else name] = value
+        values[name if section == "training" else f"{section}.{name}"] = value
     return values
 
 
@@ -355,8 +388,9 @@ PRESET_NAMES = ("tiny", "small", "sshq512")  # the YAML files of aniportrait/con
 
 def load_preset(name_or_file: str | Path) -> TrainConfig:
     """A preset by name (``tiny``, ``small``, ``sshq512``) or a YAML file of the same form: a ``generator`` section
-    (a generator preset's name, or a mapping of generator fields over the preset its ``preset`` key names) and a
-    ``training`` section (training fields; the rest keep :class:`TrainConfig`'s defaults). Unknown keys refused."""
+    (a generator preset's name, or a mapping of generator fields over the preset its ``preset`` key names), an
+    optional ``rendering`` section (rendering fields) and a ``training`` section (training fields; the rest keep
+    :class:`TrainConfig`'s defaults). Unknown keys refused."""
     import yaml
 
     if str(name_or_file) in PRESET_NAMES:
@@ -368,7 +402,7 @@ def load_preset(name_or_file: str | Path) -> TrainConfig:
         if not path.is_file():
             raise ConfigError(
                 f"--config {name_or_file}: not a preset ({', '.join(PRESET_NAMES)}) and no such file; give a preset "
-                "name or a YAML file with generator and training sections"
+                "name or a YAML file with generator, rendering and training sections"
             )
         try:
             text = path.read_text()
@@ -379,8 +413,8 @@ def load_preset(name_or_file: str | Path) -> TrainConfig:
     except yaml.YAMLError as err:
         problem = str(err).replace("\n", " ")
         raise ConfigError(f"--config {where}: not valid YAML ({problem})") from None
-    if not isinstance(data, dict) or not set(data) <= {"generator", "training"}:
-        raise ConfigError(f"--config {where}: expected a mapping with the sections generator and training only")
+    if not isinstance(data, dict) or not set(data) <= set(SECTIONS):
+        raise ConfigError(f"--config {where}: expected a mapping with the sections {SECTIONS_TEXT} only")
     training = data.get("training") or {}
     try:
         if isinstance(training, dict):
@@ -392,7 +426,10 @@ def load_preset(name_or_file: str | Path) -> TrainConfig:
                 else v
                 for k, v in training.items()
             }
-        return TrainConfig.from_dict({"generator": data.get("generator", "tiny"), "training": training})
+        sections = {"generator": data.get("generator", "tiny"), "training": training}
+        if "rendering" in data:
+            sections["rendering"] = data["rendering"]
+        return TrainConfig.from_dict(sections)
     except ConfigError as err:
         raise ConfigError(f"--config {where}: {err}") from None
 

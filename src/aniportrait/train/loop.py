@@ -511,6 +511,7 @@ class Trainer:
             body=self.body_kind,
             face_model=self.face_model_kind,
             valid_index=valid_index,
+            rendering=self.cfg.rendering,
             note=f"step {self.step}",
         )
 

@@ -72,14 +72,15 @@ def build_app(session: ViewerSession):
         except (ValueError, TypeError) as err:
             raise gr.Error(str(err)) from None
 
-    first = session.frame(0, 0.7, ViewControls(named=(0.0,) * len(names)))
+    psi_default = session.portrait.rendering.psi  # the checkpoint's
+    first = session.frame(0, psi_default, ViewControls(named=(0.0,) * len(names)))
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"### {TITLE}")
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
                     seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=kf.MAX_SEED, elem_id="seed")
-                    psi = gr.Slider(0.0, 1.0, 0.7, step=0.05, label="psi (truncation)", elem_id="psi")
+                    psi = gr.Slider(0.0, 1.0, psi_default, step=0.05, label="psi (truncation)", elem_id="psi")
                 sliders = [
                     gr.Slider(low, high, 0.0, step=step, label=label, elem_id=name)
                     for name, (low, high, step, label) in ANGLE_SLIDERS.items()
@@ -111,7 +112,7 @@ def build_app(session: ViewerSession):
                     buttons=["download", "fullscreen"],
                     elem_id="frame",
                 )
-                status = gr.Textbox(first.status(0, 0.7), label="status", interactive=False, elem_id="status")
+                status = gr.Textbox(first.status(0, psi_default), label="status", interactive=False, elem_id="status")
 
         inputs = [seed, psi, *sliders, coefficient, value]
         outputs = [image, status]

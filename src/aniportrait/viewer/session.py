@@ -76,8 +76,12 @@ class ViewerSession:
             image = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
         return Frame(image, "preview" if preview else "full", 1000.0 * (time.perf_counter() - start))
 
-    def trajectory(self, seed: int, psi: float, name: str, n_interval: int = 8) -> Iterator[tuple[int, int, Frame]]:
-        """Full frames of a built-in trajectory (``aniportrait render --trajectory``): (index, count, frame)."""
+    def trajectory(
+        self, seed: int, psi: float, name: str, n_interval: int | None = None
+    ) -> Iterator[tuple[int, int, Frame]]:
+        """Full frames of a built-in trajectory (``aniportrait render --trajectory``): (index, count, frame), with
+        the checkpoint's frames per keyframe unless ``n_interval`` is given."""
+        n_interval = self.portrait.rendering.n_interval if n_interval is None else n_interval
         keys = kf.interpolate(kf.builtin(name), n_interval)
         person = self.identity(seed, psi)
         for i in range(len(keys)):
