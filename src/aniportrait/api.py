@@ -93,9 +93,12 @@ class Portrait:
         return self.generator.config.hr_img_size
 
     @torch.no_grad()
-    def identity(self, seed: int, psi: float | None = None) -> PreparedIdentity:
-        """The identity of ``seed`` (as ``aniportrait render --seeds``) at truncation ``psi`` in [0, 1] (default:
-        the checkpoint's, ``self.rendering.psi``)."""
+    def identity(
+        self, seed: int, psi: float | None = None, sr_precision: Literal["fp32", "bf16"] | None = None
+    ) -> PreparedIdentity:
+        """The identity of ``seed`` (as ``aniportrait render --seeds``) at truncation ``psi`` in [0, 1], its
+        super-resolution run in ``sr_precision`` (``"fp32"`` or ``"bf16"``); both default to the checkpoint's
+        (``self.rendering``)."""
         from aniportrait.models.generator import sample_identity_latents
 
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= kf.MAX_SEED:
@@ -105,7 +108,10 @@ class Portrait:
             raise ValueError(f"psi must be a number in [0, 1], got {psi!r}")
         latents = sample_identity_latents(self.generator.config, [int(seed)], id_bank=self.generator.id_bank)
         z_id, z_noise, betas = (t.to(self.device) for t in latents)
-        cache = self.generator.prepare_identity(z_id, z_noise, betas, psi=float(psi), impl=self.impl)
+        sr_precision = self.rendering.sr_precision if sr_precision is None else sr_precision
+        cache = self.generator.prepare_identity(
+            z_id, z_noise, betas, psi=float(psi), impl=self.impl, sr_precision=sr_precision
+        )
         return PreparedIdentity(int(seed), float(psi), cache)
 
     @torch.no_grad()

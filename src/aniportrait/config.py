@@ -132,6 +132,7 @@ class RenderingConfig:
     n_interval: int = 8  # frames per keyframe (linear interpolation between keyframes)
     fps: int = 25  # frame rate of the videos
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (DeformNet and SampleNet under bfloat16 autocast)
+    sr_precision: str = "fp32"  # "fp32" (exact) or "bf16" (the per-identity super-resolution under bfloat16 autocast)
 
     def __post_init__(self) -> None:
         psi, n, fps = self.psi, self.n_interval, self.fps
@@ -141,8 +142,9 @@ class RenderingConfig:
             raise ValueError(f"rendering n_interval={n!r} must be an integer in [1, {MAX_N_INTERVAL}]")
         if isinstance(fps, bool) or type(fps) is not int or not 1 <= fps <= MAX_FPS:
             raise ValueError(f"rendering fps={fps!r} must be an integer in [1, {MAX_FPS}]")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"rendering precision={self.precision!r} must be one of {', '.join(PRECISIONS)}")
+        for key in ("precision", "sr_precision"):
+            if getattr(self, key) not in PRECISIONS:
+                raise ValueError(f"rendering {key}={getattr(self, key)!r} must be one of {', '.join(PRECISIONS)}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -151,7 +153,7 @@ class RenderingConfig:
     def from_dict(cls, data: dict) -> RenderingConfig:
         """Build from a dict; values not given keep their defaults, unknown keys are refused."""
         if not isinstance(data, dict):
-            raise ValueError("the rendering settings must be a mapping of psi, n_interval, fps and precision")
+            raise ValueError("the rendering settings must be a mapping of psi, n_interval, fps and the precisions")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown rendering config keys: {', '.join(unknown)}")

@@ -302,6 +302,7 @@ RENDER_CASES = [
         "contact-sheet-too-big", ["--seeds", "0-9999", "--contact-sheet", "64"], ["megapixel", "at most 268", "seeds"]
     ),
     _render("precision-unknown", ["--precision", "fp16"], ["--precision", "'fp16' is not one of"]),
+    _render("sr-precision-unknown", ["--sr-precision", "fp16"], ["--sr-precision", "'fp16' is not one of"]),
     _render("flag-with-a-value", ["--png=yes"], ["--png", "does not take a value"]),
     _render("unknown-option", ["--bogus"], ["No such option '--bogus'"]),
     _render("extra-argument", ["video.mp4"], ["unexpected extra argument"]),

@@ -219,3 +219,30 @@ def test_a_head_turn_leaves_the_shoulders_canonical_samples_in_place():
     assert moved[near_body].mean() < 0.002, moved[near_body].mean()
     # The face does turn.
     assert moved[: side // 2].mean() > 0.03
+
+
+@torch.no_grad()
+def test_super_resolution_runs_channels_last_with_the_nchw_values(generator):
+    z_id, z_noise, betas = sample_identity_latents(TINY, [2])
+    identity = generator.prepare_identity(z_id, z_noise, betas, psi=0.7, impl="ref")
+    lr_features, style = generator.manifold_textures(z_id, z_noise, psi=0.7, impl="ref")
+    nchw = torch.sigmoid(generator.sr_net(lr_features, style))
+    assert identity.hr_textures.is_contiguous()
+    assert_close(identity.hr_textures, nchw, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_bf16_paths_stay_near_fp32_and_bad_precisions_are_refused(generator, body):
+    z_id, z_noise, betas = sample_identity_latents(TINY, [2])
+    exact = generator.prepare_identity(z_id, z_noise, betas, impl="ref")
+    fast = generator.prepare_identity(z_id, z_noise, betas, impl="ref", sr_precision="bf16")
+    assert fast.hr_textures.dtype == torch.float32
+    difference = (fast.hr_textures - exact.hr_textures).abs()
+    assert 0 < difference.max() < 0.02 and difference.mean() < 2e-3  # bf16 keeps 8 bits of mantissa
+    controls = _controls(1, yaw=0.2, head=0.1, expression=0.5)
+    frames = {p: generator.render_frame(exact, body, *controls, impl="ref", precision=p) for p in ("fp32", "bf16")}
+    assert (frames["bf16"]["image"] - frames["fp32"]["image"]).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="sr_precision must be one of fp32, bf16"):
+        generator.prepare_identity(z_id, z_noise, betas, impl="ref", sr_precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        generator.render_frame(exact, body, *controls, impl="ref", precision="fp16")

@@ -48,6 +48,12 @@ from aniportrait.config import MAX_FPS, MAX_N_INTERVAL, PRECISIONS
     help="Arithmetic of the per-frame MLPs; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs."
     + CHECKPOINT_DEFAULT.format("fp32"),
 )
+@click.option(
+    "--sr-precision",
+    type=click.Choice(PRECISIONS),
+    help="Arithmetic of the per-identity super-resolution; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs."
+    + CHECKPOINT_DEFAULT.format("fp32"),
+)
 @click.option("--png", is_flag=True, help="Also write PNG frames.")
 @click.option(
     "--contact-sheet",
@@ -73,6 +79,7 @@ def render(
     device,
     impl,
     precision,
+    sr_precision,
     png,
     sheet_columns,
     out_dir,
@@ -80,7 +87,7 @@ def render(
 ) -> None:
     """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
 
-    --psi, --n-interval, --fps and --precision default to the rendering settings the checkpoint records (a trained
+    --psi, --n-interval, --fps, --precision and --sr-precision default to the rendering settings the checkpoint records (a trained
     run's `rendering` config section). Keyframe values beyond the plausible ranges in the option help are refused,
     and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
     from aniportrait.render import keyframes as kf
@@ -117,6 +124,7 @@ def render(
         sheet_columns=sheet_columns,
         impl=impl,
         precision=defaults.precision if precision is None else precision,
+        sr_precision=defaults.sr_precision if sr_precision is None else sr_precision,
         progress=not quiet,
     )
     written = render_videos(generator, body, seed_list, frames, out, settings)

@@ -58,6 +58,7 @@ class RenderSettings:
     sheet_columns: int = 0  # frames per seed in contact_sheet.png; 0 = no sheet
     impl: str = "auto"
     precision: str = RenderingConfig.precision
+    sr_precision: str = RenderingConfig.sr_precision
     progress: bool = True
 
 
@@ -156,7 +157,9 @@ def render_videos(
         try:
             latents = sample_identity_latents(generator.config, [seed], id_bank=generator.id_bank)
             z_id, z_noise, betas = (t.to(device) for t in latents)
-            identity = generator.prepare_identity(z_id, z_noise, betas, psi=settings.psi, impl=settings.impl)
+            identity = generator.prepare_identity(
+                z_id, z_noise, betas, psi=settings.psi, impl=settings.impl, sr_precision=settings.sr_precision
+            )
             writers = {k: _writer(staging / names[k], settings.fps) for k in ("rgb", "rgb_lr", "depth")}
             if settings.png:
                 (staging / names["frames"]).mkdir()

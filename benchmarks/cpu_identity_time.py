@@ -1,0 +1,117 @@
+"""Seconds per identity (manifold super-resolution) of the ``sshq512`` config on CPU: this tree against another
+revision, side by side in one run, with the frame error of each fast path.
+
+Each revision runs in its own subprocess (``PYTHONPATH=<tree>/src``) on the same random ``sshq512`` weights (seed 0,
+planar manifolds, so that the rays hit) and prepares seed 0's identity at psi 0.7: the base revision in fp32, this
+tree in fp32 and with ``sr_precision="bf16"``. Each then renders one 512x512 frame from that identity in fp32 (a
+yawed camera, a nodded head) and saves it, and the script reports each frame's PSNR against the base's (on the
+[0, 1] scale; identical frames give infinity). The three runs alternate for ``--rounds`` rounds so that a busy
+machine slows them alike; the JSON records each round, the medians, the speed-ups, the machine (and its bf16
+path), the thread count and the revisions.
+
+Usage:
+    git worktree add /tmp/aniportrait-base df3677a
+    python benchmarks/cpu_identity_time.py --base /tmp/aniportrait-base --threads 1 \\
+        --json benchmarks/results/cpu-identity-time-<machine>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
+
+from aniportrait.machine import bf16_matmul_path, cpu_name
+
+HERE = Path(__file__).resolve().parents[1]
+
+# Runs inside the subprocess with the revision's own package (the API below exists in every revision compared;
+# sr_precision only in this tree's, and only the "bf16" mode passes it).
+SNIPPET = r"""
+import json, math, sys, time, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+mode, out = sys.argv[2], sys.argv[3]
+from aniportrait.config import SSHQ512
+from aniportrait.models.body import BodyModel
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+torch.manual_seed(0)
+G = AniPortraitGenerator(SSHQ512).eval()
+init_planar_manifolds(G)
+body = BodyModel.procedural()
+latents = sample_identity_latents(SSHQ512, [0])
+extra = {} if mode == "fp32" else {"sr_precision": mode}
+camera = torch.tensor([[math.pi / 2, math.pi / 2 + 0.2]])
+pose = torch.zeros(1, 6, 3)
+pose[0, 3, 2] = 0.1
+with torch.no_grad():
+    start = time.perf_counter()
+    identity = G.prepare_identity(*latents, psi=0.7, impl="ref", **extra)
+    seconds = time.perf_counter() - start
+    frame = G.render_frame(identity, body, camera, pose, torch.zeros(1, 64), impl="ref")["image"]
+np.save(out, frame[0].numpy())
+print(json.dumps({"seconds": seconds}))
+"""
+
+RUNS = (("base", "fp32"), ("new", "fp32"), ("new", "bf16"))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two frames on [-1, 1], measured on the [0, 1] scale."""
+    mse = float(np.mean(((a.astype(np.float64) - b) / 2) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True, help="a git worktree of the revision to compare with")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    trees = {"base": args.base, "new": HERE}
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.rounds):
+            record = {}
+            for tree, mode in RUNS:
+                key = f"{tree}_{mode}"
+                out = Path(tmp) / f"{key}_{i}.npy"
+                record[key] = round(
+                    run_snippet(trees[tree], SNIPPET, [args.threads, mode, out], args.threads)["seconds"], 2
+                )
+                print(f"round {i}: {key} {record[key]} s", flush=True)
+            rounds.append(record)
+        reference = np.load(Path(tmp) / "base_fp32_0.npy")
+        errors = {}
+        for tree, mode in RUNS[1:]:
+            frame = np.load(Path(tmp) / f"{tree}_{mode}_0.npy")
+            levels = np.abs(np.round((frame + 1) * 127.5) - np.round((reference + 1) * 127.5))
+            errors[f"{tree}_{mode}"] = {
+                "psnr_db": round(psnr(frame, reference), 2),
+                "max_uint8_levels": int(levels.max()),
+            }
+    medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    result = {
+        "what": "seconds per sshq512 identity (manifold super-resolution), random weights, planar manifolds, psi 0.7",
+        "cpu": cpu_name(),
+        "bf16_path": bf16_matmul_path(),
+        "threads": args.threads,
+        "revisions": {"base": revision(args.base), "new": revision(HERE)},
+        "rounds": rounds,
+        "median_s": medians,
+        "speedup_vs_base": {k: round(medians["base_fp32"] / v, 2) for k, v in medians.items() if k != "base_fp32"},
+        "frame_error_vs_base_fp32": errors,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
