@@ -10,7 +10,7 @@ from aniportrait.cameras import portrait_rays
 from aniportrait.config import SMALL, SSHQ512, TINY
 from aniportrait.kernels._testing import assert_close
 from aniportrait.models.body import BodyModel
-from aniportrait.models.generator import AniPortraitGenerator, sample_identity_latents
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
 
 FRONT = (math.pi / 2, math.pi / 2)
 
@@ -246,3 +246,29 @@ def test_bf16_paths_stay_near_fp32_and_bad_precisions_are_refused(generator, bod
         generator.prepare_identity(z_id, z_noise, betas, impl="ref", sr_precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         generator.render_frame(exact, body, *controls, impl="ref", precision="fp16")
+
+
+def test_texture_intersections_are_cached_until_samplenet_changes():
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(TINY).eval()
+    init_planar_manifolds(generator)
+    z_id, z_noise, _ = sample_identity_latents(TINY, [0, 1])
+    with torch.enable_grad():  # the uncached path, per identity (training's)
+        fresh = generator.manifold_textures(z_id, z_noise, psi=0.7, impl="ref")[0].detach()
+    with torch.no_grad():
+        cached = generator.manifold_textures(z_id, z_noise, psi=0.7, impl="ref")[0]
+        hits, valid = generator.texture_intersections("cpu", torch.float32, "ref")
+        assert generator.texture_intersections("cpu", torch.float32, "ref")[0] is hits  # reused
+        assert valid.shape == (1, TINY.lr_img_size**2, TINY.num_manifolds) and valid.dtype == torch.bool
+    assert_close(cached, fresh, atol=1e-5, rtol=1e-5)
+    layer = next(generator.sample_net.parameters())
+    with torch.no_grad():
+        layer.mul_(1.5)  # an in-place update (an optimiser step) bumps the version
+        moved = generator.texture_intersections("cpu", torch.float32, "ref")[0]
+    assert moved is not hits and not torch.equal(moved, hits)
+    state = {k: v.clone() for k, v in generator.state_dict().items()}
+    with torch.no_grad():
+        layer.div_(1.5)
+        generator.load_state_dict(state)  # back to the scaled weights
+        assert torch.equal(generator.texture_intersections("cpu", torch.float32, "ref")[0], moved)
+        assert generator.double().texture_intersections("cpu", torch.float64, "ref")[0].dtype == torch.float64
