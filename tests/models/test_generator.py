@@ -272,3 +272,16 @@ def test_texture_intersections_are_cached_until_samplenet_changes():
         generator.load_state_dict(state)  # back to the scaled weights
         assert torch.equal(generator.texture_intersections("cpu", torch.float32, "ref")[0], moved)
         assert generator.double().texture_intersections("cpu", torch.float64, "ref")[0].dtype == torch.float64
+
+
+def test_truncation_averages_follow_the_weights():
+    torch.manual_seed(0)
+    first = AniPortraitGenerator(TINY).eval()
+    torch.manual_seed(1)
+    second = AniPortraitGenerator(TINY).eval()
+    stale = first.truncation_averages()
+    assert first.truncation_averages() is stale  # cached
+    first.load_state_dict(second.state_dict())  # new weights, in place
+    for key, value in second.truncation_averages().items():
+        assert_close(first.truncation_averages()[key], value, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(stale[key], value)

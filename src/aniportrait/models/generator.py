@@ -184,7 +184,7 @@ class AniPortraitGenerator(nn.Module):
             "levels", torch.linspace(config.levels_start, config.levels_end, config.num_manifolds), persistent=False
         )
         self._averages: dict[str, Tensor] | None = None
-        self._averages_key: tuple = (None, None)
+        self._averages_key: tuple = ()
         self._texture_hits: tuple | None = None  # (key, hits, valid): see texture_intersections
         # The label bank [N, z_id_dim + betas_dim] of the data the model was trained on, from its checkpoint (the
         # release ships it as id_shape_sampler_body.npy): identities and truncation averages are drawn from it.
@@ -196,10 +196,15 @@ class AniPortraitGenerator(nn.Module):
     @torch.no_grad()
     def truncation_averages(self, id_bank: Tensor | None = None) -> dict[str, Tensor]:
         """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities drawn from
-        ``id_bank`` (or N(0, I) without one); cached per bank."""
-        # The key holds the bank itself (not its address, which a freed tensor's successor may reuse).
-        key = (id_bank, None if id_bank is None else id_bank._version)
-        if self._averages is None or self._averages_key[0] is not key[0] or self._averages_key[1] != key[1]:
+        ``id_bank`` (or N(0, I) without one); cached per bank and per state of the two mapping networks."""
+        # The key holds the tensors themselves (not their addresses, which a freed tensor's successor may reuse) and
+        # their versions (an optimiser step or load_state_dict changes the weights in place).
+        tensors = (id_bank, *self.radiance_net.mapping_network.parameters(), *self.sr_net.mapping_network.parameters())
+        versions = tuple(None if t is None else t._version for t in tensors)
+        cached = self._averages_key
+        fresh = bool(cached) and cached[1] == versions and all(a is b for a, b in zip(cached[0], tensors))
+        if self._averages is None or not fresh:
+            key = (tensors, versions)
             device = self.levels.device
             seeds = torch.Generator().manual_seed(TRUNCATION_SEED)
             if id_bank is not None:
