@@ -7,6 +7,8 @@ Conventions of the release: a camera at pitch ``phi`` and yaw ``theta`` sits at
 ``r (sin phi cos theta, cos phi, sin phi sin theta)``, so the frontal camera ``phi = theta = pi/2`` is at
 ``(0, 0, r)`` and a larger yaw moves it toward -x. It looks at the world origin along its -z axis (OpenGL).
 Pixel centres span NDC [-1, 1] exactly (align-corners style); ray index = row * W + column, row 0 at the top.
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 from __future__ import annotations

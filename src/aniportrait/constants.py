@@ -4,6 +4,8 @@ The comments name the release file a value comes from where it is set in one pla
 
 Units: "canonical" units are the release's normalised face frame; "warped" units are canonical units times
 ``WARP_SCALE`` (the release's ``UniformBoxWarp(0.24)``).
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 # Scaling applied to every network input ("UniformBoxWarp(0.24)": x * 2 / 0.24).
@@ -26,7 +28,8 @@ CAMERA_RADIUS = 1.0 / FACE_RADIUS  # 1.895087979372887
 FOV_DEGREES = 12.0
 RAY_START = 1.675087979372887
 RAY_END = 2.115087979372887
-# Added to ray samples and origins: ([0, 0.052552, 0] - [0, FACE_TY, FACE_TZ]) / FACE_RADIUS, then y += 0.01.
+# Added to the ray samples (the release also shifts its ray origins; depth is measured from the un-shifted camera):
+# ([0, 0.052552, 0] - [0, FACE_TY, FACE_TZ]) / FACE_RADIUS, then y += 0.01.
 ORIGIN_OFFSET = (0.0, (0.052552 - FACE_TY) / FACE_RADIUS + 0.01, -FACE_TZ / FACE_RADIUS)
 # Depth colour range of the release's depth videos (gen_video.py).
 DEPTH_NEAR = 1.7550879793728869
@@ -41,7 +44,8 @@ SAMPLE_NET_CENTER = (0.0, 0.0, -1.5)
 DELTA_ALPHA = 0.04
 # Intersections interpolate only where |delta s| exceeds this (siren.py).
 MIN_STEP = 0.05
-# Depth given to invalid manifold entries before compositing (generators_manifold_sr.py).
+# Depth given to invalid manifold entries before compositing (generators_manifold_sr.py), and the depth of pixels
+# that nothing covers (the release gives NaN there).
 INVALID_DEPTH = 10.0
 # Manifold-SR orthogonal rays: origin z, t range (so z runs 0.2 -> -0.2), direction (0, 0, -1).
 ORTHO_ORIGIN_Z = 1.0

@@ -18,6 +18,8 @@ The release draws each identity's ``[z_id, betas]`` jointly from a bank of train
 its truncation averages from the same bank. ``id_bank`` stores that bank in the converted checkpoint (as our own
 checkpoints store theirs), so seeds and ``psi`` mean what they mean in the release; without it identities come from
 N(0, I) with betas 0.
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Triton kernel when every tensor is on CUDA and the plain-PyTorch reference other
 overrides ``auto``, and an explicit ``"triton"`` that cannot run raises. Inputs may be float16, bfloat16, float32
 or float64 and non-contiguous; computation happens in float32 (float64 for float64 inputs). Shape letters are
 defined in :mod:`aniportrait.kernels`.
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def manifold_intersect(
     For each level ``l`` the first interval ``i`` (nearest the camera) with ``s[i] >= l >= s[i+1]`` is chosen.
     If ``|s[i+1] - s[i]| > min_step`` the hit is the linear interpolation of ``points`` at ``l``; otherwise it is
     ``points[i+1]``. Without a crossing the last interval is used: the hit is ``points[S-1]`` and ``valid`` is
-    False. ``two_sided=True`` chooses the first strict crossing in either direction (the release's per-identity
-    rule); validity stays one-sided.
+    False. ``two_sided=True`` is the release's per-identity rule: the first strict crossing in either direction
+    among the intervals before the last; without one, the first interval that only touches the level (an end equal
+    to it), else the last interval. Validity stays one-sided (``s[i] >= l >= s[i+1]``).
 
     Args:
         s: [B, R, S] scalar field at S >= 2 samples per ray, near to far.

@@ -1,12 +1,13 @@
 """Ray-manifold intersection: the first crossing of each level set of a scalar field sampled along rays.
 
 For ray samples ``s[0..S-1]`` (near to far), attributes ``p[0..S-1]`` and a level ``l``, the chosen interval ``i``
-is the first with ``s[i] >= l >= s[i+1]`` (or, ``two_sided``, the first strict crossing in either direction), and
+is the first with ``s[i] >= l >= s[i+1]`` (``two_sided``: see ``aniportrait.ops.manifold_intersect``), and
 
     hit = ((s[i+1] - l) p[i] + (l - s[i]) p[i+1]) / (s[i+1] - s[i])     if valid and |s[i+1] - s[i]| > min_step
     hit = p[i+1]                                                        otherwise
 
-with ``valid = s[i] >= l >= s[i+1]`` on the chosen interval. Without a crossing ``i = S - 2`` (so ``hit = p[S-1]``).
+with ``valid = s[i] >= l >= s[i+1]`` on the chosen interval. Without a crossing (one-sided rule) ``i = S - 2`` (so
+``hit = p[S-1]``).
 The release divides by ``min_step`` instead of a small ``Delta`` so that the discarded branch stays finite, and so
 do we, which keeps the backward free of inf/NaN.
 

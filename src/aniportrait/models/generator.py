@@ -11,6 +11,8 @@ Two stages (the release's ``manifold_sr`` and ``synthesis``):
 2. :meth:`AniPortraitGenerator.render_frame` (per frame): camera rays -> inverse skinning against the posed body
    (``ops.inverse_lbs``, then the learnable smoother) -> expression deformation -> scalar field ->
    ``ops.manifold_intersect`` -> texture lookup -> ``ops.volume_composite``. The radiance and SR networks never run.
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Values beyond the plausible ranges below are refused (they render garbage, and h
 - expression: every coefficient in [-10, 10] (real faces stay within about +-3).
 
 A video has at most ``MAX_FRAMES`` = 100,000 frames (keyframe rows x ``n_interval``), checked before interpolating.
+
+The release's semantics and the quirks kept for parity: docs/release.md.
 """
 
 from __future__ import annotations
