@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from aniportrait import constants, ops
 from aniportrait.cameras import camera_ray_directions, orthogonal_rays, portrait_rays
-from aniportrait.config import PRECISIONS, GeneratorConfig
+from aniportrait.config import DEFAULT_RENDERING, PRECISIONS, GeneratorConfig
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.deformation import DeformNet
 from aniportrait.models.manifold import SampleNet
@@ -236,10 +236,10 @@ class AniPortraitGenerator(nn.Module):
         z_noise: Tensor,
         betas: Tensor,
         *,
-        psi: float = 0.7,
+        psi: float = DEFAULT_RENDERING.psi,
         id_bank: Tensor | None = None,
         impl: Impl = "auto",
-        sr_precision: str = "fp32",
+        sr_precision: str = DEFAULT_RENDERING.sr_precision,
     ) -> Identity:
         """Manifold super-resolution (the release's ``manifold_sr``), run once per identity.
 
