@@ -233,6 +233,26 @@ def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, 
     assert torch.equal(noises_again, noises[:3]) and again == errors[:3]
 
 
+def test_the_face_weight_scales_the_face_views_share_of_the_error(dataset, tmp_path):
+    """The reconstruction error is the portrait's L1 plus ``recon_face_weight`` times the face view's."""
+    first = {}
+    for weight in (0.0, 1.0, 3.0):
+        config = TrainConfig(total_steps=1, recon_codes="prior", recon_face_weight=weight, **FAST)
+        trainer = Trainer(config, dataset, tmp_path / f"w{weight}", progress=False)
+        first[weight] = fit_generator_to_images(
+            trainer.G,
+            trainer.g_params,
+            lambda labels, trainer=trainer: trainer.render(trainer.G, labels),
+            trainer.reconstruction_images(),
+            1,
+            seed=0,
+            cfg=config,
+            regularisers=lambda labels, out, rng: {},
+        )[0]
+    face = first[1.0] - first[0.0]  # the same seed: the same first renders
+    assert face > 0.01 and abs(first[3.0] - first[0.0] - 3 * face) < 1e-4 * (1 + first[3.0])
+
+
 def test_pca_codes_are_whitened_components_that_tell_the_images_apart():
     g = torch.Generator().manual_seed(0)
     n, dim = 40, 16

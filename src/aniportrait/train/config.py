@@ -56,6 +56,7 @@ class TrainConfig:
     sr_recon_steps: int = 0  # stage 2, after sr_prior_steps: super-resolution fitted to the real images likewise
     recon_images: int = 1024  # the images both fit (a seeded choice of the dataset's rows)
     recon_lr: float = 2e-4  # their generator learning rate (Adam 0.9 / 0.99)
+    recon_face_weight: float = 1.0  # weight of the face view's L1 against the portrait's (1)
     recon_codes: str = "learned"  # their noise: "learned" (a code per image) or "prior" (fresh N(0, I) per render)
     recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
     recon_code_init: str = "random"  # their codes' start: N(0, I) draws, or "pca": the images' whitened components
@@ -275,6 +276,7 @@ RANGES = {
     "sr_recon_steps": (0, 10**7, False, False),
     "recon_images": (1, 10**7, False, False),
     "recon_lr": (0.0, 1.0, True, False),
+    "recon_face_weight": (0.0, 1000.0, False, False),
     "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),

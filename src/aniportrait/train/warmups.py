@@ -234,7 +234,8 @@ def fit_generator_to_images(
     cfg,
     regularisers: Callable[[dict[str, Tensor], dict[str, Tensor], torch.Generator], dict[str, Tensor]],
 ) -> list[float]:
-    """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step.
+    """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step (the
+    portrait's plus ``recon_face_weight`` times the face view's).
 
     Args:
         G: the generator (for ``z_noise_dim``).
@@ -243,7 +244,8 @@ def fit_generator_to_images(
         images: the images to fit and their labels, row i of each from one image: ``image`` [N, 3, P, P] and
             ``face`` [N, 3, F, F] at the renders' sizes, ``z_id`` [N, 80], ``betas``, ``expression``, ``camera``,
             ``pose``.
-        cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_code_lr``, the deformation weights).
+        cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``, the
+            deformation weights).
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
     """
     n = images["image"].shape[0]
@@ -268,7 +270,8 @@ def fit_generator_to_images(
         # "prior": a fresh N(0, I) draw, the noise a render gets, so the image must be read from the labels.
         labels["z_noise"] = codes[rows] if learned else torch.randn(len(rows), dim, generator=rng).to(device)
         out = render(labels)
-        error = (out["image"] - images["image"][rows]).abs().mean() + (out["face"] - images["face"][rows]).abs().mean()
+        face_error = (out["face"] - images["face"][rows]).abs().mean()
+        error = (out["image"] - images["image"][rows]).abs().mean() + cfg.recon_face_weight * face_error
         terms = regularisers(labels, out, rng)
         loss = error + sum(terms.values())
         if learned:
