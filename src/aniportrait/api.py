@@ -9,8 +9,9 @@
 ``render`` takes each control for one frame or for F frames (a leading axis of 1 broadcasts) and returns F
 frames: a float tensor [F, 3, H, W] in [-1, 1] (``output="tensor"``), uint8 arrays [F, H, W, 3] with exactly the
 rounding of ``aniportrait render``'s PNG frames (``"numpy"``), or a list of PIL images (``"pil"``). Controls are
-checked as the command line checks keyframe files: shapes, NaN and infinity, plausible ranges. ``psi`` and
-``precision`` default to the checkpoint's rendering settings (``portrait.rendering``), as in ``aniportrait render``.
+checked as the command line checks keyframe files: shapes, NaN and infinity, plausible ranges. ``psi``,
+``sr_precision`` (of ``identity``) and ``precision`` (of ``render``) default to the checkpoint's rendering settings
+(``portrait.rendering``), as in ``aniportrait render``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Portrait:
         self.metadata = metadata
         self.device = device
         self.impl = impl
-        self.rendering = rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precision)
+        self.rendering = rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precisions)
 
     @property
     def resolution(self) -> int:
