@@ -116,7 +116,7 @@ class GeneratorConfig:
         return cls.from_dict(json.loads(text))
 
 
-PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-frame MLPs
+PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-frame MLPs and of the per-identity super-resolution
 MAX_N_INTERVAL = 1000
 MAX_FPS = 240
 

@@ -87,9 +87,9 @@ def render(
 ) -> None:
     """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
 
-    --psi, --n-interval, --fps, --precision and --sr-precision default to the rendering settings the checkpoint records (a trained
-    run's `rendering` config section). Keyframe values beyond the plausible ranges in the option help are refused,
-    and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
+    --psi, --n-interval, --fps, --precision and --sr-precision default to the rendering settings the checkpoint
+    records (a trained run's `rendering` config section). Keyframe values beyond the plausible ranges in the option
+    help are refused, and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
     from aniportrait.render import keyframes as kf
 
     try:
@@ -102,7 +102,7 @@ def render(
         else:
             keys = kf.builtin(trajectory or "demo")
         if n_interval is not None:
-            kf.interpolate(keys, n_interval)  # a bad frame count fails before the model loads
+            kf.check_frame_count(len(keys), n_interval)  # a bad frame count fails before the model loads
         device = _resolve_device(device)
         _check_impl(impl, device)
         portrait = _load_model(checkpoint, smpl, device)

@@ -134,6 +134,26 @@ def texture_alpha(sigma: Tensor) -> Tensor:
     return -torch.expm1(-constants.DELTA_ALPHA * F.softplus(sigma))
 
 
+class _TensorState:
+    """The contents of some tensors, as part of a cache key: equal while the same tensor objects (not addresses,
+    which a freed tensor's successor may reuse) hold the same versions (an optimiser step or ``load_state_dict``
+    writes in place)."""
+
+    def __init__(self, *tensors: Tensor | None) -> None:
+        self.tensors = tensors
+        self.versions = tuple(None if t is None else t._version for t in tensors)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _TensorState)
+            and self.versions == other.versions
+            and len(self.tensors) == len(other.tensors)
+            and all(a is b for a, b in zip(self.tensors, other.tensors))
+        )
+
+    __hash__ = None
+
+
 def _chunked(fn, *inputs: Tensor, dim: int = 1, chunk: int = CHUNK_POINTS):
     """Apply ``fn`` to slices of ``inputs`` along ``dim`` and concatenate each of its outputs."""
     n = inputs[0].shape[dim]
@@ -186,7 +206,7 @@ class AniPortraitGenerator(nn.Module):
             "levels", torch.linspace(config.levels_start, config.levels_end, config.num_manifolds), persistent=False
         )
         self._averages: dict[str, Tensor] | None = None
-        self._averages_key: tuple = ()
+        self._averages_key: _TensorState | None = None
         self._texture_hits: tuple | None = None  # (key, hits, valid): see texture_intersections
         # The label bank [N, z_id_dim + betas_dim] of the data the model was trained on, from its checkpoint (the
         # release ships it as id_shape_sampler_body.npy): identities and truncation averages are drawn from it.
@@ -199,14 +219,10 @@ class AniPortraitGenerator(nn.Module):
     def truncation_averages(self, id_bank: Tensor | None = None) -> dict[str, Tensor]:
         """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities drawn from
         ``id_bank`` (or N(0, I) without one); cached per bank and per state of the two mapping networks."""
-        # The key holds the tensors themselves (not their addresses, which a freed tensor's successor may reuse) and
-        # their versions (an optimiser step or load_state_dict changes the weights in place).
-        tensors = (id_bank, *self.radiance_net.mapping_network.parameters(), *self.sr_net.mapping_network.parameters())
-        versions = tuple(None if t is None else t._version for t in tensors)
-        cached = self._averages_key
-        fresh = bool(cached) and cached[1] == versions and all(a is b for a, b in zip(cached[0], tensors))
-        if self._averages is None or not fresh:
-            key = (tensors, versions)
+        key = _TensorState(
+            id_bank, *self.radiance_net.mapping_network.parameters(), *self.sr_net.mapping_network.parameters()
+        )
+        if self._averages is None or self._averages_key != key:
             device = self.levels.device
             seeds = torch.Generator().manual_seed(TRUNCATION_SEED)
             if id_bank is not None:
@@ -334,12 +350,9 @@ class AniPortraitGenerator(nn.Module):
         identity's texels sit at the same points (a fifth of an identity's work in ``sshq512``). The cache is
         keyed on SampleNet's parameters and the levels (the tensors themselves and their versions: replacing one,
         an optimiser step or ``load_state_dict`` invalidates it), the device, the dtype and ``impl``."""
-        tensors = (*self.sample_net.parameters(), self.levels)
-        key = (tuple(t._version for t in tensors), torch.device(device), dtype, impl)
-        cached = self._texture_hits
-        fresh = cached is not None and cached[0][1:] == key and all(a is b for a, b in zip(cached[0][0], tensors))
-        if not fresh:
-            self._texture_hits = ((tensors, *key), *self._orthogonal_intersections(1, device, dtype, impl))
+        key = (_TensorState(*self.sample_net.parameters(), self.levels), torch.device(device), dtype, impl)
+        if self._texture_hits is None or self._texture_hits[0] != key:
+            self._texture_hits = (key, *self._orthogonal_intersections(1, device, dtype, impl))
         return self._texture_hits[1], self._texture_hits[2]
 
     # -- stage B: per frame ----------------------------------------------------------------------------------------
