@@ -264,9 +264,9 @@ class AniPortraitGenerator(nn.Module):
             psi: truncation (1 = none); applied to RadianceNet's FiLM parameters and the SR style.
             id_bank: optional [N, z_id_dim + 10] label bank used for the truncation averages (default: the
                 generator's own ``id_bank``).
-            sr_precision: ``"fp32"``, or ``"bf16"`` to run the super-resolution network (most of an identity's
-                arithmetic) under bfloat16 autocast: about 2x faster again on CPUs with AVX512-BF16/AMX and on GPUs,
-                its textures within about 0.005 of fp32's (docs: README, Performance).
+            sr_precision: ``"fp32"``, or ``"bf16"`` to run the super-resolution network under bfloat16 autocast
+                (faster on CPUs with AVX512-BF16 or AMX and on GPUs; the README's Performance section gives the
+                measured speed and frame error).
 
         Returns:
             The :class:`Identity` cache.
@@ -275,8 +275,8 @@ class AniPortraitGenerator(nn.Module):
             raise ValueError(f"sr_precision must be one of {', '.join(PRECISIONS)}, got {sr_precision!r}")
         id_bank = self.id_bank if id_bank is None else id_bank
         lr_features, style = self.manifold_textures(z_id, z_noise, psi=psi, id_bank=id_bank, impl=impl)
-        # Channels-last (NHWC) is the convolutions' fast layout on CPUs (oneDNN; 2.8x for the release's network on
-        # one core) and GPUs; the values are those of the NCHW path up to float rounding.
+        # Channels-last (NHWC) is the convolutions' fast layout on CPUs (oneDNN) and GPUs; the values are those of
+        # the NCHW path up to float rounding (benchmarks/cpu_identity_time.py measures both).
         with torch.autocast(lr_features.device.type, dtype=torch.bfloat16, enabled=sr_precision == "bf16"):
             raw = self.sr_net(lr_features.contiguous(memory_format=torch.channels_last), style)
         # The release applies the sigmoid to all four SR output channels (GRAM-HD only to alpha).
