@@ -10,8 +10,8 @@
 frames: a float tensor [F, 3, H, W] in [-1, 1] (``output="tensor"``), uint8 arrays [F, H, W, 3] with exactly the
 rounding of ``aniportrait render``'s PNG frames (``"numpy"``), or a list of PIL images (``"pil"``). Controls are
 checked as the command line checks keyframe files: shapes, NaN and infinity, plausible ranges. ``psi``,
-``sr_precision`` (of ``identity``) and ``precision`` (of ``render``) default to the checkpoint's rendering settings
-(``portrait.rendering``), as in ``aniportrait render``.
+``sr_precision`` (of ``identity``), ``precision`` and ``sampling`` (of ``render``) default to the checkpoint's
+rendering settings (``portrait.rendering``), as in ``aniportrait render``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ class Portrait:
         self.metadata = metadata
         self.device = device
         self.impl = impl
-        self.rendering = rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precisions)
+        self.rendering = (
+            rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precisions, sampling)
+        )
 
     @property
     def resolution(self) -> int:
@@ -126,6 +128,7 @@ class Portrait:
         output: Output = "tensor",
         output_size: Literal["hr", "lr"] = "hr",
         precision: Literal["fp32", "bf16"] | None = None,
+        sampling: Literal["exact", "adaptive"] | None = None,
     ):
         """Render frames of ``identity``.
 
@@ -138,6 +141,8 @@ class Portrait:
             output_size: ``"hr"`` (the model's output side) or ``"lr"`` (the ray grid's side, before super-resolution).
             precision: ``"fp32"`` (exact) or ``"bf16"`` (DeformNet and SampleNet under bfloat16 autocast); default
                 the checkpoint's, ``self.rendering.precision``.
+            sampling: ``"exact"`` (the scalar field at every fine sample) or ``"adaptive"`` (coarse to fine, only
+                where a manifold's first crossing can be); default the checkpoint's, ``self.rendering.sampling``.
 
         Returns:
             F frames in the ``output`` format.
@@ -150,6 +155,7 @@ class Portrait:
             raise ValueError(f"output_size must be 'hr' or 'lr', got {output_size!r}")
         controls = _controls(camera, pose, expression)
         precision = self.rendering.precision if precision is None else precision
+        sampling = self.rendering.sampling if sampling is None else sampling
         frames = []
         for i in range(len(controls)):
             result = self.generator.render_frame(
@@ -160,6 +166,7 @@ class Portrait:
                 torch.from_numpy(controls.expression[i : i + 1]).to(self.device),
                 impl=self.impl,
                 precision=precision,
+                sampling=sampling,
                 hr=output_size == "hr",
             )
             frames.append(result["image" if output_size == "hr" else "image_lr"][0])

@@ -117,6 +117,9 @@ class GeneratorConfig:
 
 
 PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-frame MLPs and of the per-identity super-resolution
+# Where a frame evaluates the scalar field along each ray: every fine sample, or coarse to fine where a manifold's
+# first crossing can be (aniportrait.models.field_sampling).
+SAMPLINGS = ("exact", "adaptive")
 MAX_N_INTERVAL = 1000
 MAX_FPS = 240
 
@@ -133,6 +136,7 @@ class RenderingConfig:
     fps: int = 25  # frame rate of the videos
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (DeformNet and SampleNet under bfloat16 autocast)
     sr_precision: str = "fp32"  # "fp32" (exact) or "bf16" (the per-identity super-resolution under bfloat16 autocast)
+    sampling: str = "exact"  # "exact" (the field at every fine sample) or "adaptive" (coarse to fine)
 
     def __post_init__(self) -> None:
         psi, n, fps = self.psi, self.n_interval, self.fps
@@ -145,6 +149,8 @@ class RenderingConfig:
         for key in ("precision", "sr_precision"):
             if getattr(self, key) not in PRECISIONS:
                 raise ValueError(f"rendering {key}={getattr(self, key)!r} must be one of {', '.join(PRECISIONS)}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"rendering sampling={self.sampling!r} must be one of {', '.join(SAMPLINGS)}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -153,7 +159,9 @@ class RenderingConfig:
     def from_dict(cls, data: dict) -> RenderingConfig:
         """Build from a dict; values not given keep their defaults, unknown keys are refused."""
         if not isinstance(data, dict):
-            raise ValueError("the rendering settings must be a mapping of psi, n_interval, fps and the precisions")
+            raise ValueError(
+                "the rendering settings must be a mapping of psi, n_interval, fps, the precisions and sampling"
+            )
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown rendering config keys: {', '.join(unknown)}")

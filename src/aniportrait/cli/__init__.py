@@ -13,6 +13,7 @@ import importlib.metadata
 
 import click
 
+from aniportrait.allocator import keep_freed_memory
 from aniportrait.cli import convert, data, evaluate, export_mesh, info, render, train, view
 from aniportrait.cli.common import InputError, _Group, _input_errors
 
@@ -23,6 +24,7 @@ __all__ = ["InputError", "_input_errors", "main"]
 @click.version_option(importlib.metadata.version("aniportrait"), prog_name="aniportrait")
 def main() -> None:
     """AniPortraitGAN: animatable 3D-aware head-and-shoulder portraits on fused Triton kernels."""
+    keep_freed_memory()  # frames and training steps reuse freed memory instead of faulting it in again
 
 
 for command in (

@@ -18,7 +18,7 @@ from aniportrait.cli.common import (
     model_options,
     psi_option,
 )
-from aniportrait.config import MAX_FPS, MAX_N_INTERVAL, PRECISIONS
+from aniportrait.config import MAX_FPS, MAX_N_INTERVAL, PRECISIONS, SAMPLINGS
 
 
 @click.command()
@@ -54,6 +54,13 @@ from aniportrait.config import MAX_FPS, MAX_N_INTERVAL, PRECISIONS
     help="Arithmetic of the per-identity super-resolution; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs."
     + CHECKPOINT_DEFAULT.format("fp32"),
 )
+@click.option(
+    "--sampling",
+    type=click.Choice(SAMPLINGS),
+    help="Where each frame evaluates the scalar field along a ray: at every fine sample (exact), or coarse to fine "
+    "where a manifold's first crossing can be (adaptive: about 2.5x fewer evaluations in sshq512, the same frames "
+    "unless the field has bumps narrower than the coarse grid)." + CHECKPOINT_DEFAULT.format("exact"),
+)
 @click.option("--png", is_flag=True, help="Also write PNG frames.")
 @click.option(
     "--contact-sheet",
@@ -80,6 +87,7 @@ def render(
     impl,
     precision,
     sr_precision,
+    sampling,
     png,
     sheet_columns,
     out_dir,
@@ -87,8 +95,8 @@ def render(
 ) -> None:
     """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
 
-    --psi, --n-interval, --fps, --precision and --sr-precision default to the rendering settings the checkpoint
-    records (a trained run's `rendering` config section). Keyframe values beyond the plausible ranges in the option
+    --psi, --n-interval, --fps, --precision, --sr-precision and --sampling default to the rendering settings the
+    checkpoint records (a trained run's `rendering` config section). Keyframe values beyond the plausible ranges in the option
     help are refused, and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
     from aniportrait.render import keyframes as kf
 
@@ -125,6 +133,7 @@ def render(
         impl=impl,
         precision=defaults.precision if precision is None else precision,
         sr_precision=defaults.sr_precision if sr_precision is None else sr_precision,
+        sampling=defaults.sampling if sampling is None else sampling,
         progress=not quiet,
     )
     written = render_videos(generator, body, seed_list, frames, out, settings)

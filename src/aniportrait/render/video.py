@@ -59,6 +59,7 @@ class RenderSettings:
     impl: str = "auto"
     precision: str = RenderingConfig.precision
     sr_precision: str = RenderingConfig.sr_precision
+    sampling: str = RenderingConfig.sampling
     progress: bool = True
 
 
@@ -173,6 +174,7 @@ def render_videos(
                         expression[i : i + 1],
                         impl=settings.impl,
                         precision=settings.precision,
+                        sampling=settings.sampling,
                     )
                     rgb = to_uint8(result["image"][0])
                     writers["rgb"].append_data(rgb)

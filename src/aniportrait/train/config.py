@@ -349,7 +349,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
             known = ", ".join(sorted(fields_of["training"]))
             raise ConfigError(
                 f"bad --set {item!r}: expected key=value with key one of {known}, training.NAME, "
-                "generator.NAME (a field of the generator config) or rendering.NAME (psi, n_interval, fps, precision)"
+                "generator.NAME (a field of the generator config) or rendering.NAME (a rendering setting)"
             )
         kind = type(fields[name].default)
         value = _parse(key.strip(), raw.strip(), kind)

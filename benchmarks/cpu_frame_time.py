@@ -1,0 +1,205 @@
+"""Seconds per 512x512 frame (identity cached) of the ``sshq512`` config on CPU: this tree against another revision,
+side by side in one run, and the frame error of adaptive sampling.
+
+Each run is its own subprocess (``PYTHONPATH=<tree>/src``) on the same random ``sshq512`` weights (seed 0, planar
+manifolds, so that every ray hits): it prepares seed 0's identity (not timed), renders one warm-up frame, then
+times ``--frames`` frames (yaw -0.3, 0 and +0.3 rad from the front, head nodded) in fp32, and saves the first. The
+runs are
+
+- ``base_exact``: the base revision as it is;
+- ``new_exact_system``: this tree, exact sampling, the C allocator's default policy;
+- ``new_exact``: this tree, exact sampling, with :func:`aniportrait.allocator.keep_freed_memory` (as the
+  ``aniportrait`` command runs);
+- ``new_adaptive``: the same with ``sampling="adaptive"``.
+
+They alternate for ``--rounds`` rounds so that a busy machine slows them alike. The JSON records each round's
+median frame time, the medians over rounds, the speed-ups against the base, and each run's first frame against
+the base's (PSNR on the [0, 1] scale, inf when identical, and the largest uint8 difference). It then measures
+adaptive against exact sampling in this tree, in one process: on the planar model (three views: the fraction of
+intersections that differ, of field evaluations made, and the frames' PSNR) and on the built-in trained default
+(8 seeds, 4 views with expression, head and shoulder changes). Also recorded: the machine, its bf16 path, the
+thread count and the revisions.
+
+Usage:
+    git worktree add /tmp/aniportrait-base df3677a
+    python benchmarks/cpu_frame_time.py --base /tmp/aniportrait-base --threads 2 \\
+        --json benchmarks/results/cpu-frame-time-<machine>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
+
+from aniportrait.machine import bf16_matmul_path, cpu_name
+
+HERE = Path(__file__).resolve().parents[1]
+
+# Runs inside the subprocess with the revision's own package; the allocator and sampling arguments only in this
+# tree's runs.
+SNIPPET = r"""
+import json, math, statistics, sys, time, numpy as np, torch
+threads, frames, out, keep, sampling = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+torch.set_num_threads(threads)
+if keep == "keep":
+    from aniportrait.allocator import keep_freed_memory
+    assert keep_freed_memory()
+from aniportrait.config import SSHQ512
+from aniportrait.models.body import BodyModel
+from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+torch.manual_seed(0)
+G = AniPortraitGenerator(SSHQ512).eval()
+init_planar_manifolds(G)
+body = BodyModel.procedural()
+extra = {} if sampling == "-" else {"sampling": sampling}
+pose = torch.zeros(1, 6, 3)
+pose[0, 3, 2] = 0.1
+cameras = [torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]) for yaw in (-0.3, 0.0, 0.3)]
+seconds = []
+with torch.no_grad():
+    identity = G.prepare_identity(*sample_identity_latents(SSHQ512, [0]), psi=0.7, impl="ref")
+    G.render_frame(identity, body, cameras[1], pose, torch.zeros(1, 64), impl="ref", **extra)
+    for i in range(frames):
+        start = time.perf_counter()
+        image = G.render_frame(identity, body, cameras[i % 3], pose, torch.zeros(1, 64), impl="ref", **extra)["image"]
+        seconds.append(time.perf_counter() - start)
+        if i == 0:
+            np.save(out, image[0].numpy())
+print(json.dumps({"median": statistics.median(seconds), "all": seconds}))
+"""
+
+# (name, tree, allocator policy, sampling argument)
+RUNS = (
+    ("base_exact", "base", "system", "-"),
+    ("new_exact_system", "new", "system", "exact"),
+    ("new_exact", "new", "keep", "exact"),
+    ("new_adaptive", "new", "keep", "adaptive"),
+)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two frames on [-1, 1], measured on the [0, 1] scale."""
+    mse = float(np.mean(((a.astype(np.float64) - b) / 2) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def frame_error(frame: np.ndarray, reference: np.ndarray) -> dict:
+    levels = np.abs(np.round((frame + 1) * 127.5) - np.round((reference + 1) * 127.5))
+    return {"psnr_db": round(psnr(frame, reference), 2), "max_uint8_levels": int(levels.max())}
+
+
+def adaptive_error() -> dict:
+    """Adaptive against exact sampling in this tree: the planar sshq512 model and the built-in default."""
+    from aniportrait.config import SSHQ512
+    from aniportrait.models.body import BodyModel
+    from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+    from aniportrait.pretrained import body_for_checkpoint, builtin_generator
+
+    def compare(generator, body, identity, views) -> list[dict]:
+        records = []
+        for camera, pose, expression in views:
+            out = {}
+            for sampling in ("exact", "adaptive"):
+                found, _ = generator._frame_intersections(
+                    identity, body, camera, pose, expression, "ref", "fp32", sampling
+                )
+                image = generator.render_frame(identity, body, camera, pose, expression, impl="ref", sampling=sampling)[
+                    "image"
+                ]
+                out[sampling] = (found, image.numpy())
+            (exact, image_e), (adaptive, image_a) = out["exact"], out["adaptive"]
+            differ = ((adaptive["hits"] - exact["hits"]).abs().amax(-1) > 0) | (adaptive["valid"] != exact["valid"])
+            records.append(
+                {
+                    "intersections_differing": float(differ.float().mean()),
+                    "field_evaluations": round(float(adaptive["evaluated"].float().mean()), 4),
+                    **frame_error(image_a, image_e),
+                }
+            )
+        return records
+
+    result = {}
+    with torch.no_grad():
+        torch.manual_seed(0)
+        planar = AniPortraitGenerator(SSHQ512).eval()
+        init_planar_manifolds(planar)
+        body = BodyModel.procedural()
+        identity = planar.prepare_identity(*sample_identity_latents(SSHQ512, [0]), psi=0.7, impl="ref")
+        views = []
+        for yaw, joint, angle in ((-0.3, 3, 0.1), (0.0, 4, 0.4), (0.3, 3, -0.2)):
+            pose = torch.zeros(1, 6, 3)
+            pose[0, joint, 2] = angle
+            views.append((torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]), pose, torch.zeros(1, 64)))
+        result["sshq512_planar"] = compare(planar, body, identity, views)
+
+        generator, metadata, valid_index = builtin_generator()
+        body = body_for_checkpoint(metadata, valid_index, None)
+        seeds = list(range(8))
+        identity = generator.prepare_identity(*sample_identity_latents(generator.config, seeds), psi=0.7, impl="ref")
+        views = []
+        # (yaw, joint turned by 0.3 rad or None, expression coefficient set to 3 or None)
+        for yaw, joint, coefficient in ((0.0, None, None), (0.5, 3, None), (-0.4, None, 0), (0.2, 1, 1)):
+            pose = torch.zeros(len(seeds), 6, 3)
+            expression = torch.zeros(len(seeds), 64)
+            if joint is not None:
+                pose[:, joint, 1] = 0.3
+            if coefficient is not None:
+                expression[:, coefficient] = 3.0
+            camera = torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]).expand(len(seeds), 2)
+            views.append((camera, pose, expression))
+        result["builtin_default"] = compare(generator, body, identity, views)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True, help="a git worktree of the revision to compare with")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    trees = {"base": args.base, "new": HERE}
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.rounds):
+            record = {}
+            for name, tree, keep, sampling in RUNS:
+                out = Path(tmp) / f"{name}_{i}.npy"
+                times = run_snippet(
+                    trees[tree], SNIPPET, [args.threads, args.frames, out, keep, sampling], args.threads
+                )
+                record[name] = round(times["median"], 2)
+                print(f"round {i}: {name} {times['median']:.2f} s per frame", flush=True)
+            rounds.append(record)
+        reference = np.load(Path(tmp) / "base_exact_0.npy")
+        errors = {name: frame_error(np.load(Path(tmp) / f"{name}_0.npy"), reference) for name, *_ in RUNS[1:]}
+    medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    torch.set_num_threads(args.threads)
+    result = {
+        "what": "seconds per 512x512 sshq512 frame, identity cached, fp32, random weights, planar manifolds",
+        "cpu": cpu_name(),
+        "bf16_path": bf16_matmul_path(),
+        "threads": args.threads,
+        "revisions": {"base": revision(args.base), "new": revision(HERE)},
+        "rounds": rounds,
+        "median_s": medians,
+        "speedup_vs_base": {k: round(medians["base_exact"] / v, 2) for k, v in medians.items() if k != "base_exact"},
+        "frame_error_vs_base": errors,
+        "adaptive_vs_exact": adaptive_error(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
