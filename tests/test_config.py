@@ -91,8 +91,10 @@ def test_small_smoother_footprint_is_the_releases_on_its_grid():
 
 
 def test_rendering_config_defaults_and_json_round_trip():
-    assert RenderingConfig() == RenderingConfig(psi=0.7, n_interval=8, fps=25, precision="fp32", sr_precision="fp32")
-    settings = RenderingConfig(psi=0, n_interval=1000, fps=240, precision="bf16")
+    assert RenderingConfig() == RenderingConfig(
+        psi=0.7, n_interval=8, fps=25, precision="fp32", sr_precision="fp32", sampling="exact"
+    )
+    settings = RenderingConfig(psi=0, n_interval=1000, fps=240, precision="bf16", sampling="adaptive")
     assert RenderingConfig.from_json(settings.to_json()) == settings
     assert RenderingConfig.from_dict({"fps": 10}) == RenderingConfig(fps=10)
 
@@ -109,6 +111,7 @@ def test_rendering_config_defaults_and_json_round_trip():
         ({"fps": 241}, "fps=241 must be an integer in \\[1, 240\\]"),
         ({"precision": "fp16"}, "precision='fp16' must be one of fp32, bf16"),
         ({"sr_precision": "fp16"}, "sr_precision='fp16' must be one of fp32, bf16"),
+        ({"sampling": "fast"}, "sampling='fast' must be one of exact, adaptive"),
     ],
 )
 def test_rendering_config_refuses_bad_values(values, message):

@@ -265,6 +265,6 @@ def test_render_help_lists_options():
     result = CliRunner().invoke(main, ["render", "--help"])
     assert result.exit_code == 0
     options = "--checkpoint --smpl --seeds --expression --pose --camera --trajectory --n-interval --fps --psi"
-    for option in (*options.split(), "--device", "--impl", "--png", "--out", "--quiet"):
+    for option in (*options.split(), "--device", "--impl", "--sampling", "--png", "--out", "--quiet"):
         assert option in result.output, option
     assert "0,1,4-6" in result.output and "[N, 64]" in result.output and "[N, 6, 3]" in result.output

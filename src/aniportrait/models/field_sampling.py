@@ -95,6 +95,7 @@ def refine_intervals(s_nodes: Tensor, levels: Tensor) -> Tensor:
     if s_nodes.shape[-1] > 2:
         bend[..., 1:-1] = (s_nodes[..., :-2] - 2 * s_nodes[..., 1:-1] + s_nodes[..., 2:]).abs()
         bend[..., 0], bend[..., -1] = bend[..., 1], bend[..., -2]
+        bend = bend.nan_to_num(nan=0.0)  # a NaN sample never crosses; it must not hide its neighbours' crossings
     margin = MARGIN_SAFETY * torch.maximum(bend[..., :-1], bend[..., 1:]) + MARGIN_FLOOR
     low, high = torch.minimum(a, b), torch.maximum(a, b)
     # Each interval's sets of levels as bit masks over the sorted levels: those near it, and those it brackets.
