@@ -4,11 +4,11 @@ glibc serves every allocation above its mmap threshold (at most 32 MB) with a fr
 tensor is freed, and it trims the heap's free top back to the system; the next allocation of the same size then
 faults its pages in again, zero-filled by the kernel. A frame allocates and frees tensors of tens of MB many times
 (the fine samples of 16,384 rays, the 512x512 texture lookups), and on the 2-core VMs this project measures on, those
-page faults took about a third of a frame's time (system time 42 s against 110 s of user time over six sshq512
-frames). :func:`keep_freed_memory` turns both off, so freed memory is reused: frames ran 1.2-1.8x faster there
-(``benchmarks/cpu_frame_time.py`` records both ways). The cost is that the process's resident memory stays at its
-peak. The ``aniportrait`` command applies it; a Python caller may call it once at start-up. Elsewhere than Linux
-with glibc it does nothing.
+page faults cost a large part of a frame. :func:`keep_freed_memory` turns both off, so freed memory is mostly
+reused: exact ``sshq512`` frames ran 1.3-2.1x faster there (``benchmarks/cpu_frame_time.py`` runs both ways;
+``benchmarks/results/cpu-frame-time-2core-epyc-2threads.json``). The cost is that the process's resident memory
+stays at its peak. The ``aniportrait`` command applies it; a Python caller may call it once at start-up.
+Elsewhere than Linux with glibc it does nothing.
 """
 
 from __future__ import annotations

@@ -42,8 +42,7 @@ if TYPE_CHECKING:  # the body module imports smplx; the generator itself only ca
 # Points per chunk for the per-point MLPs: bounds the 128/256-wide activations to a few hundred MB.
 CHUNK_POINTS = 1 << 18
 # The same without autograd, where nothing is kept between layers: 8192 points' 128-wide activations (4 MB) stay in
-# the CPU's cache from one layer to the next. A frame's scalar field ran 1.7x faster than with CHUNK_POINTS (sshq512,
-# 2-core AMD EPYC), with the same values.
+# the CPU's cache from one layer to the next, with the same values (benchmarks/cpu_frame_time.py's exact runs).
 INFERENCE_CHUNK_POINTS = 1 << 13
 # Identity latents drawn to estimate the truncation averages (the release's generate_avg_frequencies).
 TRUNCATION_SAMPLES = 10000
