@@ -4,11 +4,12 @@ revision, side by side in one run, with the frame error of each fast path.
 Each revision runs in its own subprocess (``PYTHONPATH=<tree>/src``) on the same random ``sshq512`` weights (seed 0,
 planar manifolds, so that the rays hit) and prepares the identities of seeds 0 and 1 at psi 0.7, timing each
 (``first`` and ``second``: work that needs no identity may be cached by the first): the base revision in fp32, this
-tree in fp32 and with ``sr_precision="bf16"``. Each then renders one 512x512 frame from seed 0's identity in fp32
-(a yawed camera, a nodded head) and saves it, and the script reports each frame's PSNR against the base's (on the
-[0, 1] scale; identical frames give infinity). The three runs alternate for ``--rounds`` rounds so that a busy
-machine slows them alike; the JSON records each round, the medians, the speed-ups, the machine (and its bf16
-path), the thread count and the revisions.
+tree in fp32 with the C allocator's default policy, and this tree as the ``aniportrait`` command runs (freed memory
+kept, :mod:`aniportrait.allocator`) in fp32 and with ``sr_precision="bf16"``. Each then renders one 512x512 frame
+from seed 0's identity in fp32 (a yawed camera, a nodded head) and saves it, and the script reports each frame's
+PSNR against the base's (on the [0, 1] scale; identical frames give infinity). The runs alternate for ``--rounds``
+rounds so that a busy machine slows them alike; the JSON records each round, the medians, the speed-ups, the
+machine (and its bf16 path), the thread count and the revisions.
 
 Usage:
     git worktree add /tmp/aniportrait-base df3677a
@@ -37,7 +38,10 @@ HERE = Path(__file__).resolve().parents[1]
 SNIPPET = r"""
 import json, math, sys, time, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
-mode, out = sys.argv[2], sys.argv[3]
+mode, out, keep = sys.argv[2], sys.argv[3], sys.argv[4]
+if keep == "keep":
+    from aniportrait.allocator import keep_freed_memory
+    assert keep_freed_memory()
 from aniportrait.config import SSHQ512
 from aniportrait.models.body import BodyModel
 from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
@@ -62,7 +66,8 @@ np.save(out, frame[0].numpy())
 print(json.dumps({"first": seconds[0], "second": seconds[1]}))
 """
 
-RUNS = (("base", "fp32"), ("new", "fp32"), ("new", "bf16"))
+# (tree, sr precision, allocator policy); "keep" as the aniportrait command runs (aniportrait.allocator).
+RUNS = (("base", "fp32", "system"), ("new", "fp32", "system"), ("new", "fp32", "keep"), ("new", "bf16", "keep"))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,20 +88,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             record = {}
-            for tree, mode in RUNS:
-                key = f"{tree}_{mode}"
+            for tree, mode, keep in RUNS:
+                key = f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
                 out = Path(tmp) / f"{key}_{i}.npy"
-                times = run_snippet(trees[tree], SNIPPET, [args.threads, mode, out], args.threads)
+                times = run_snippet(trees[tree], SNIPPET, [args.threads, mode, out, keep], args.threads)
                 for which in ("first", "second"):
                     record[f"{key}_{which}"] = round(times[which], 2)
                 print(f"round {i}: {key} {times['first']:.2f} s, then {times['second']:.2f} s", flush=True)
             rounds.append(record)
         reference = np.load(Path(tmp) / "base_fp32_0.npy")
         errors = {}
-        for tree, mode in RUNS[1:]:
-            frame = np.load(Path(tmp) / f"{tree}_{mode}_0.npy")
+        for tree, mode, keep in RUNS[1:]:
+            key = f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
+            frame = np.load(Path(tmp) / f"{key}_0.npy")
             levels = np.abs(np.round((frame + 1) * 127.5) - np.round((reference + 1) * 127.5))
-            errors[f"{tree}_{mode}"] = {
+            errors[key] = {
                 "psnr_db": round(psnr(frame, reference), 2),
                 "max_uint8_levels": int(levels.max()),
             }
@@ -110,7 +116,7 @@ def main() -> None:
         "rounds": rounds,
         "median_s": medians,
         "speedup_vs_base": {
-            k: round(medians[f"base_fp32_{k.rsplit('_', 1)[1]}"] / v, 2)
+            k: round(medians[f"base_fp32_{'first' if k.endswith('first') else 'second'}"] / v, 2)
             for k, v in medians.items()
             if not k.startswith("base")
         },
