@@ -1,8 +1,9 @@
 """The package's layers: no module imports from a layer above its own (lazy imports inside functions included).
 
-From the bottom: the foundation (package data, constants, errors, geometry, images, machine, staging; then cameras, userfiles, config), the
-kernels and their dispatch (ops), the models, checkpoints, then the users of models (render, data, eval, train),
-the Python API, the viewer (a user of the API), and the command line on top. Modules of one package may import each other.
+From the bottom: the foundation (package data, constants, errors, geometry, images, machine, allocator, staging; then
+cameras, userfiles, config), the kernels and their dispatch (ops), the models, checkpoints, then the users of models
+(render, data, eval, train), the Python API, the viewer (a user of the API), and the command line on top. Modules of
+one package may import each other.
 """
 
 import ast
@@ -15,6 +16,7 @@ LAYERS = {
     "errors": 0,
     "images": 0,
     "machine": 0,
+    "allocator": 0,
     "geometry": 0,
     "staging": 0,
     "cameras": 1,
