@@ -86,9 +86,8 @@ class Portrait:
         self.metadata = metadata
         self.device = device
         self.impl = impl
-        self.rendering = (
-            rendering  # the checkpoint's rendering defaults (psi, frames per keyframe, fps, precisions, sampling)
-        )
+        # The checkpoint's rendering defaults (psi, frames per keyframe, fps, precisions, sampling).
+        self.rendering = rendering
 
     @property
     def resolution(self) -> int:

@@ -96,8 +96,9 @@ def render(
     """Render animated portrait videos (portrait, low-resolution and depth mp4 per seed) from keyframes.
 
     --psi, --n-interval, --fps, --precision, --sr-precision and --sampling default to the rendering settings the
-    checkpoint records (a trained run's `rendering` config section). Keyframe values beyond the plausible ranges in the option
-    help are refused, and so is a video of more than 100,000 frames or a contact sheet of more than 2**28 pixels."""
+    checkpoint records (a trained run's `rendering` config section). Keyframe values beyond the plausible ranges in
+    the option help are refused, and so is a video of more than 100,000 frames or a contact sheet of more than 2**28
+    pixels."""
     from aniportrait.render import keyframes as kf
 
     try:

@@ -421,8 +421,8 @@ class AniPortraitGenerator(nn.Module):
             ``hits`` [B, R, M, 3] canonical intersections (texture lookup points), ``valid`` [B, R, M], ``x``
             [B, R, S2, 3] the re-interpolated canonical samples, ``d`` [B, R, S2, 3] the expression deformation
             there (warped units, added to ``x`` as is for the texture lookup), ``s`` [B, R, S2] the scalar field
-            and ``evaluated`` [B, R, S2], where the field ran (with ``adaptive``, ``s`` is interpolated and ``d`` is
-            0 at the other samples).
+            and ``evaluated`` [B, R, S2], where the field ran (with ``adaptive``, ``s`` and ``d`` are interpolated
+            at the other samples).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
