@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
+from _revisions import frame_error, revision, run_snippet  # benchmarks/ is on the path when this script runs
 
 from aniportrait.machine import bf16_matmul_path, cpu_name
 
@@ -83,17 +83,6 @@ RUNS = (
     ("new_exact", "new", "keep", "exact"),
     ("new_adaptive", "new", "keep", "adaptive"),
 )
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two frames on [-1, 1], measured on the [0, 1] scale."""
-    mse = float(np.mean(((a.astype(np.float64) - b) / 2) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
-def frame_error(frame: np.ndarray, reference: np.ndarray) -> dict:
-    levels = np.abs(np.round((frame + 1) * 127.5) - np.round((reference + 1) * 127.5))
-    return {"psnr_db": round(psnr(frame, reference), 2), "max_uint8_levels": int(levels.max())}
 
 
 def adaptive_error() -> dict:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _revisions import revision, run_snippet  # benchmarks/ is on the path when this script runs
+from _revisions import frame_error, revision, run_snippet  # benchmarks/ is on the path when this script runs
 
 from aniportrait.machine import bf16_matmul_path, cpu_name
 
@@ -70,12 +69,6 @@ print(json.dumps({"first": seconds[0], "second": seconds[1]}))
 RUNS = (("base", "fp32", "system"), ("new", "fp32", "system"), ("new", "fp32", "keep"), ("new", "bf16", "keep"))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two frames on [-1, 1], measured on the [0, 1] scale."""
-    mse = float(np.mean(((a.astype(np.float64) - b) / 2) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="a git worktree of the revision to compare with")
@@ -101,11 +94,7 @@ def main() -> None:
         for tree, mode, keep in RUNS[1:]:
             key = f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
             frame = np.load(Path(tmp) / f"{key}_0.npy")
-            levels = np.abs(np.round((frame + 1) * 127.5) - np.round((reference + 1) * 127.5))
-            errors[key] = {
-                "psnr_db": round(psnr(frame, reference), 2),
-                "max_uint8_levels": int(levels.max()),
-            }
+            errors[key] = frame_error(frame, reference)
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     result = {
         "what": "seconds per sshq512 identity (manifold super-resolution), random weights, planar manifolds, psi 0.7",
