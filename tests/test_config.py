@@ -56,6 +56,15 @@ def test_expression_gate_fields_are_validated_and_travel_in_json():
         dataclasses.replace(SMALL, smoother_spatial_kernel=4)
 
 
+def test_noise_input_scale_is_validated_and_travels_in_json():
+    assert SSHQ512.noise_input_scale == 1.0  # the release feeds z_noise as drawn
+    scaled = dataclasses.replace(SMALL, noise_input_scale=0.1)
+    assert GeneratorConfig.from_json(scaled.to_json()) == scaled
+    for bad in (0.0, -0.5, 1.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_input_scale"):
+            dataclasses.replace(SMALL, noise_input_scale=bad)
+
+
 def test_generator_with_a_neck_gate_moves_nothing_below_the_neck():
     """An expression change moves the deformed lookup points above the gate and leaves those below it in place."""
     # No re-interpolation along the rays, so each sample's d sits at its own height.

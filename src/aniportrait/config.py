@@ -48,6 +48,9 @@ class GeneratorConfig:
     # Factor on RadianceNet's input coordinates (1 in the release): it scales every spatial frequency of the
     # radiance field, so a model with coarse textures can keep its field below their Nyquist limit.
     radiance_input_scale: float = 1.0
+    # Factor on z_noise where it enters the mapping networks (1 in the release). Below 1, the identity label outweighs
+    # the noise in the codes from the start: for data whose label already describes each image's appearance.
+    noise_input_scale: float = 1.0
     # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
     # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
     # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,
@@ -65,6 +68,8 @@ class GeneratorConfig:
             raise ValueError("need at least 2 samples per ray and 1 manifold")
         if not (math.isfinite(self.radiance_input_scale) and self.radiance_input_scale > 0):
             raise ValueError(f"radiance_input_scale must be positive, got {self.radiance_input_scale}")
+        if not (math.isfinite(self.noise_input_scale) and 0 < self.noise_input_scale <= 1):
+            raise ValueError(f"noise_input_scale must be in (0, 1], got {self.noise_input_scale}")
         if self.smoother_depth_kernel % 2 == 0 or self.smoother_spatial_kernel % 2 == 0:
             raise ValueError(
                 "smoother kernels must be odd (centred), got "

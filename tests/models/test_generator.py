@@ -1,5 +1,6 @@
 """The generator end to end on the tiny config: shapes, caching, ref vs Triton, pose and truncation behaviour."""
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,13 @@ from aniportrait.cameras import portrait_rays
 from aniportrait.config import SMALL, SSHQ512, TINY
 from aniportrait.kernels._testing import assert_close
 from aniportrait.models.body import BodyModel
-from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
+from aniportrait.models.generator import (
+    TRUNCATION_SAMPLES,
+    TRUNCATION_SEED,
+    AniPortraitGenerator,
+    init_planar_manifolds,
+    sample_identity_latents,
+)
 
 FRONT = (math.pi / 2, math.pi / 2)
 
@@ -285,3 +292,24 @@ def test_truncation_averages_follow_the_weights():
     for key, value in second.truncation_averages().items():
         assert_close(first.truncation_averages()[key], value, atol=1e-6, rtol=1e-6)
         assert not torch.allclose(stale[key], value)
+
+
+@torch.no_grad()
+def test_noise_input_scale_scales_the_noise_in_every_mapping_input():
+    """A generator with noise_input_scale k gives at noise z the codes the same weights give at scale 1 and noise
+    k z, in the mapping networks and in the truncation averages; at scale 1 the noise enters as drawn."""
+    torch.manual_seed(0)
+    plain = AniPortraitGenerator(TINY)
+    scaled = AniPortraitGenerator(dataclasses.replace(TINY, noise_input_scale=0.25))
+    scaled.load_state_dict(plain.state_dict())
+    z_id, z_noise, _ = sample_identity_latents(TINY, [0, 1])
+    assert torch.equal(plain.latent(z_id, z_noise), torch.cat([z_id, z_noise], dim=-1))
+    for a, b in zip(scaled.identity_codes(z_id, z_noise), plain.identity_codes(z_id, 0.25 * z_noise)):
+        assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(scaled.identity_codes(z_id, z_noise)[0], plain.identity_codes(z_id, z_noise)[0])
+    # Without a label bank the averages are taken over N(0, I) draws of z_id, then of z_noise, from one seed.
+    seeds = torch.Generator().manual_seed(TRUNCATION_SEED)
+    bank_id = torch.randn(TRUNCATION_SAMPLES, TINY.z_id_dim, generator=seeds)
+    bank_noise = torch.randn(TRUNCATION_SAMPLES, TINY.z_noise_dim, generator=seeds)
+    expected = plain.radiance_net.average_mapping(torch.cat([bank_id, 0.25 * bank_noise], dim=-1))
+    assert_close(scaled.truncation_averages(None)["freq"], expected[0], atol=1e-6, rtol=1e-6)

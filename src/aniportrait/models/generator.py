@@ -235,8 +235,7 @@ class AniPortraitGenerator(nn.Module):
                 ].float()
             else:
                 z_id = torch.randn(TRUNCATION_SAMPLES, self.config.z_id_dim, generator=seeds)
-            z = torch.cat([z_id, torch.randn(TRUNCATION_SAMPLES, self.config.z_noise_dim, generator=seeds)], dim=1)
-            z = z.to(device)
+            z = self.latent(z_id, torch.randn(TRUNCATION_SAMPLES, self.config.z_noise_dim, generator=seeds)).to(device)
             freq, phase = self.radiance_net.average_mapping(z)
             self._averages = {"freq": freq, "phase": phase, "style": self.sr_net.average_style(z)}
             self._averages_key = key
@@ -287,12 +286,17 @@ class AniPortraitGenerator(nn.Module):
         hr_textures = torch.sigmoid(raw.float()).contiguous()
         return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
 
+    def latent(self, z_id: Tensor, z_noise: Tensor) -> Tensor:
+        """The mapping networks' input [B, z_id_dim + z_noise_dim]: ``[z_id, noise_input_scale * z_noise]``."""
+        scale = self.config.noise_input_scale
+        return torch.cat([z_id, z_noise if scale == 1 else scale * z_noise], dim=-1)
+
     def identity_codes(
         self, z_id: Tensor, z_noise: Tensor, *, psi: float = 1.0, id_bank: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """RadianceNet's raw FiLM codes (freq, phase) [B, (L + 1) H] and the SR style [B, style_dim] of identities,
         truncated towards the averages by ``psi`` (1 = none)."""
-        z = torch.cat([z_id, z_noise], dim=-1)
+        z = self.latent(z_id, z_noise)
         freq, phase = self.radiance_net.mapping(z)
         style = self.sr_net.mapping(z)
         if psi != 1:

@@ -150,7 +150,7 @@ def density_prior_loss(
     with ``generator``, for each identity of ``labels``; points outside the body within ``shell`` of its surface are
     left out (0 for the warm-up, ``SHELL`` for the regulariser)."""
     xyz = box_points(points, generator, G.levels.device)
-    freq, phase = G.radiance_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
+    freq, phase = G.radiance_net.mapping(G.latent(labels["z_id"], labels["z_noise"]))
     batch = freq.shape[0]
     view_dir = xyz.new_tensor([0.0, 0.0, -1.0]).expand(batch, 1, 3)
     _, sigma, _ = G.radiance_net.features(xyz.expand(batch, -1, -1), freq, phase, view_dir)
@@ -338,7 +338,7 @@ def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "a
         with torch.no_grad():
             lr_features, _ = G.manifold_textures(labels["z_id"], labels["z_noise"], impl=impl)
             target = F.interpolate(lr_features[:, :4], scale_factor=4, mode="bilinear", align_corners=False)
-        style = G.sr_net.mapping(torch.cat([labels["z_id"], labels["z_noise"]], dim=-1))
+        style = G.sr_net.mapping(G.latent(labels["z_id"], labels["z_noise"]))
         output = torch.sigmoid(G.sr_net(lr_features, style))
         loss = upsampling_loss(output, target.clamp(0, 1))
         optimizer.zero_grad(set_to_none=True)
