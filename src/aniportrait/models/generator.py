@@ -325,17 +325,17 @@ class AniPortraitGenerator(nn.Module):
         """
         cfg = self.config
         B, res, M = z_id.shape[0], cfg.lr_img_size, cfg.num_manifolds
-        z = torch.cat([z_id, z_noise], dim=-1)
+        device, dtype = z_id.device, torch.promote_types(z_id.dtype, z_noise.dtype)
         freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
         if torch.is_grad_enabled():
-            hits, valid = self._orthogonal_intersections(B, z.device, z.dtype, impl)
+            hits, valid = self._orthogonal_intersections(B, device, dtype, impl)
         else:
-            hits, valid = self.texture_intersections(z.device, z.dtype, impl)
+            hits, valid = self.texture_intersections(device, dtype, impl)
             hits, valid = hits.expand(B, -1, -1), valid.expand(B, -1, -1)
 
         # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
-        view_dir = torch.tensor([0.0, 0.0, -1.0], device=z.device, dtype=z.dtype).expand(B, 1, 3)
+        view_dir = torch.tensor([0.0, 0.0, -1.0], device=device, dtype=dtype).expand(B, 1, 3)
         rgb, sigma, feature = _chunked(lambda p: self.radiance_net.features(p, freq, phase, view_dir), hits)
         alpha = texture_alpha(sigma) * valid.reshape(B, -1, 1)
         texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
