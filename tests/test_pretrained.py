@@ -87,8 +87,8 @@ def test_each_control_acts_where_it_names(default):
     """From the front, one control at a time (two seeds): the camera turns the figure; raised shoulders change the
     bottom quarter at least three times as much as the upper half; head yaw changes the upper half (the face) at
     least twice as much as the bottom quarter; an open mouth changes the upper half more than the bottom quarter.
-    Measured on this model (MODEL_CARD.md, control_response.json, eight seeds): head yaw 11x, the mouth 5.7x over
-    the eight seeds' mean changes, but 2.1x to 10x seed by seed (seeds 0 and 1: 10x and 7.4x), so the mouth's
+    Measured on this model (MODEL_CARD.md, control_response.json, eight seeds): head yaw 13x, the mouth 5.2x over
+    the eight seeds' mean changes, but 2.4x to 8.5x seed by seed (seeds 0 and 1: 8.5x and 5.6x), so the mouth's
     per-seed bound stays at 1.5x (the synthetic world itself gives 2.3x, its mouth sitting between the two
     regions)."""
     generator, _, body = default
