@@ -1,9 +1,9 @@
 """A stage-1 model's renders of the first images its reconstruction warm-up fitted, beside the images.
 
-Picks the rows a run's reconstruction warm-up drew (its ``seed`` and ``recon_images``, as ``Trainer.
-reconstruction_images`` does), renders the first ``--num`` of them at stage 1 with their own labels (noise N(0, I)
-from seed 1) and writes one picture: data portraits, rendered portraits, data face crops, rendered face views (rows),
-at the renders' sizes, enlarged by ``--zoom``. Prints the L1 errors (pixels on [-1, 1]).
+Picks the rows a run's reconstruction warm-up drew (its ``seed`` and ``recon_images``,
+:func:`~aniportrait.train.loop.reconstruction_rows`), renders the first ``--num`` of them at stage 1 with their own
+labels (noise N(0, I) from seed 1) and writes one picture: data portraits, rendered portraits, data face crops, rendered
+face views (rows), at the renders' sizes, enlarged by ``--zoom``. Prints the L1 errors (pixels on [-1, 1]).
 
     python docs/training/reconstruction_view.py --run RUN --data DATA --out PNG [--checkpoint FILE] [--num 8]
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from aniportrait.checkpoint import load_generator
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.pretrained import body_for_checkpoint
-from aniportrait.train.loop import _seeded, to_ray_grid
+from aniportrait.train.loop import reconstruction_rows, to_ray_grid
 
 
 @torch.no_grad()
@@ -38,8 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)
     training = json.loads((Path(args.run) / "config.json").read_text())["training"]
     dataset = PortraitDataset(args.data, check=False)
-    n = min(training["recon_images"], len(dataset))
-    rows = torch.randperm(len(dataset), generator=_seeded(training["seed"], 0x4EC0))[:n].tolist()[: args.num]
+    rows = reconstruction_rows(training["seed"], training["recon_images"], len(dataset))[: args.num]
     items = [dataset.get(i, flip=False) for i in rows]
     stack = lambda key: torch.stack([item[key] for item in items]).float()  # noqa: E731
     generator, metadata, valid_index = load_generator(args.checkpoint or str(Path(args.run) / "generator.safetensors"))

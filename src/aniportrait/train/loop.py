@@ -71,7 +71,16 @@ from aniportrait.train.warmups import (
     fit_sr_to_upsampling,
 )
 
-__all__ = ["GENERATOR_FILE", "STATE_FILE", "Phase", "RunFolderError", "Trainer", "TrainingError", "to_ray_grid"]
+__all__ = [
+    "GENERATOR_FILE",
+    "STATE_FILE",
+    "Phase",
+    "RunFolderError",
+    "Trainer",
+    "TrainingError",
+    "reconstruction_rows",
+    "to_ray_grid",
+]
 
 SAMPLE_SEEDS = 8  # identities in a sample grid
 ID_BANK_ROWS = 4096  # label rows a checkpoint carries (4096 x 90 float32 = 1.5 MB)
@@ -150,6 +159,12 @@ class Phase:
 
 def _seeded(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+
+
+def reconstruction_rows(seed: int, count: int, size: int) -> list[int]:
+    """The dataset rows the reconstruction warm-ups fit: ``min(count, size)`` of ``size`` rows, chosen with the run's
+    seed."""
+    return torch.randperm(size, generator=_seeded(seed, 0x4EC0))[: min(count, size)].tolist()
 
 
 def to_ray_grid(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -384,8 +399,7 @@ class Trainer:
     def reconstruction_images(self) -> dict[str, torch.Tensor]:
         """The reconstruction warm-up's images (``recon_images`` rows chosen with the run's seed, not mirrored), at
         the renders' sizes, with their labels under the generator's names."""
-        n = min(self.cfg.recon_images, len(self.dataset))
-        rows = torch.randperm(len(self.dataset), generator=_seeded(self.cfg.seed, 0x4EC0))[:n].tolist()
+        rows = reconstruction_rows(self.cfg.seed, self.cfg.recon_images, len(self.dataset))
         items = [self.dataset.get(i, flip=False) for i in rows]
         keys = {
             "image": "image",
