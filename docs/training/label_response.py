@@ -34,23 +34,23 @@ def response(path: str, rows: list[dict]) -> dict:
     generator.eval()
     body = body_for_checkpoint(metadata, valid_index, None)
     side = generator.config.lr_img_size
-    stack = lambda key: torch.stack([row[key] for row in rows]).float()  # noqa: E731
+    labels = {
+        key: torch.stack([row[key] for row in rows]).float() for key in ("id", "betas", "expression", "camera", "pose")
+    }
     n = len(rows)
     draws = [torch.randn(n, generator.config.z_noise_dim, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    controls = [labels[key] for key in ("betas", "expression", "camera", "pose")]
 
     def render(z_id, noise):
-        out = generator.render_train(
-            body, z_id, noise, stack("betas"), stack("expression"), stack("camera"), stack("pose"), face_size=side
-        )
-        return out["image"]
+        return generator.render_train(body, z_id, noise, *controls, face_size=side)["image"]
 
     bottom = slice(side - side // 4, side)
     shirt_images = {}
     for name, rgb in SHIRTS.items():
-        z_id = stack("id").clone()
+        z_id = labels["id"].clone()
         z_id[:, ID_LAYOUT["shirt_rgb"]] = torch.tensor(rgb)
         shirt_images[name] = render(z_id, draws[0])[..., bottom, :]
-    noise_change = (render(stack("id"), draws[0]) - render(stack("id"), draws[1])).abs().mean()
+    noise_change = (render(labels["id"], draws[0]) - render(labels["id"], draws[1])).abs().mean()
     return {
         "shirt_red_to_green_bottom_quarter": round(
             float((shirt_images["red"] - shirt_images["green"]).abs().mean()), 4

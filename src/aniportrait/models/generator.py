@@ -288,8 +288,7 @@ class AniPortraitGenerator(nn.Module):
 
     def latent(self, z_id: Tensor, z_noise: Tensor) -> Tensor:
         """The mapping networks' input [B, z_id_dim + z_noise_dim]: ``[z_id, noise_input_scale * z_noise]``."""
-        scale = self.config.noise_input_scale
-        return torch.cat([z_id, z_noise if scale == 1 else scale * z_noise], dim=-1)
+        return torch.cat([z_id, self.config.noise_input_scale * z_noise], dim=-1)
 
     def identity_codes(
         self, z_id: Tensor, z_noise: Tensor, *, psi: float = 1.0, id_bank: Tensor | None = None
