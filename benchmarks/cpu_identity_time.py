@@ -69,6 +69,11 @@ print(json.dumps({"first": seconds[0], "second": seconds[1]}))
 RUNS = (("base", "fp32", "system"), ("new", "fp32", "system"), ("new", "fp32", "keep"), ("new", "bf16", "keep"))
 
 
+def run_key(tree: str, mode: str, keep: str) -> str:
+    """A run's name in the JSON: ``new_fp32``, ``new_fp32_keep``, ..."""
+    return f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="a git worktree of the revision to compare with")
@@ -82,7 +87,7 @@ def main() -> None:
         for i in range(args.rounds):
             record = {}
             for tree, mode, keep in RUNS:
-                key = f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
+                key = run_key(tree, mode, keep)
                 out = Path(tmp) / f"{key}_{i}.npy"
                 times = run_snippet(trees[tree], SNIPPET, [args.threads, mode, out, keep], args.threads)
                 for which in ("first", "second"):
@@ -91,10 +96,9 @@ def main() -> None:
             rounds.append(record)
         reference = np.load(Path(tmp) / "base_fp32_0.npy")
         errors = {}
-        for tree, mode, keep in RUNS[1:]:
-            key = f"{tree}_{mode}" + ("_keep" if keep == "keep" else "")
-            frame = np.load(Path(tmp) / f"{key}_0.npy")
-            errors[key] = frame_error(frame, reference)
+        for run in RUNS[1:]:
+            key = run_key(*run)
+            errors[key] = frame_error(np.load(Path(tmp) / f"{key}_0.npy"), reference)
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     result = {
         "what": "seconds per sshq512 identity (manifold super-resolution), random weights, planar manifolds, psi 0.7",
