@@ -1,24 +1,29 @@
 """Seconds per 512x512 frame (identity cached) of the ``sshq512`` config on CPU: this tree against another revision,
-side by side in one run, and the frame error of adaptive sampling.
+side by side in one run, and the frame error of adaptive sampling and of ``bf16-deform``.
 
 Each run is its own subprocess (``PYTHONPATH=<tree>/src``) on the same random ``sshq512`` weights (seed 0, planar
 manifolds, so that every ray hits): it prepares seed 0's identity (not timed), renders one warm-up frame, then
-times ``--frames`` frames (yaw -0.3, 0 and +0.3 rad from the front, head nodded) in fp32, and saves the first. The
-runs are
+times ``--frames`` frames (yaw -0.3, 0 and +0.3 rad from the front, head nodded), and saves the first. The runs are
 
 - ``base_exact``: the base revision as it is;
 - ``new_exact_system``: this tree, exact sampling, the C allocator's default policy;
 - ``new_exact``: this tree, exact sampling, with :func:`aniportrait.allocator.keep_freed_memory` (as the
   ``aniportrait`` command runs);
-- ``new_adaptive``: the same with ``sampling="adaptive"``.
+- ``new_adaptive``: the same with ``sampling="adaptive"``;
+- ``new_adaptive_bf16_deform``: the same with ``precision="bf16-deform"`` (DeformNet under bfloat16, the scalar
+  field in fp32).
 
 They alternate for ``--rounds`` rounds so that a busy machine slows them alike. The JSON records each round's
 median frame time, the medians over rounds, the speed-ups against the base, and each run's first frame against
-the base's (PSNR on the [0, 1] scale, inf when identical, and the largest uint8 difference). It then measures
-adaptive against exact sampling in this tree, in one process: on the planar model (three views: the fraction of
-intersections that differ, of field evaluations made, and the frames' PSNR) and on the built-in trained default
-(8 seeds, 4 views with expression, head and shoulder changes). Also recorded: the machine, its bf16 path, the
-thread count and the revisions.
+the base's (PSNR on the [0, 1] scale, inf when identical, and the largest uint8 difference). DeformNet's final layer
+is zero at initialisation, so these frames have no expression displacement and ``bf16-deform`` has nothing to
+round there. It then measures the fast paths against exact fp32 in this tree, in one process: adaptive sampling,
+``bf16-deform`` and both, on the planar model (three views; the fraction of intersections that differ, of field
+evaluations made, and the frames' PSNR) as initialised and with DeformNet's final layer drawn at random for an RMS
+displacement of about 1 mm and 1 cm everywhere (:data:`DEFORM_STDS`; bfloat16 rounds the displacement by a few
+percent of itself, so its error grows with it), and on the built-in trained default (8 seeds, 4 views with
+expression, head and shoulder changes). Also recorded: the machine, its bf16 path, the thread count and the
+revisions.
 
 Usage:
     git worktree add /tmp/aniportrait-base df3677a
@@ -47,7 +52,7 @@ HERE = Path(__file__).resolve().parents[1]
 # tree's runs.
 SNIPPET = r"""
 import json, math, statistics, sys, time, numpy as np, torch
-threads, frames, out, keep, sampling = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+threads, frames, out, keep, sampling, precision = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:7]
 torch.set_num_threads(threads)
 if keep == "keep":
     from aniportrait.allocator import keep_freed_memory
@@ -59,7 +64,7 @@ torch.manual_seed(0)
 G = AniPortraitGenerator(SSHQ512).eval()
 init_planar_manifolds(G)
 body = BodyModel.procedural()
-extra = {} if sampling == "-" else {"sampling": sampling}
+extra = {} if sampling == "-" else {"sampling": sampling, "precision": precision}
 pose = torch.zeros(1, 6, 3)
 pose[0, 3, 2] = 0.1
 cameras = [torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]) for yaw in (-0.3, 0.0, 0.3)]
@@ -76,17 +81,35 @@ with torch.no_grad():
 print(json.dumps({"median": statistics.median(seconds), "all": seconds}))
 """
 
-# (name, tree, allocator policy, sampling argument)
+# (name, tree, allocator policy, sampling and precision arguments)
 RUNS = (
-    ("base_exact", "base", "system", "-"),
-    ("new_exact_system", "new", "system", "exact"),
-    ("new_exact", "new", "keep", "exact"),
-    ("new_adaptive", "new", "keep", "adaptive"),
+    ("base_exact", "base", "system", "-", "-"),
+    ("new_exact_system", "new", "system", "exact", "fp32"),
+    ("new_exact", "new", "keep", "exact", "fp32"),
+    ("new_adaptive", "new", "keep", "adaptive", "fp32"),
+    ("new_adaptive_bf16_deform", "new", "keep", "adaptive", "bf16-deform"),
 )
+# The fast paths measured against exact fp32: (sampling, precision)
+FAST_PATHS = {
+    "adaptive": ("adaptive", "fp32"),
+    "bf16_deform": ("exact", "bf16-deform"),
+    "adaptive_bf16_deform": ("adaptive", "bf16-deform"),
+}
+# The planar model's DeformNet final layer: zero (its initialisation: no displacement), then drawn at random for an
+# RMS displacement of about 1 mm and 1 cm at every sample (a trained face moves up to about 1 cm at the mouth and
+# nearly nowhere else: the built-in default's RMS is about 1 mm).
+DEFORM_STDS = {"planar": 0.0, "planar_deform_1mm": 1.3e-4, "planar_deform_1cm": 1.3e-3}
 
 
-def adaptive_error() -> dict:
-    """Adaptive against exact sampling in this tree: the planar sshq512 model and the built-in default."""
+def _frame(generator, body, identity, view, sampling: str, precision: str) -> tuple[dict, np.ndarray]:
+    """One view's intersections and 512x512 frame."""
+    found, _ = generator._frame_intersections(identity, body, *view, "ref", precision, sampling)
+    image = generator.render_frame(identity, body, *view, impl="ref", sampling=sampling, precision=precision)
+    return found, image["image"].numpy()
+
+
+def fast_path_error() -> dict:
+    """Adaptive sampling and bf16-deform against exact fp32 in this tree: the planar sshq512 model and the default."""
     from aniportrait.config import SSHQ512
     from aniportrait.models.body import BodyModel
     from aniportrait.models.generator import AniPortraitGenerator, init_planar_manifolds, sample_identity_latents
@@ -94,25 +117,18 @@ def adaptive_error() -> dict:
 
     def compare(generator, body, identity, views) -> list[dict]:
         records = []
-        for camera, pose, expression in views:
-            out = {}
-            for sampling in ("exact", "adaptive"):
-                found, _ = generator._frame_intersections(
-                    identity, body, camera, pose, expression, "ref", "fp32", sampling
-                )
-                image = generator.render_frame(identity, body, camera, pose, expression, impl="ref", sampling=sampling)[
-                    "image"
-                ]
-                out[sampling] = (found, image.numpy())
-            (exact, image_e), (adaptive, image_a) = out["exact"], out["adaptive"]
-            differ = ((adaptive["hits"] - exact["hits"]).abs().amax(-1) > 0) | (adaptive["valid"] != exact["valid"])
-            records.append(
-                {
+        for view in views:
+            exact, image_e = _frame(generator, body, identity, view, "exact", "fp32")
+            record = {"displacement_rms": round(float(exact["d"].square().mean().sqrt()), 5)}
+            for name, (sampling, precision) in FAST_PATHS.items():
+                fast, image_f = _frame(generator, body, identity, view, sampling, precision)
+                differ = ((fast["hits"] - exact["hits"]).abs().amax(-1) > 0) | (fast["valid"] != exact["valid"])
+                record[name] = {
                     "intersections_differing": float(differ.float().mean()),
-                    "field_evaluations": round(float(adaptive["evaluated"].float().mean()), 4),
-                    **frame_error(image_a, image_e),
+                    "field_evaluations": round(float(fast["evaluated"].float().mean()), 4),
+                    **frame_error(image_f, image_e),
                 }
-            )
+            records.append(record)
         return records
 
     result = {}
@@ -126,8 +142,11 @@ def adaptive_error() -> dict:
         for yaw, joint, angle in ((-0.3, 3, 0.1), (0.0, 4, 0.4), (0.3, 3, -0.2)):
             pose = torch.zeros(1, 6, 3)
             pose[0, joint, 2] = angle
-            views.append((torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]), pose, torch.zeros(1, 64)))
-        result["sshq512_planar"] = compare(planar, body, identity, views)
+            expression = torch.randn(1, 64, generator=torch.Generator().manual_seed(1))
+            views.append((torch.tensor([[math.pi / 2, math.pi / 2 + yaw]]), pose, expression))
+        for name, std in DEFORM_STDS.items():
+            torch.nn.init.normal_(planar.deform_net.final_layer.weight, std=std)
+            result[f"sshq512_{name}"] = compare(planar, body, identity, views)
 
         generator, metadata, valid_index = builtin_generator()
         body = body_for_checkpoint(metadata, valid_index, None)
@@ -161,10 +180,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             record = {}
-            for name, tree, keep, sampling in RUNS:
+            for name, tree, keep, sampling, precision in RUNS:
                 out = Path(tmp) / f"{name}_{i}.npy"
                 times = run_snippet(
-                    trees[tree], SNIPPET, [args.threads, args.frames, out, keep, sampling], args.threads
+                    trees[tree], SNIPPET, [args.threads, args.frames, out, keep, sampling, precision], args.threads
                 )
                 record[name] = round(times["median"], 2)
                 print(f"round {i}: {name} {times['median']:.2f} s per frame", flush=True)
@@ -174,7 +193,7 @@ def main() -> None:
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     torch.set_num_threads(args.threads)
     result = {
-        "what": "seconds per 512x512 sshq512 frame, identity cached, fp32, random weights, planar manifolds",
+        "what": "seconds per 512x512 sshq512 frame, identity cached, random weights, planar manifolds",
         "cpu": cpu_name(),
         "bf16_path": bf16_matmul_path(),
         "threads": args.threads,
@@ -183,7 +202,7 @@ def main() -> None:
         "median_s": medians,
         "speedup_vs_base": {k: round(medians["base_exact"] / v, 2) for k, v in medians.items() if k != "base_exact"},
         "frame_error_vs_base": errors,
-        "adaptive_vs_exact": adaptive_error(),
+        "fast_paths_vs_exact": fast_path_error(),
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -126,7 +126,7 @@ class Portrait:
         *,
         output: Output = "tensor",
         output_size: Literal["hr", "lr"] = "hr",
-        precision: Literal["fp32", "bf16"] | None = None,
+        precision: Literal["fp32", "bf16-deform", "bf16"] | None = None,
         sampling: Literal["exact", "adaptive"] | None = None,
     ):
         """Render frames of ``identity``.
@@ -138,8 +138,9 @@ class Portrait:
             expression: expression coefficients, [64] or [F, 64]; default zeros (neutral).
             output: ``"tensor"``, ``"numpy"`` or ``"pil"`` (see the module docstring).
             output_size: ``"hr"`` (the model's output side) or ``"lr"`` (the ray grid's side, before super-resolution).
-            precision: ``"fp32"`` (exact) or ``"bf16"`` (DeformNet and SampleNet under bfloat16 autocast); default
-                the checkpoint's, ``self.rendering.precision``.
+            precision: ``"fp32"`` (exact), ``"bf16-deform"`` (DeformNet under bfloat16 autocast, the scalar field
+                in fp32) or ``"bf16"`` (DeformNet and SampleNet under bfloat16); default the checkpoint's,
+                ``self.rendering.precision``.
             sampling: ``"exact"`` (the scalar field at every fine sample) or ``"adaptive"`` (coarse to fine, only
                 where a manifold's first crossing can be); default the checkpoint's, ``self.rendering.sampling``.
 

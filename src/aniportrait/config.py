@@ -121,7 +121,9 @@ class GeneratorConfig:
         return cls.from_dict(json.loads(text))
 
 
-PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-frame MLPs and of the per-identity super-resolution
+PRECISIONS = ("fp32", "bf16")  # arithmetic of the per-identity super-resolution
+# Arithmetic of the per-frame MLPs: fp32 (exact); DeformNet alone under bfloat16 (the scalar field stays fp32); both.
+FRAME_PRECISIONS = ("fp32", "bf16-deform", "bf16")
 # Where a frame evaluates the scalar field along each ray: every fine sample, or coarse to fine where a manifold's
 # first crossing can be (aniportrait.models.field_sampling).
 SAMPLINGS = ("exact", "adaptive")
@@ -139,7 +141,8 @@ class RenderingConfig:
     psi: float = 0.7  # truncation of the identity latents towards their average, in [0, 1]
     n_interval: int = 8  # frames per keyframe (linear interpolation between keyframes)
     fps: int = 25  # frame rate of the videos
-    precision: str = "fp32"  # "fp32" (exact) or "bf16" (DeformNet and SampleNet under bfloat16 autocast)
+    # "fp32" (exact), "bf16-deform" (DeformNet under bfloat16 autocast) or "bf16" (DeformNet and SampleNet)
+    precision: str = "fp32"
     sr_precision: str = "fp32"  # "fp32" (exact) or "bf16" (the per-identity super-resolution under bfloat16 autocast)
     sampling: str = "exact"  # "exact" (the field at every fine sample) or "adaptive" (coarse to fine)
 
@@ -151,9 +154,9 @@ class RenderingConfig:
             raise ValueError(f"rendering n_interval={n!r} must be an integer in [1, {MAX_N_INTERVAL}]")
         if isinstance(fps, bool) or type(fps) is not int or not 1 <= fps <= MAX_FPS:
             raise ValueError(f"rendering fps={fps!r} must be an integer in [1, {MAX_FPS}]")
-        for key in ("precision", "sr_precision"):
-            if getattr(self, key) not in PRECISIONS:
-                raise ValueError(f"rendering {key}={getattr(self, key)!r} must be one of {', '.join(PRECISIONS)}")
+        for key, allowed in (("precision", FRAME_PRECISIONS), ("sr_precision", PRECISIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"rendering {key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"rendering sampling={self.sampling!r} must be one of {', '.join(SAMPLINGS)}")
 

@@ -251,8 +251,34 @@ def test_bf16_paths_stay_near_fp32_and_bad_precisions_are_refused(generator, bod
     assert (frames["bf16"]["image"] - frames["fp32"]["image"]).abs().mean() < 0.02
     with pytest.raises(ValueError, match="sr_precision must be one of fp32, bf16"):
         generator.prepare_identity(z_id, z_noise, betas, impl="ref", sr_precision="fp16")
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16-deform, bf16"):
         generator.render_frame(exact, body, *controls, impl="ref", precision="fp16")
+
+
+@torch.no_grad()
+def test_bf16_deform_rounds_only_the_expression_displacement(body):
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(TINY).eval()
+    init_planar_manifolds(generator)
+    identity = _identity(generator, [1])
+    controls = _controls(1, yaw=0.2, head=0.1, expression=0.5)
+
+    def frame(precision):
+        found, _ = generator._frame_intersections(identity, body, *controls, "ref", precision, "exact")
+        image = generator.render_frame(identity, body, *controls, impl="ref", precision=precision)["image"]
+        return found, image
+
+    # DeformNet's zero-initialised final layer: no displacement to round, and the scalar field runs in fp32.
+    (exact, exact_image), (fast, fast_image) = frame("fp32"), frame("bf16-deform")
+    assert torch.equal(fast["d"], exact["d"]) and torch.equal(fast["s"], exact["s"])
+    assert torch.equal(fast_image, exact_image)
+    # A displacement of about a centimetre everywhere: bf16 rounds it by a small fraction of itself.
+    torch.nn.init.normal_(generator.deform_net.final_layer.weight, std=2e-3)
+    (exact, exact_image), (fast, fast_image) = frame("fp32"), frame("bf16-deform")
+    scale = exact["d"].abs().mean()
+    assert scale > 1e-3
+    assert (fast["d"] - exact["d"]).abs().mean() < 0.1 * scale  # about 4% on the machines measured
+    assert (fast_image - exact_image).abs().mean() < 2e-3
 
 
 def test_texture_intersections_are_cached_until_samplenet_changes():
