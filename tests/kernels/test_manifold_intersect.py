@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from aniportrait import ops
+from aniportrait.kernels import manifold_intersect as manifold_intersect_module
 from aniportrait.kernels._testing import (
     assert_close,
     assert_close_lowp,
@@ -46,9 +47,11 @@ def release_intersections(s, points, levels, two_sided, min_step=0.05):
     return torch.stack(hits, dim=-2), torch.stack(valids, dim=-1)
 
 
+@pytest.mark.parametrize("block", [512, 7], ids=["one-block", "blocks-of-7-rays"])
 @pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_manifold_intersect_ref_matches_release_formula(two_sided, seed):
+def test_manifold_intersect_ref_matches_release_formula(two_sided, seed, block, monkeypatch):
+    monkeypatch.setattr(manifold_intersect_module, "SEARCH_BLOCK_RAYS", block)  # 100 rays: 15 blocks, the last of 2
     s, points, levels = make_manifold_intersect_inputs(2, 50, 33, 3, 24, dtype=torch.float64, seed=seed)
     if seed == 2:  # coarse values so that touching (score 0) intervals and exact crossings occur
         s = torch.round(s * 2) / 2

@@ -62,9 +62,43 @@ def _check_inputs(s, points, levels, min_step) -> tuple[int, int, int, int, int]
 # Reference
 
 
-def _first_true(mask: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the first True along ``dim`` (0 where there is none) and whether there is one."""
-    return mask.to(torch.uint8).argmax(dim=dim), mask.any(dim=dim)
+# Rays per block of the reference's interval search: its [rays, L, S-1] masks then stay in cache (on a 2-core CPU at
+# the release's 16,384 rays x 256 samples x 24 levels, 0.09 s against 0.33 s for one [B, R, S-1, L] pass).
+SEARCH_BLOCK_RAYS = 512
+
+
+def _first_true(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the first True along the last dim (0 where there is none) and whether there is one, both [..., 1]."""
+    as_bytes = mask.view(torch.uint8)
+    first = as_bytes.argmax(dim=-1, keepdim=True)
+    return first, as_bytes.gather(-1, first).bool()
+
+
+def _chosen_intervals(s: torch.Tensor, levels: torch.Tensor, two_sided: bool) -> torch.Tensor:
+    """The interval rule (module docstring): of each ray of ``s`` [B, R, S] and each level [L], the chosen interval
+    [B, R, L] int64. Searched in blocks of rays, each level's crossings along the last (contiguous) dim."""
+    n_int = s.shape[-1] - 1
+    rows = s.reshape(-1, 1, s.shape[-1])  # [B R, 1, S]
+    lv = levels[:, None]  # [L, 1]
+    out = torch.empty(rows.shape[0], levels.numel(), 1, dtype=torch.long, device=s.device)
+    with torch.no_grad():
+        for start in range(0, rows.shape[0], SEARCH_BLOCK_RAYS):
+            block = rows[start : start + SEARCH_BLOCK_RAYS]
+            s_lo, s_hi = block[..., :-1], block[..., 1:]  # [n, 1, S-1]
+            if two_sided:
+                prod = (s_hi - lv) * (lv - s_lo)  # [n, L, S-1]
+                # The release's argmax of sign(prod) * linspace(S-2..0): the first strict crossing before the last
+                # interval, else the first interval whose score is 0 (a touching interval), else the last one.
+                strict_mask = prod > 0
+                strict_mask[..., -1] = False
+                strict, has_strict = _first_true(strict_mask)
+                zero, has_zero = _first_true(prod == 0)
+                idx = torch.where(has_strict, strict, torch.where(has_zero, zero, n_int - 1))
+            else:
+                first, has = _first_true((s_hi <= lv) & (lv <= s_lo))
+                idx = torch.where(has, first, n_int - 1)
+            out[start : start + block.shape[0]] = idx
+    return out.view(*s.shape[:-1], levels.numel())
 
 
 def manifold_intersect_ref(
@@ -82,20 +116,7 @@ def manifold_intersect_ref(
     _check_inputs(s, points, levels, min_step)
     acc = compute_dtype(s, points, levels)
     s_acc, p_acc, lv = s.to(acc), points.to(acc), levels.to(acc)
-    n_int = s.shape[-1] - 1
-    s_lo = s_acc[..., :-1, None]  # [B, R, S-1, 1]
-    s_hi = s_acc[..., 1:, None]
-    if two_sided:
-        prod = (s_hi - lv) * (lv - s_lo)  # [B, R, S-1, L]
-        not_last = torch.arange(n_int, device=s.device)[:, None] < n_int - 1
-        # The release's argmax of sign(prod) * linspace(S-2..0): the first strict crossing before the last interval,
-        # else the first interval whose score is 0 (a touching interval or the last one).
-        strict, has_strict = _first_true((prod > 0) & not_last, dim=-2)
-        zero_or_last, _ = _first_true((prod == 0) | ~not_last, dim=-2)
-        idx = torch.where(has_strict, strict, zero_or_last)
-    else:
-        first, has = _first_true((s_hi <= lv) & (lv <= s_lo), dim=-2)
-        idx = torch.where(has, first, torch.full_like(first, n_int - 1))
+    idx = _chosen_intervals(s_acc.detach(), lv, two_sided)  # [B, R, L]
     sl = torch.gather(s_acc, -1, idx)  # [B, R, L]
     sh = torch.gather(s_acc, -1, idx + 1)
     valid = (sh <= lv) & (lv <= sl)
