@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from aniportrait.constants import SAMPLE_NET_CENTER, WARP_SCALE
+from aniportrait.models.layers import linear_act
 
 
 class SampleNet(nn.Module):
@@ -36,8 +37,15 @@ class SampleNet(nn.Module):
         self.output_layer = nn.Linear(hidden_dim, 1)
 
     def mlp(self, q: Tensor) -> Tensor:
-        """The bare MLP (release ``SampleNet.forward``): q = w(x_fed) - SAMPLE_NET_CENTER [..., 3] -> s [..., 1]."""
-        return self.output_layer(self.network(q))
+        """The bare MLP (release ``SampleNet.forward``): q = w(x_fed) - SAMPLE_NET_CENTER [..., 3] -> s [..., 1].
+
+        Its layers run through :func:`aniportrait.models.layers.linear_act` (oneDNN with the ReLU fused at CPU
+        inference, ``nn.Linear`` and ``ReLU`` otherwise)."""
+        h = q
+        for layer in self.network:
+            if isinstance(layer, nn.Linear):
+                h = linear_act(h, layer, relu=True)
+        return linear_act(h, self.output_layer, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate s at once-warped points, the units the release feeds its intersection routines.
