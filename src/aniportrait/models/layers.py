@@ -93,6 +93,7 @@ def linear_act(x: Tensor, layer: nn.Linear, relu: bool) -> Tensor:
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == torch.float32
+        and x.numel() > 0
         and layer.weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
