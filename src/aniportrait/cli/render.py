@@ -46,8 +46,8 @@ from aniportrait.config import FRAME_PRECISIONS, MAX_FPS, MAX_N_INTERVAL, PRECIS
     "--precision",
     type=click.Choice(FRAME_PRECISIONS),
     help="Arithmetic of the per-frame MLPs: bf16-deform runs DeformNet in bfloat16 and keeps the scalar field in "
-    "fp32 (it rounds the expression displacement by about 3%: within 67 dB of fp32 on the built-in default); bf16 "
-    "runs both in bfloat16, faster still on CPUs with AVX512-BF16 and on GPUs, 31-50 dB of fp32 on the default."
+    "fp32 (it rounds the expression displacement by a few percent: within 67 dB of fp32 on the built-in default); "
+    "bf16 runs both in bfloat16, faster still on CPUs with AVX512-BF16 and on GPUs, but it moves every intersection."
     + CHECKPOINT_DEFAULT.format("fp32"),
 )
 @click.option(

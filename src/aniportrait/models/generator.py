@@ -549,7 +549,7 @@ class AniPortraitGenerator(nn.Module):
             camera: [B, 2] (pitch, yaw); pose: [B, 6, 3] joint Euler offsets; expression: [B, z_exp_dim].
             precision: ``"fp32"`` (exact); ``"bf16-deform"`` runs DeformNet (its matmuls and sines, about 60% of
                 a frame's MLP time in fp32) under bfloat16 autocast and keeps the scalar field in fp32:
-                the rounding lands on the expression displacement only, about 3% of it;
+                the rounding lands on the expression displacement only, a few percent of it;
                 ``"bf16"`` runs DeformNet and SampleNet (about 90% of a frame's arithmetic) under bfloat16: about 2x
                 faster on CPUs with AVX512-BF16/AMX and on GPUs, at the cost of bfloat16 rounding in the scalar
                 field (intersections move by a fraction of a texel).
