@@ -96,8 +96,8 @@ FAST_PATHS = {
     "adaptive_bf16_deform": ("adaptive", "bf16-deform"),
 }
 # The planar model's DeformNet final layer: zero (its initialisation: no displacement), then drawn at random for an
-# RMS displacement of about 1 mm and 1 cm at every sample (a trained face moves up to about 1 cm at the mouth and
-# nearly nowhere else: the built-in default's RMS is about 1 mm).
+# RMS displacement of about 1 mm and 1 cm at every sample (the built-in default's RMS is about 1 mm, measured in
+# the same JSON).
 DEFORM_STDS = {"planar": 0.0, "planar_deform_1mm": 1.3e-4, "planar_deform_1cm": 1.3e-3}
 
 

@@ -116,7 +116,7 @@ def manifold_intersect_ref(
     _check_inputs(s, points, levels, min_step)
     acc = compute_dtype(s, points, levels)
     s_acc, p_acc, lv = s.to(acc), points.to(acc), levels.to(acc)
-    idx = _chosen_intervals(s_acc.detach(), lv, two_sided)  # [B, R, L]
+    idx = _chosen_intervals(s_acc, lv, two_sided)  # [B, R, L]
     sl = torch.gather(s_acc, -1, idx)  # [B, R, L]
     sh = torch.gather(s_acc, -1, idx + 1)
     valid = (sh <= lv) & (lv <= sl)

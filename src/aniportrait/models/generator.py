@@ -445,7 +445,7 @@ class AniPortraitGenerator(nn.Module):
             with deform_low:
                 new_coords, d = self.deform_net(x, freq, phase)
             with sample_low:
-                s = self.sample_net(new_coords.to(x.dtype))[..., 0]
+                s = self.sample_net(new_coords)[..., 0]
             d, s = d.to(x.dtype), s.to(x.dtype)  # no-ops in fp32
             # Quirk kept for checkpoint parity: d is in warped units, yet it is added to the unwarped x_can below,
             # while the scalar field sees it warped (d / WARP_SCALE in canonical units).
