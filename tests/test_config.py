@@ -65,6 +65,15 @@ def test_noise_input_scale_is_validated_and_travels_in_json():
             dataclasses.replace(SMALL, noise_input_scale=bad)
 
 
+def test_color_modulation_is_a_boolean_that_travels_in_json():
+    assert not SSHQ512.color_modulation and not SMALL.color_modulation  # the release has none
+    modulated = dataclasses.replace(SMALL, color_modulation=True)
+    assert GeneratorConfig.from_json(modulated.to_json()) == modulated
+    for bad in (1, "true", None):
+        with pytest.raises(ValueError, match="color_modulation"):
+            GeneratorConfig.from_dict({"color_modulation": bad})
+
+
 def test_generator_with_a_neck_gate_moves_nothing_below_the_neck():
     """An expression change moves the deformed lookup points above the gate and leaves those below it in place."""
     # No re-interpolation along the rays, so each sample's d sits at its own height.

@@ -51,6 +51,11 @@ class GeneratorConfig:
     # Factor on z_noise where it enters the mapping networks (1 in the release). Below 1, the identity label outweighs
     # the noise in the codes from the start: for data whose label already describes each image's appearance.
     noise_input_scale: float = 1.0
+    # Colour modulation (off in the release): a linear map of the identity label z_id scales the input channels of
+    # RadianceNet's colour heads (StyleGAN's modulated toRGB), so that colours can follow the label linearly. For data
+    # whose label describes each image's appearance; it starts as the identity, so a model without it can be continued
+    # with it.
+    color_modulation: bool = False
     # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
     # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
     # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,
@@ -107,6 +112,8 @@ class GeneratorConfig:
             if isinstance(default, tuple):
                 ok = isinstance(value, (list, tuple)) and all(type(x) is int and x > 0 for x in value)
                 value = tuple(value) if ok else value
+            elif isinstance(default, bool):
+                ok = type(value) is bool
             elif isinstance(default, float):
                 ok = type(value) in (int, float) and math.isfinite(value)
             else:

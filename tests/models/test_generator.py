@@ -339,3 +339,30 @@ def test_noise_input_scale_scales_the_noise_in_every_mapping_input():
     bank_noise = torch.randn(TRUNCATION_SAMPLES, TINY.z_noise_dim, generator=seeds)
     expected = plain.radiance_net.average_mapping(torch.cat([bank_id, 0.25 * bank_noise], dim=-1))
     assert_close(scaled.truncation_averages(None)["freq"], expected[0], atol=1e-6, rtol=1e-6)
+
+
+def test_color_modulation_truncates_with_the_codes_and_saves_with_the_checkpoint(tmp_path):
+    """The colour modulation travels with RadianceNet's codes: psi 0 gives the averages' modulation, the cached
+    averages follow its weights, and a checkpoint restores it (its config says it is on)."""
+    from aniportrait.checkpoint import load_generator, save_generator
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY, color_modulation=True)
+    generator = AniPortraitGenerator(config)
+    with torch.no_grad():
+        generator.radiance_net.color_modulation.weight.normal_()
+    z_id, z_noise, _ = sample_identity_latents(config, [0, 1])
+    freq, _, _ = generator.identity_codes(z_id, z_noise, psi=0.0)
+    average = generator.truncation_averages(None)["freq"]
+    assert freq.shape[1] > (8 + 1) * config.hidden_dim
+    assert_close(freq, average.expand_as(freq), atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        generator.radiance_net.color_modulation.bias.add_(1.0)
+    assert_close(generator.truncation_averages(None)["freq"][:, -1], average[:, -1] + 1.0, atol=1e-5, rtol=1e-5)
+
+    save_generator(tmp_path / "m.safetensors", generator)
+    loaded, _, _ = load_generator(tmp_path / "m.safetensors")
+    assert loaded.config.color_modulation
+    for key, value in generator.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert not any("color_modulation" in key for key in AniPortraitGenerator(TINY).state_dict())

@@ -88,3 +88,49 @@ def test_radiance_truncation():
     torch.testing.assert_close(phase_t, avg[1] * 0.3 + phase * 0.7)
     torch.testing.assert_close(net.truncate(freq, phase, avg, 1.0)[0], freq)
     torch.testing.assert_close(net.truncate(freq, phase, avg, 0.0)[1], avg[1].expand(2, -1))
+
+
+def test_color_modulation_scales_each_colour_head_per_identity():
+    """With colour modulation m = A z[:k] + b, item i renders as the unmodulated net whose colour head weights are
+    W_k * (1 + m_ik): sigma and the feature are untouched; at A = b = 0 it is the unmodulated net."""
+    torch.manual_seed(0)
+    plain = RadianceNet(**TINY_RADIANCE)
+    modulated = RadianceNet(**TINY_RADIANCE, color_modulation_dim=5)
+    missing, unexpected = modulated.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["color_modulation.bias", "color_modulation.weight"] and not unexpected
+    z, points = torch.randn(3, 8), torch.rand(3, 40, 3) * 0.4 - 0.2
+    freq, phase = modulated.mapping(z)
+    assert freq.shape == (3, 9 * 16 + 7 * 16) and phase.shape == (3, 9 * 16)
+    for a, b in zip(
+        modulated.features(points, freq, phase, FRONT_DIR), plain.features(points, *plain.mapping(z), FRONT_DIR)
+    ):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+    with torch.no_grad():
+        modulated.color_modulation.weight.normal_()
+        modulated.color_modulation.bias.normal_(0, 0.3)
+    freq, phase = modulated.mapping(z)
+    scale = 1 + modulated.color_modulation(z[:, :5])  # only the first 5 latent entries drive it
+    z_other = z.clone()
+    z_other[:, 5:] = torch.randn(3, 3)
+    torch.testing.assert_close(modulated.mapping(z_other)[0][:, 9 * 16 :], freq[:, 9 * 16 :])
+    rgb, sigma, feature = modulated.features(points, freq, phase, FRONT_DIR)
+    for i in range(3):
+        item = RadianceNet(**TINY_RADIANCE)
+        item.load_state_dict(plain.state_dict())
+        with torch.no_grad():
+            for k, head in enumerate(item.output_color):
+                head.weight.mul_(scale[i, k * 16 : (k + 1) * 16])
+        ref_rgb, ref_sigma, ref_feature, _ = radiance_ref(
+            item, points[i : i + 1], freq[i : i + 1, : 9 * 16], phase[i : i + 1], FRONT_DIR.expand(1, 40, 3)
+        )
+        torch.testing.assert_close(rgb[i : i + 1], ref_rgb, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(sigma[i : i + 1], ref_sigma, atol=1e-4, rtol=1e-4)  # another summation order
+        torch.testing.assert_close(feature[i : i + 1], ref_feature, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rgb, plain.features(points, *plain.mapping(z), FRONT_DIR)[0], atol=1e-3)
+
+    # Gradients reach the modulation through the colour only.
+    rgb.sum().backward()
+    assert modulated.color_modulation.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="color_modulation_dim"):
+        RadianceNet(**TINY_RADIANCE, color_modulation_dim=9)

@@ -88,6 +88,7 @@ def test_config_json_has_a_generator_a_rendering_and_a_training_section():
     assert config.batch_size == 2 and TrainConfig.from_json(config.to_json()) == config
     assert config.changed_keys(PRESETS["small"]) == ["batch_size", "generator.hidden_dim", "lr_g"]
     assert config.value("generator.hidden_dim") == 48 and config.value("training.lr_g") == config.value("lr_g")
+    assert PRESETS["small"].with_overrides(["generator.color_modulation=true"]).generator.color_modulation
 
 
 def test_the_rendering_section_is_set_like_the_others():

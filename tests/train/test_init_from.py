@@ -72,3 +72,26 @@ def test_a_same_stage_start_keeps_the_source_ema_through_the_warm_up_phase(stage
     warmed._warm_up()
     for key, value in warmed.G_ema.state_dict().items():
         assert torch.equal(value, warmed.G.state_dict()[key]), key
+
+
+def test_a_run_with_colour_modulation_continues_a_run_without_it(stage1, dataset, tmp_path):
+    """The source's weights load and the new modulation starts at zero (the source's field); another change of the
+    generator is still refused."""
+    import dataclasses
+
+    from aniportrait.config import TINY
+    from aniportrait.train.run_folder import RunFolderError
+
+    modulated = dataclasses.replace(TINY, color_modulation=True)
+    config = TrainConfig(total_steps=1, generator=modulated, **FAST)
+    for source in (stage1, stage1 / GENERATOR_FILE):
+        follow = Trainer(config, dataset, tmp_path / "m", init_from=source, progress=False)
+        ema, _, _ = load_generator(stage1 / GENERATOR_FILE)
+        state = follow.G_ema.state_dict() if source == stage1 else follow.G.state_dict()
+        for key, value in ema.state_dict().items():
+            assert torch.equal(state[key], value), key
+        assert not follow.G.radiance_net.color_modulation.weight.any()
+    wider = TrainConfig(total_steps=1, generator=dataclasses.replace(modulated, hidden_dim=TINY.hidden_dim + 8), **FAST)
+    for source in (stage1, stage1 / GENERATOR_FILE):
+        with pytest.raises(RunFolderError, match="differ"):
+            Trainer(wider, dataset, tmp_path / "w", init_from=source, progress=False)

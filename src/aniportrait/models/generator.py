@@ -185,6 +185,7 @@ class AniPortraitGenerator(nn.Module):
             feature_dim=config.feature_dim,
             mapping_hidden_dim=config.mapping_hidden_dim,
             input_scale=config.radiance_input_scale,
+            color_modulation_dim=config.z_id_dim if config.color_modulation else 0,
         )
         self.sample_net = SampleNet(hidden_dim=config.hidden_dim_sample)
         self.deform_net = DeformNet(
@@ -223,9 +224,7 @@ class AniPortraitGenerator(nn.Module):
     def truncation_averages(self, id_bank: Tensor | None = None) -> dict[str, Tensor]:
         """Means of the RadianceNet mapping and the SR style over ``TRUNCATION_SAMPLES`` identities drawn from
         ``id_bank`` (or N(0, I) without one); cached per bank and per state of the two mapping networks."""
-        key = _TensorState(
-            id_bank, *self.radiance_net.mapping_network.parameters(), *self.sr_net.mapping_network.parameters()
-        )
+        key = _TensorState(id_bank, *self.radiance_net.latent_parameters(), *self.sr_net.mapping_network.parameters())
         if self._averages is None or self._averages_key != key:
             device = self.levels.device
             seeds = torch.Generator().manual_seed(TRUNCATION_SEED)

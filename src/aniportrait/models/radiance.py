@@ -2,7 +2,13 @@
 
 Eight FiLM layers read ``w(x) = WARP_SCALE * x``; after layers 1..7 linear heads add to sigma, rgb and a feature. The
 last rgb head reads a colour FiLM layer on ``cat([view_dir, h_7])`` (direction first). The mapping gives 9 frequency and
-phase slices of width H (8 layers + colour layer). Reference: AniPortraitGAN generators/siren.py
+phase slices of width H (8 layers + colour layer).
+
+Colour modulation (ours; off in the release): with ``color_modulation_dim`` = k > 0, a linear map of the first k latent
+entries (the identity label) scales each colour head's input channels by ``1 + m``, as StyleGAN's modulated toRGB
+layers do, so that a colour can follow the label linearly where the FiLM codes would need a detour through the sines.
+The map starts at zero: the field is then the unmodulated one. Its output travels appended to the raw frequencies, so
+truncation and the averages treat it as the other codes. Reference: AniPortraitGAN generators/siren.py
 ``forward_feature_with_frequencies_phase_shifts`` (the only forward the release calls).
 Shape letters: ``B`` batch, ``P`` points per batch item, ``H`` hidden width, ``F`` feature size.
 """
@@ -37,6 +43,7 @@ class RadianceNet(nn.Module):
         mapping_hidden_dim: mapping-network width (256, fixed in the release whatever H is).
         input_scale: factor on the (warped) input coordinates, 1 in the release; it scales the field's spatial
             frequencies (``GeneratorConfig.radiance_input_scale``).
+        color_modulation_dim: how many leading latent entries drive the colour modulation (0: none, the release).
     """
 
     def __init__(
@@ -48,11 +55,14 @@ class RadianceNet(nn.Module):
         num_layers: int = 8,
         mapping_hidden_dim: int = 256,
         input_scale: float = 1.0,
+        color_modulation_dim: int = 0,
     ) -> None:
         super().__init__()
         self.input_scale = input_scale
         if num_layers < 2 or feature_dim < 1:
             raise ValueError(f"RadianceNet needs num_layers >= 2 and feature_dim >= 1, got {num_layers}, {feature_dim}")
+        if not 0 <= color_modulation_dim <= z_dim:
+            raise ValueError(f"color_modulation_dim must be in [0, z_dim={z_dim}], got {color_modulation_dim}")
         self.hidden_dim = hidden_dim
         self.feature_dim = feature_dim
         num_heads = num_layers - 1
@@ -62,6 +72,12 @@ class RadianceNet(nn.Module):
         self.output_color = nn.ModuleList([nn.Linear(hidden_dim, 3) for _ in range(num_heads)])
         self.output_feature = nn.ModuleList([nn.Linear(hidden_dim, feature_dim) for _ in range(num_heads)])
         self.mapping_network = FiLMMappingNetwork(z_dim, mapping_hidden_dim, num_layers + 1, hidden_dim)
+        self.color_modulation_dim = color_modulation_dim
+        if color_modulation_dim:
+            # One scale per colour head input channel [num_heads * H]; zero = unmodulated.
+            self.color_modulation = nn.Linear(color_modulation_dim, num_heads * hidden_dim)
+            nn.init.zeros_(self.color_modulation.weight)
+            nn.init.zeros_(self.color_modulation.bias)
         # Release init: SIREN on FiLM layers, sigma and colour heads; pi-GAN on layer 0; feature heads default.
         for film in [*self.network, *self.color_layer_sine]:
             frequency_init_(film.layer)
@@ -73,8 +89,18 @@ class RadianceNet(nn.Module):
     # Latent side
 
     def mapping(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw frequencies and phases (before ``15 f + 30``): [B, z_dim] -> 2 x [B, (L + 1) H] (L layers; 2304)."""
-        return self.mapping_network.codes(z)
+        """Raw frequencies and phases (before ``15 f + 30``): [B, z_dim] -> 2 x [B, (L + 1) H] (L layers; 2304).
+
+        With colour modulation the frequencies carry the modulation appended: [B, (L + 1) H + (L - 1) H]."""
+        freq, phase = self.mapping_network.codes(z)
+        if self.color_modulation_dim:
+            freq = torch.cat([freq, self.color_modulation(z[..., : self.color_modulation_dim])], dim=-1)
+        return freq, phase
+
+    def latent_parameters(self) -> list[nn.Parameter]:
+        """The parameters the codes depend on (the mapping network's and the colour modulation's)."""
+        params = list(self.mapping_network.parameters())
+        return params + (list(self.color_modulation.parameters()) if self.color_modulation_dim else [])
 
     @torch.no_grad()
     def average_mapping(self, z_bank: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,7 +123,8 @@ class RadianceNet(nn.Module):
 
         Args:
             points: canonical points (unwarped; the warp is applied here), [B, P, 3] (or [B, ..., 3]).
-            freq: raw frequencies from ``mapping`` (possibly truncated), [B, (num_layers + 1) * H].
+            freq: raw frequencies from ``mapping`` (possibly truncated), [B, (num_layers + 1) * H] (and the colour
+                modulation after them when the net has one).
             phase: raw phases, [B, (num_layers + 1) * H].
             view_dir: view directions, [B, P, 3], or [B, 1, 3] / [1, 1, 3] broadcast (manifold SR: (0, 0, -1)).
 
@@ -115,10 +142,13 @@ class RadianceNet(nn.Module):
         """
         batch, lead_shape = points.shape[0], points.shape[1:-1]
         hidden = self.hidden_dim
-        freq = film_frequencies(freq)
-        h = (points * (WARP_SCALE * self.input_scale)).reshape(batch, -1, points.shape[-1])
         num_layers = len(self.network)
-        # Running head sum [rgb(3), sigma(1), feature(F)], seeded with the summed biases.
+        film_width = (num_layers + 1) * hidden
+        modulation = freq[:, film_width:] if self.color_modulation_dim else None
+        freq = film_frequencies(freq[:, :film_width])
+        h = (points * (WARP_SCALE * self.input_scale)).reshape(batch, -1, points.shape[-1])
+        # Running head sum [rgb(3), sigma(1), feature(F)], seeded with the summed biases. With colour modulation
+        # the rgb sum runs apart, per batch item ([B, P, 3]), and ``acc`` holds [sigma, feature].
         acc = torch.cat(
             [
                 torch.stack([head.bias for head in self.output_color]).sum(0),
@@ -126,6 +156,8 @@ class RadianceNet(nn.Module):
                 torch.stack([head.bias for head in self.output_feature]).sum(0),
             ]
         )
+        if modulation is not None:
+            rgb_acc, acc = acc[:3].expand(batch, h.shape[1], 3), acc[3:]
         for k, layer in enumerate(self.network):
             sl = slice(k * hidden, (k + 1) * hidden)
             h = layer(h, freq[:, sl], phase[:, sl])
@@ -133,19 +165,27 @@ class RadianceNet(nn.Module):
                 continue
             heads = [self.output_sigma[k - 1].weight, self.output_feature[k - 1].weight]
             flat = h.reshape(-1, hidden)
-            if k < num_layers - 1:
-                weight = torch.cat([self.output_color[k - 1].weight, *heads])  # [3 + 1 + F, H]
-                acc = torch.addmm(acc, flat, weight.t())
-            else:
+            color_in = h
+            if k == num_layers - 1:
                 # Last depth: rgb reads the colour FiLM layer on cat([view_dir, h]) (slice num_layers).
                 sl = slice(num_layers * hidden, (num_layers + 1) * hidden)
                 dirs = view_dir.reshape(view_dir.shape[0], -1, view_dir.shape[-1])
-                color_h = self.color_layer_sine[0](h, freq[:, sl], phase[:, sl], lead=dirs)
-                rgb_logit = torch.addmm(acc[..., :3], color_h.reshape(-1, hidden), self.output_color[k - 1].weight.t())
-                sigma_feature = torch.addmm(acc[..., 3:], flat, torch.cat(heads).t())
+                color_in = self.color_layer_sine[0](h, freq[:, sl], phase[:, sl], lead=dirs)
+            color_weight = self.output_color[k - 1].weight  # [3, H]
+            if modulation is not None:
+                scale = 1 + modulation[:, (k - 1) * hidden : k * hidden]  # [B, H]
+                rgb_acc = torch.baddbmm(rgb_acc, color_in, color_weight.t() * scale.unsqueeze(-1))
+                acc = torch.addmm(acc, flat, torch.cat(heads).t())
+            elif k < num_layers - 1:
+                acc = torch.addmm(acc, flat, torch.cat([color_weight, *heads]).t())  # [3 + 1 + F, H]
+            else:
+                rgb_logit = torch.addmm(acc[..., :3], color_in.reshape(-1, hidden), color_weight.t())
+                acc = torch.addmm(acc[..., 3:], flat, torch.cat(heads).t())
+        if modulation is not None:
+            rgb_logit = rgb_acc.reshape(-1, 3)
         rgb = torch.sigmoid(rgb_logit).reshape(batch, *lead_shape, 3)
-        sigma = sigma_feature[:, :1].reshape(batch, *lead_shape, 1)
-        feature = sigma_feature[:, 1:].reshape(batch, *lead_shape, self.feature_dim)
+        sigma = acc[:, :1].reshape(batch, *lead_shape, 1)
+        feature = acc[:, 1:].reshape(batch, *lead_shape, self.feature_dim)
         return rgb, sigma, feature
 
     # ``radiance_net(points, freq, phase, view_dir)`` is ``features``; the release's own ``forward`` is unused.

@@ -17,7 +17,8 @@ Stage 1 trains everything but super-resolution at the LR size; stage 2 trains su
 feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. A run starts from another
 with ``init_from``: a generator file gives the generator; a training state also gives the discriminators (their
 blocks are indexed by resolution, so a stage-2 discriminator takes a stage-1 one's blocks, as in progressive
-growing) and, when the discriminators match exactly, their optimiser.
+growing) and, when the discriminators match exactly, their optimiser. A run with colour modulation may start from a
+generator without it: the modulation starts at zero, so the generator renders as its source did.
 
 Determinism and resume: the real batch and the sampled labels/noise of step t depend only on (seed, t, rank), so a
 resumed run continues exactly where it stopped. Multi-process training (torchrun) averages gradients with an
@@ -28,6 +29,7 @@ DDP wrapper, whose reducer hooks would fire in the middle of it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -155,6 +157,15 @@ class Phase:
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return [p for group in self.clip_groups for p in group]
+
+
+def _load_generator_weights(G: AniPortraitGenerator, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into a freshly built ``G`` strictly, except that a source without colour modulation leaves
+    ``G``'s at its zero start (the identity); any other missing or unexpected key raises."""
+    missing, unexpected = G.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith("radiance_net.color_modulation.")]
+    if missing or unexpected:
+        raise RuntimeError(f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}")
 
 
 def _seeded(*keys: int) -> torch.Generator:
@@ -302,11 +313,12 @@ class Trainer:
 
     def _generator_param_groups(self) -> list[dict]:
         """The optimiser's groups: stage 1 runs at ``lr_g``, with RadianceNet's SIREN layers and heads (not its
-        mapping network) at ``lr_g * radiance_lr_scale``; stage 2 runs at ``lr_sr``."""
+        mapping network and colour modulation) at ``lr_g * radiance_lr_scale``; stage 2 runs at ``lr_sr``."""
         if self.cfg.stage != 1:
             return [{"params": self.g_params, "lr": self.cfg.lr_sr}]
         net = self.G.radiance_net
-        scaled = {id(p) for name, p in net.named_parameters() if not name.startswith("mapping_network.")}
+        latent = {id(p) for p in net.latent_parameters()}
+        scaled = {id(p) for p in net.parameters() if id(p) not in latent}
         groups = [
             {"params": [p for p in self.g_params if id(p) not in scaled], "lr": self.cfg.lr_g},
             {"params": [p for p in self.g_params if id(p) in scaled], "lr": self.cfg.lr_g * self.cfg.radiance_lr_scale},
@@ -339,9 +351,10 @@ class Trainer:
             from aniportrait.checkpoint import load_generator
 
             source, _, _ = load_generator(path, device=self.device)
-            if source.config != self.G.config:
+            own = dataclasses.replace(self.G.config, color_modulation=source.config.color_modulation)
+            if source.config != own:
                 raise RunFolderError(f"{path}: its generator config differs from this run's ({self.cfg.model})")
-            self.G.load_state_dict(source.state_dict())
+            _load_generator_weights(self.G, source.state_dict())
             return
         extra = json.loads(metadata.get("extra", "{}"))
         saved = extra.get("config", {})
@@ -352,10 +365,10 @@ class Trainer:
         }
         try:
             # A later stage freezes the generator at the earlier stage's EMA; the same stage continues both.
-            self.G.load_state_dict(modules["G" if source_stage == self.cfg.stage else "G_ema"])
+            _load_generator_weights(self.G, modules["G" if source_stage == self.cfg.stage else "G_ema"])
             self.G_ema = copy.deepcopy(self.G)
             if source_stage == self.cfg.stage:
-                self.G_ema.load_state_dict(modules["G_ema"])
+                _load_generator_weights(self.G_ema, modules["G_ema"])
         except RuntimeError as err:
             raise RunFolderError(f"{path}: its generator differs from this run's ({self.cfg.model}: {err})") from None
         loaded, total = self.D.load_progressive(modules["D"])
