@@ -65,13 +65,14 @@ def test_noise_input_scale_is_validated_and_travels_in_json():
             dataclasses.replace(SMALL, noise_input_scale=bad)
 
 
-def test_color_modulation_is_a_boolean_that_travels_in_json():
-    assert not SSHQ512.color_modulation and not SMALL.color_modulation  # the release has none
-    modulated = dataclasses.replace(SMALL, color_modulation=True)
-    assert GeneratorConfig.from_json(modulated.to_json()) == modulated
-    for bad in (1, "true", None):
-        with pytest.raises(ValueError, match="color_modulation"):
-            GeneratorConfig.from_dict({"color_modulation": bad})
+def test_the_boolean_generator_options_travel_in_json():
+    for flag in ("color_modulation", "mean_shape_canonical"):
+        assert not getattr(SSHQ512, flag) and not getattr(SMALL, flag)  # the release has neither
+        changed = dataclasses.replace(SMALL, **{flag: True})
+        assert GeneratorConfig.from_json(changed.to_json()) == changed
+        for bad in (1, "true", None):
+            with pytest.raises(ValueError, match=flag):
+                GeneratorConfig.from_dict({flag: bad})
 
 
 def test_generator_with_a_neck_gate_moves_nothing_below_the_neck():

@@ -56,6 +56,10 @@ class GeneratorConfig:
     # whose label describes each image's appearance; it starts as the identity, so a model without it can be continued
     # with it.
     color_modulation: bool = False
+    # Canonical space at the mean shape (off in the release, whose canonical space is the mean pose at each identity's
+    # shape). On, inverse skinning also takes away each vertex's shape offset, so that a face feature sits at one
+    # canonical point for every body shape and the fields need not learn where each shape puts it.
+    mean_shape_canonical: bool = False
     # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
     # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
     # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,

@@ -97,6 +97,26 @@ def test_inverse_skinning_recovers_canonical_vertices(body):
     assert error.max() < 0.05
 
 
+def test_mean_shape_inverse_skinning_maps_every_shape_to_the_mean_shapes_vertices(body):
+    """With ``mean_shape`` a posed vertex of any body shape goes to that vertex of the betas-0 canonical mesh (where
+    the release's canonical space keeps the identity's shape): the same body spot, one canonical point."""
+    torch.manual_seed(0)
+    betas, pose = 1.5 * torch.randn(3, 10), 0.3 * torch.randn(3, 6, 3)
+    mean = _canonical(body, torch.zeros(1, 10))
+    own = _canonical(body, betas)
+    assert (own - mean).norm(dim=-1).max() > 0.02, "the shapes must differ for the test to mean anything"
+    verts, transforms = body.inverse_skinning(betas, pose, mean_shape=True)
+    plain_verts, plain = body.inverse_skinning(betas, pose)
+    assert torch.equal(verts, plain_verts)
+    torch.testing.assert_close(transforms[..., :3, :3], plain[..., :3, :3])  # the shape offset is a translation
+    error = (_apply(transforms, verts) - mean).norm(dim=-1)
+    plain_error = (_apply(plain, verts) - own).norm(dim=-1)
+    torch.testing.assert_close(error, plain_error, atol=1e-5, rtol=0)
+    still, _ = body.inverse_skinning(betas, torch.zeros(3, 6, 3), mean_shape=True)
+    zero_pose = body.inverse_skinning(betas, torch.zeros(3, 6, 3), mean_shape=True)[1]
+    torch.testing.assert_close(_apply(zero_pose, still), mean.expand_as(still), atol=1e-5, rtol=0)
+
+
 def test_joints_follow_the_neck(body):
     betas, pose = torch.zeros(2, 10), torch.zeros(2, 6, 3)
     pose[1, 0] = torch.tensor([0.0, 0.0, 0.5])  # neck pitch

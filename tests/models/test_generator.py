@@ -366,3 +366,20 @@ def test_color_modulation_truncates_with_the_codes_and_saves_with_the_checkpoint
     for key, value in generator.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert not any("color_modulation" in key for key in AniPortraitGenerator(TINY).state_dict())
+
+
+def test_mean_shape_canonical_space_takes_the_shape_out_of_the_samples(body):
+    """With ``mean_shape_canonical`` the canonical samples are the mean-shape inverse skinning's, which differ from
+    the release's for a non-zero shape; the networks are the same (one state dict loads into both)."""
+    torch.manual_seed(0)
+    plain = AniPortraitGenerator(TINY)
+    mean = AniPortraitGenerator(dataclasses.replace(TINY, mean_shape_canonical=True))
+    mean.load_state_dict(plain.state_dict())
+    betas, pose = 1.5 * torch.randn(1, 10), 0.2 * torch.randn(1, 6, 3)
+    points = torch.rand(1, 16 * 16, 8, 3) * 0.6 - 0.3
+    got = mean.canonical_samples(body, points, pose, betas, impl="ref")["x_can"]
+    skinning = body.inverse_skinning(betas, pose, mean_shape=True)
+    expected = plain.canonical_samples(body, points, pose, betas, impl="ref", skinning=skinning)["x_can"]
+    assert torch.equal(got, expected)
+    release = plain.canonical_samples(body, points, pose, betas, impl="ref")["x_can"]
+    assert (got - release).norm(dim=-1).mean() > 1e-3

@@ -229,3 +229,20 @@ def test_reals_are_sampled_at_the_render_pixel_centres():
     grid = to_ray_grid(ramp, 32)
     torch.testing.assert_close(grid[0, 0, 0], torch.linspace(0, 1, 32), atol=1e-6, rtol=0)
     assert to_ray_grid(ramp, 128) is ramp
+
+
+def test_mean_shape_canonical_registers_the_3dmm_on_the_mean_shape(dataset, tmp_path):
+    """The imitation teacher's 3DMM sits where canonical space puts the face: on each identity's shape in the
+    release's space, on the mean shape for every identity with ``mean_shape_canonical``."""
+    import dataclasses
+
+    from aniportrait.config import TINY
+
+    betas = 1.5 * torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    landmarks = {}
+    for flag in (False, True):
+        config = TrainConfig(total_steps=1, generator=dataclasses.replace(TINY, mean_shape_canonical=flag), **FAST)
+        teacher = Trainer(config, dataset, tmp_path / str(flag), progress=False).teacher
+        landmarks[flag] = [teacher.register(b).canonical_landmarks() for b in (betas, torch.zeros_like(betas))]
+    torch.testing.assert_close(landmarks[True][0], landmarks[True][1])
+    assert (landmarks[False][0] - landmarks[False][1]).norm(dim=-1).mean() > 1e-3

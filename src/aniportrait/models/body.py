@@ -209,7 +209,7 @@ class BodyModel(nn.Module):
         betas, rotations = self._pose_rotations(betas, pose)
         return self._smpl(betas, rotations @ self.mean_pose, skin=0)[1]
 
-    def inverse_skinning(self, betas: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse_skinning(self, betas: Tensor, pose: Tensor, *, mean_shape: bool = False) -> tuple[Tensor, Tensor]:
         """Posed valid vertices and their inverse skinning transforms in canonical units (the release's inverse LBS).
 
         The given rotations R(E) of joints 12..17 act on top of the mean pose (absolute pose R(E) @ A); SMPL runs
@@ -221,6 +221,10 @@ class BodyModel(nn.Module):
             betas: [B, 10] SMPL shape coefficients.
             pose: [B, 6, 3] ZYX Euler angles (about Z, Y, X) of joints 12 neck, 13/14 collars, 15 head,
                 16/17 shoulders, relative to the canonical mean pose.
+            mean_shape: False (the release): canonical space is the mean pose at the identity's shape. True: it is
+                the mean pose at the mean shape (betas 0); each transform then also takes away its vertex's shape
+                offset (canonical vertex at ``betas`` minus at 0), so one canonical point is the same spot of the
+                body, an eye or a lip corner, for every identity.
 
         Returns:
             verts [B, Vv, 3]: posed valid vertices; vert_transforms [B, Vv, 4, 4]: ``M_v^-1``, mapping a posed point
@@ -232,17 +236,28 @@ class BodyModel(nn.Module):
         """
         betas, rotations = self._pose_rotations(betas, pose)
         batch = len(betas)
-        # One batched SMPL call: the first half posed (R(E) @ A) and skinned, the second canonical (A), joints only.
-        both = torch.cat([rotations @ self.mean_pose, self.mean_pose.expand_as(rotations)])
-        posed_verts, joints = self._smpl(torch.cat([betas, betas]), both, skin=batch)
-        canonical_joints = joints[batch:]
+        # One batched SMPL call: the first B rows posed (R(E) @ A) and skinned, the next B canonical (A), skinned only
+        # for the mean-shape space, which also needs the canonical mesh at betas 0 (the last row).
+        rows = [rotations @ self.mean_pose, self.mean_pose.expand_as(rotations)]
+        shapes = [betas, betas]
+        if mean_shape:
+            rows.append(self.mean_pose[None])
+            shapes.append(betas.new_zeros(1, NUM_BETAS))
+        verts, joints = self._smpl(torch.cat(shapes), torch.cat(rows), skin=2 * batch + 1 if mean_shape else batch)
+        canonical_joints = joints[batch : 2 * batch]
         # Chain transforms A_i = [R^G_i | t^G_i - R^G_i J_i] of the given rotations about the canonical joints (the
         # mean pose is already part of those), by smplx's own kinematic chain.
         parents = self.smpl_model.parents
         _, transforms = smplx.lbs.batch_rigid_transform(rotations, canonical_joints, parents, dtype=rotations.dtype)
         weights = self.smpl_model.lbs_weights[self.valid_index]  # [Vv, 24]
         blended = torch.einsum("vj,bjk->bvk", weights, transforms.flatten(2)).unflatten(-1, (4, 4))
-        return posed_verts[:, self.valid_index], torch.linalg.inv(blended)
+        vert_transforms = torch.linalg.inv(blended)
+        if mean_shape:
+            offset = (verts[batch : 2 * batch] - verts[2 * batch :])[:, self.valid_index]  # [B, Vv, 3]
+            shift = torch.eye(4, dtype=offset.dtype, device=offset.device).repeat(*offset.shape[:2], 1, 1)
+            shift[..., :3, 3] = -offset
+            vert_transforms = shift @ vert_transforms
+        return verts[:batch, self.valid_index], vert_transforms
 
 
 def _shape_of(value: Any) -> Any:

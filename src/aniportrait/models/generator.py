@@ -377,7 +377,7 @@ class AniPortraitGenerator(nn.Module):
 
         Args:
             points: [B, H*W, S, 3] samples of a square grid of rays (H and S divisible by ``knn_stride``).
-            skinning: ``body.inverse_skinning(betas, pose)`` when the caller already has it (several views of one
+            skinning: ``body.inverse_skinning(betas, pose, mean_shape=...)`` when the caller already has it (several views of one
                 posed body skin it once).
 
         Returns:
@@ -387,7 +387,9 @@ class AniPortraitGenerator(nn.Module):
         st = self.config.knn_stride
         B, R, S, _ = points.shape
         res = math.isqrt(R)
-        verts, vert_transforms = body.inverse_skinning(betas, pose) if skinning is None else skinning
+        if skinning is None:
+            skinning = body.inverse_skinning(betas, pose, mean_shape=self.config.mean_shape_canonical)
+        verts, vert_transforms = skinning
         queries = points.reshape(B, res, res, S, 3)[:, ::st, ::st, ::st]
         r, d = queries.shape[1], queries.shape[3]
         _, transforms = ops.inverse_lbs(
@@ -683,7 +685,7 @@ class AniPortraitGenerator(nn.Module):
         codes = self.identity_codes(z_id, z_noise)
         lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
         textures = lr_features[:, :4] if stage == 1 else torch.sigmoid(self.sr_net(lr_features, style))
-        skinning = body.inverse_skinning(betas, pose)
+        skinning = body.inverse_skinning(betas, pose, mean_shape=self.config.mean_shape_canonical)
 
         def view(points: Tensor, origin: Tensor, direct: bool) -> tuple[Tensor, dict, dict]:
             samples, found = self.trace(body, points, pose, betas, z_id, expression, impl=impl, skinning=skinning)

@@ -159,6 +159,11 @@ class Phase:
         return [p for group in self.clip_groups for p in group]
 
 
+def _at_mean_shape(landmarks, betas: torch.Tensor) -> torch.Tensor:
+    """``landmarks`` of the mean shape for every row of ``betas`` (a picklable wrapper)."""
+    return landmarks(torch.zeros_like(betas))
+
+
 def _load_generator_weights(G: AniPortraitGenerator, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` into a freshly built ``G`` strictly, except that a source without colour modulation leaves
     ``G``'s at its zero start (the identity); any other missing or unexpected key raises."""
@@ -266,6 +271,9 @@ class Trainer:
         self.body = self.body.to(self.device)
         self.body_kind = "procedural" if smpl is None else "smpl"
         landmarks = functools.partial(face_registration.smpl_landmarks, self.body, bary)
+        if config.generator.mean_shape_canonical:
+            # Canonical space is the mean shape's: the 3DMM sits on its face whatever the identity's betas.
+            landmarks = functools.partial(_at_mean_shape, landmarks)
         self.teacher = ExpressionTeacher(bfm_file.build_face_model(bfm), landmarks).to(self.device)
         self.face_model_kind = "procedural" if bfm_file.resolve_bfm_path(bfm) is None else "bfm"
         self.canonical_body = CanonicalBody.of(self.body)
