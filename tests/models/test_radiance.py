@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from aniportrait.constants import WARP_SCALE
-from aniportrait.models.radiance import RadianceNet
+from aniportrait.models.radiance import COLOR_MODULATION_GAIN, RadianceNet
 from tests.models.network_helpers import FRONT_DIR, TINY_RADIANCE, film_ref
 
 
@@ -107,10 +107,10 @@ def test_color_modulation_scales_each_colour_head_per_identity():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
     with torch.no_grad():
-        modulated.color_modulation.weight.normal_()
-        modulated.color_modulation.bias.normal_(0, 0.3)
+        modulated.color_modulation.weight.normal_(0, 1 / COLOR_MODULATION_GAIN)
+        modulated.color_modulation.bias.normal_(0, 0.3 / COLOR_MODULATION_GAIN)
     freq, phase = modulated.mapping(z)
-    scale = 1 + modulated.color_modulation(z[:, :5])  # only the first 5 latent entries drive it
+    scale = 1 + COLOR_MODULATION_GAIN * modulated.color_modulation(z[:, :5])  # only the first 5 entries drive it
     z_other = z.clone()
     z_other[:, 5:] = torch.randn(3, 3)
     torch.testing.assert_close(modulated.mapping(z_other)[0][:, 9 * 16 :], freq[:, 9 * 16 :])

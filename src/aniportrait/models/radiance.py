@@ -5,7 +5,7 @@ last rgb head reads a colour FiLM layer on ``cat([view_dir, h_7])`` (direction f
 phase slices of width H (8 layers + colour layer).
 
 Colour modulation (ours; off in the release): with ``color_modulation_dim`` = k > 0, a linear map of the first k latent
-entries (the identity label) scales each colour head's input channels by ``1 + m``, as StyleGAN's modulated toRGB
+entries (the identity label), times ``COLOR_MODULATION_GAIN``, scales each colour head's input channels by ``1 + m``, as StyleGAN's modulated toRGB
 layers do, so that a colour can follow the label linearly where the FiLM codes would need a detour through the sines.
 The map starts at zero: the field is then the unmodulated one. Its output travels appended to the raw frequencies, so
 truncation and the averages treat it as the other codes. Reference: AniPortraitGAN generators/siren.py
@@ -29,6 +29,11 @@ from aniportrait.models.layers import (
 
 # The colour layer reads a 3-D view direction before the hidden features.
 VIEW_DIR_DIM = 3
+# Factor on the colour modulation map's output (a learning-rate multiplier, as StyleGAN's mapping has one): Adam
+# moves each weight by about the learning rate per step, so the map's effect moves 20 times as fast as a plain
+# layer's. At the reconstruction's rates (5e-5 to 2e-4) a plain map hardly moved in 1,000 steps; this one made the
+# colours follow the label (docs/training/README.md in the source repository, section 14).
+COLOR_MODULATION_GAIN = 20.0
 
 
 class RadianceNet(nn.Module):
@@ -94,7 +99,9 @@ class RadianceNet(nn.Module):
         With colour modulation the frequencies carry the modulation appended: [B, (L + 1) H + (L - 1) H]."""
         freq, phase = self.mapping_network.codes(z)
         if self.color_modulation_dim:
-            freq = torch.cat([freq, self.color_modulation(z[..., : self.color_modulation_dim])], dim=-1)
+            freq = torch.cat(
+                [freq, COLOR_MODULATION_GAIN * self.color_modulation(z[..., : self.color_modulation_dim])], dim=-1
+            )
         return freq, phase
 
     def latent_parameters(self) -> list[nn.Parameter]:
