@@ -91,6 +91,12 @@ def test_a_run_with_colour_modulation_continues_a_run_without_it(stage1, dataset
         for key, value in ema.state_dict().items():
             assert torch.equal(state[key], value), key
         assert not follow.G.radiance_net.color_modulation.weight.any()
+    # Not the other way: a run without modulation cannot drop a source's.
+    modulated_run = tmp_path / "m2"
+    Trainer(config, dataset, modulated_run, init_from=stage1, progress=False).run()
+    for source in (modulated_run, modulated_run / GENERATOR_FILE):
+        with pytest.raises(RunFolderError, match="differ"):
+            Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "p", init_from=source, progress=False)
     wider = TrainConfig(total_steps=1, generator=dataclasses.replace(modulated, hidden_dim=TINY.hidden_dim + 8), **FAST)
     for source in (stage1, stage1 / GENERATOR_FILE):
         with pytest.raises(RunFolderError, match="differ"):

@@ -359,8 +359,8 @@ class Trainer:
             from aniportrait.checkpoint import load_generator
 
             source, _, _ = load_generator(path, device=self.device)
-            own = dataclasses.replace(self.G.config, color_modulation=source.config.color_modulation)
-            if source.config != own:
+            # The one difference allowed: this run adds colour modulation to a source without it.
+            if source.config not in (self.G.config, dataclasses.replace(self.G.config, color_modulation=False)):
                 raise RunFolderError(f"{path}: its generator config differs from this run's ({self.cfg.model})")
             _load_generator_weights(self.G, source.state_dict())
             return
