@@ -18,7 +18,7 @@ import torch
 
 from aniportrait.data.synth_labels import sample_figures
 from aniportrait.models.body import BodyModel
-from aniportrait.models.face_registration import rig_face_landmarks, rig_landmark_bary
+from aniportrait.models.face_registration import landmarks_on_mesh, rig_face_landmarks, rig_landmark_bary
 
 PARTS = {"eyes": range(36, 48), "mouth": range(48, 68), "nose": [30]}
 
@@ -47,10 +47,11 @@ def main() -> None:
     verts, transforms = body.inverse_skinning(betas, torch.zeros(len(betas), 6, 3), mean_shape=True)
     full = torch.zeros(len(betas), body.smpl_model.v_template.shape[0], 3)
     full[:, body.valid_index] = (transforms[..., :3, :3] @ verts[..., None])[..., 0] + transforms[..., :3, 3]
-    faces = body.smpl_model.faces_tensor[torch.as_tensor(bary[:, 0]).long()]
-    if not torch.isin(faces.flatten(), body.valid_index).all():
+    bary = torch.as_tensor(bary)
+    faces = body.smpl_model.faces_tensor.long()
+    if not torch.isin(faces[bary[:, 0].long()].flatten(), body.valid_index).all():
         raise SystemExit("a landmark's triangle has a vertex without an inverse-skinning transform")
-    mean_shape = smpl_landmarks_from_vertices(full, bary, body)
+    mean_shape = landmarks_on_mesh(full, faces, bary)
     eye_distance = (release[:, 36:42].mean(1) - release[:, 42:48].mean(1)).norm(dim=-1).mean().item()
     result = {
         "num": args.num,
@@ -63,14 +64,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-
-
-def smpl_landmarks_from_vertices(vertices: torch.Tensor, bary, body: BodyModel) -> torch.Tensor:
-    """Landmarks [N, 68, 3] from the vertices [N, V, 3] of meshes with the body's triangles (barycentric rows)."""
-    bary = torch.as_tensor(bary, dtype=torch.float64)
-    faces = body.smpl_model.faces_tensor.long()[bary[:, 0].long()]
-    corners = vertices[:, faces]  # [N, 68, 3, 3]
-    return (corners * bary[None, :, 1:, None].to(vertices.dtype)).sum(2)
 
 
 if __name__ == "__main__":

@@ -253,10 +253,10 @@ class BodyModel(nn.Module):
         blended = torch.einsum("vj,bjk->bvk", weights, transforms.flatten(2)).unflatten(-1, (4, 4))
         vert_transforms = torch.linalg.inv(blended)
         if mean_shape:
+            # Translate by minus the vertex's shape offset: only the transforms' translation column changes.
             offset = (verts[batch : 2 * batch] - verts[2 * batch :])[:, self.valid_index]  # [B, Vv, 3]
-            shift = torch.eye(4, dtype=offset.dtype, device=offset.device).repeat(*offset.shape[:2], 1, 1)
-            shift[..., :3, 3] = -offset
-            vert_transforms = shift @ vert_transforms
+            vert_transforms = vert_transforms.clone()
+            vert_transforms[..., :3, 3] -= offset
         return verts[:batch, self.valid_index], vert_transforms
 
 

@@ -272,10 +272,15 @@ def smpl_landmarks(body: BodyModel, bary: Any, betas: Tensor | None = None) -> T
     betas = body.mean_pose.new_zeros(1, 10) if betas is None else (betas[None] if unbatched else betas)
     if betas.ndim != 2 or betas.shape[1] != 10:
         raise ValueError(f"betas must have shape [10] or [B, 10], got {list(betas.shape)}")
-    vertices = canonical_body_vertices(body, betas)
-    corners = vertices[:, faces[bary[:, 0].long()]]  # [B, 68, 3 corners, 3]
-    landmarks = (bary[None, :, 1:, None] * corners).sum(2)
+    landmarks = landmarks_on_mesh(canonical_body_vertices(body, betas), faces, bary)
     return landmarks[0] if unbatched else landmarks
+
+
+def landmarks_on_mesh(vertices: Tensor, faces: Tensor, bary: Tensor) -> Tensor:
+    """Points [B, L, 3] on meshes [B, V, 3] with triangles ``faces`` [F, 3], from barycentric rows ``bary`` [L, 4]
+    (triangle index, then the three weights)."""
+    corners = vertices[:, faces[bary[:, 0].long()]]  # [B, L, 3 corners, 3]
+    return (bary[None, :, 1:, None].to(vertices.dtype) * corners).sum(2)
 
 
 # Jaw landmarks 0/16 sit at this fraction of the rig head's half-width (the face outline in a frontal view).

@@ -377,8 +377,8 @@ class AniPortraitGenerator(nn.Module):
 
         Args:
             points: [B, H*W, S, 3] samples of a square grid of rays (H and S divisible by ``knn_stride``).
-            skinning: ``body.inverse_skinning(betas, pose, mean_shape=...)`` when the caller already has it (several views of one
-                posed body skin it once).
+            skinning: ``body.inverse_skinning(betas, pose, mean_shape=...)`` when the caller already has it (several
+                views of one posed body skin it once).
 
         Returns:
             ``x_can`` [B, H*W, S, 3]; ``transforms`` [B, 16, S', H', W'], the raw nearest-vertex matrices on the

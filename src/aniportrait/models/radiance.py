@@ -2,14 +2,14 @@
 
 Eight FiLM layers read ``w(x) = WARP_SCALE * x``; after layers 1..7 linear heads add to sigma, rgb and a feature. The
 last rgb head reads a colour FiLM layer on ``cat([view_dir, h_7])`` (direction first). The mapping gives 9 frequency and
-phase slices of width H (8 layers + colour layer).
+phase slices of width H (8 layers + colour layer). Reference: AniPortraitGAN generators/siren.py
+``forward_feature_with_frequencies_phase_shifts`` (the only forward the release calls).
 
 Colour modulation (ours; off in the release): with ``color_modulation_dim`` = k > 0, a linear map of the first k latent
-entries (the identity label), times ``COLOR_MODULATION_GAIN``, scales each colour head's input channels by ``1 + m``, as StyleGAN's modulated toRGB
-layers do, so that a colour can follow the label linearly where the FiLM codes would need a detour through the sines.
-The map starts at zero: the field is then the unmodulated one. Its output travels appended to the raw frequencies, so
-truncation and the averages treat it as the other codes. Reference: AniPortraitGAN generators/siren.py
-``forward_feature_with_frequencies_phase_shifts`` (the only forward the release calls).
+entries (the identity label), times ``COLOR_MODULATION_GAIN``, scales each colour head's input channels by ``1 + m``,
+as StyleGAN's modulated toRGB layers do, so that a colour can follow the label linearly where the FiLM codes would need
+a detour through the sines. The map starts at zero: the field is then the unmodulated one. Its output travels appended
+to the raw frequencies, so truncation and the averages treat it as the other codes.
 Shape letters: ``B`` batch, ``P`` points per batch item, ``H`` hidden width, ``F`` feature size.
 """
 
