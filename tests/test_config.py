@@ -46,9 +46,14 @@ def test_small_radiance_field_stays_below_its_texture_nyquist_limit():
 
 def test_expression_gate_fields_are_validated_and_travel_in_json():
     assert SSHQ512.neck_gate is None  # the release has no gate
-    gated = dataclasses.replace(SMALL, expression_gate_low=-0.16, expression_gate_high=-0.125)
-    assert gated.neck_gate == (-0.16, -0.125)
+    gated = dataclasses.replace(
+        SMALL, expression_gate_low=-0.16, expression_gate_high=-0.125, expression_gate_slope=0.5
+    )
+    assert gated.neck_gate == (-0.16, -0.125, 0.5)
     assert GeneratorConfig.from_json(gated.to_json()) == gated
+    for slope in (-0.5, 11.0, float("nan")):
+        with pytest.raises(ValueError, match="expression_gate_slope"):
+            dataclasses.replace(SMALL, expression_gate_slope=slope)
     for low, high in ((-0.1, -0.2), (-0.1, -0.1), (float("nan"), 0.1), (-0.1, float("inf"))):
         with pytest.raises(ValueError, match="expression_gate_low"):
             dataclasses.replace(SMALL, expression_gate_low=low, expression_gate_high=high)
@@ -66,7 +71,7 @@ def test_noise_input_scale_is_validated_and_travels_in_json():
 
 
 def test_the_boolean_generator_options_travel_in_json():
-    for flag in ("color_modulation", "mean_shape_canonical"):
+    for flag in ("color_modulation", "mean_shape_canonical", "field_hr_textures"):
         assert not getattr(SSHQ512, flag) and not getattr(SMALL, flag)  # the release has neither
         changed = dataclasses.replace(SMALL, **{flag: True})
         assert GeneratorConfig.from_json(changed.to_json()) == changed

@@ -4,7 +4,9 @@ Everything goes through the command line, as a user renders: for each seed, `ani
 frame (frontal camera, zero pose, neutral expression) and of one frame per control with that one control changed.
 Reported per control: the mean absolute pixel change (on the [-1, 1] scale) of the frame against the rest frame in
 the whole image, the upper half and the bottom quarter, averaged over the seeds, and the ratios the targets use
-(upper / bottom for expression and head, bottom / upper for the shoulders).
+(upper / bottom for expression and head, bottom / upper for the shoulders), and the change in each eighth of the
+image height, top to bottom (``eighths``): where a control acts, beyond the two regions the targets compare. (From
+the front at 128x128 the synthetic world's own mouth sits in the fifth and sixth eighths, between those regions.)
 
     python docs/default_model/control_response.py [--checkpoint FILE] [--seeds 0-7] [--json OUT]
     python docs/default_model/control_response.py --world [--json OUT]
@@ -110,11 +112,13 @@ def main() -> None:
             for r, rows in regions.items()
         }
         row = {k: round(v, 4) for k, v in row.items()}
+        bands = [slice(k * side // 8, (k + 1) * side // 8) for k in range(8)]
+        eighths = [round(float(np.mean([np.abs(per_seed[s][b] - rest[s][b]).mean() for s in rest])), 4) for b in bands]
         upper, bottom = row["upper half"], row["bottom quarter"]
         # A ratio over a region that does not change (below 1e-4, the rounding of the table) is left out: null.
         row["upper / bottom"] = round(upper / bottom, 2) if bottom >= 1e-4 else None
         row["bottom / upper"] = round(bottom / upper, 2) if upper >= 1e-4 else None
-        changes[name] = row
+        changes[name] = {**row, "eighths": eighths}
     report = {
         "checkpoint": "the synthetic world (data synth)" if args.world else args.checkpoint or "built-in default",
         "seeds": "figures 0-7 of seed 202" if args.world else args.seeds,

@@ -60,12 +60,20 @@ class GeneratorConfig:
     # shape). On, inverse skinning also takes away each vertex's shape offset, so that a face feature sits at one
     # canonical point for every body shape and the fields need not learn where each shape puts it.
     mean_shape_canonical: bool = False
+    # High-resolution textures from the field (off in the release, whose super-resolution network makes them from
+    # the low-resolution ones). On, RadianceNet is evaluated at the high-resolution texels themselves, so a frame
+    # keeps all the detail the field holds (what stage 1's face view is trained on) and no stage 2 is needed; the
+    # super-resolution network is then unused.
+    field_hr_textures: bool = False
     # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
     # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
     # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,
     # never the shoulders.
     expression_gate_low: float = 0.0
     expression_gate_high: float = 0.0
+    # Tilt of that gate (0: a level boundary): the height it compares is y - slope * |x|, so the boundary falls
+    # towards the sides and the shoulders, which rise beside the neck to the height of the open jaw, stay below it.
+    expression_gate_slope: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hr_img_size != 4 * self.lr_img_size:
@@ -87,12 +95,14 @@ class GeneratorConfig:
         gate = (self.expression_gate_low, self.expression_gate_high)
         if not all(math.isfinite(v) for v in gate) or (gate != (0.0, 0.0) and not gate[0] < gate[1]):
             raise ValueError(f"expression_gate_low must be below expression_gate_high (or both 0), got {gate}")
+        if not (math.isfinite(self.expression_gate_slope) and 0 <= self.expression_gate_slope <= 10):
+            raise ValueError(f"expression_gate_slope must be in [0, 10], got {self.expression_gate_slope}")
 
     @property
-    def neck_gate(self) -> tuple[float, float] | None:
-        """DeformNet's ``(low, high)`` neck gate, or None where the config has none."""
+    def neck_gate(self) -> tuple[float, float, float] | None:
+        """DeformNet's ``(low, high, slope)`` neck gate, or None where the config has none."""
         low, high = self.expression_gate_low, self.expression_gate_high
-        return (low, high) if high > low else None
+        return (low, high, self.expression_gate_slope) if high > low else None
 
     @property
     def z_dim(self) -> int:

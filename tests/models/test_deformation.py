@@ -85,3 +85,33 @@ def test_deform_net_neck_gate_keeps_the_torso_still():
     assert gated.final_layer.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="low < high"):
         DeformNet(**TINY_DEFORM, neck_gate=(high, low))
+
+
+def test_a_sloped_neck_gate_compares_the_height_less_slope_times_the_side_offset():
+    """With a slope, the gate's height is y - slope * |x|: a point beside the neck at the jaw's height is gated
+    out, the same height on the midline is not; slope 0 is the level gate."""
+    low, high, slope = -0.16, -0.125, 0.5
+    torch.manual_seed(0)
+    plain = DeformNet(**TINY_DEFORM)
+    randomize_(plain.final_layer, std=0.1)
+    level, sloped = (
+        DeformNet(**TINY_DEFORM, neck_gate=(low, high)),
+        DeformNet(**TINY_DEFORM, neck_gate=(low, high, slope)),
+    )
+    for net in (level, sloped):
+        net.load_state_dict(plain.state_dict())
+    assert level.neck_gate == (low, high, 0.0)
+    freq, phase = plain.mapping(torch.randn(1, 12))
+    x = torch.rand(1, 200, 3) * 0.6 - 0.3
+    x[0, :4] = torch.tensor([[0.0, -0.12, 0.0], [0.12, -0.12, 0.0], [-0.12, -0.12, 0.0], [0.2, 0.0, 0.0]])
+    _, d_plain = plain(x, freq, phase)
+    _, d_level = level(x, freq, phase)
+    _, d_sloped = sloped(x, freq, phase)
+    assert torch.equal(d_level[0, :3], d_plain[0, :3])  # all three at -0.12, above the level gate
+    assert torch.equal(d_sloped[0, 0], d_plain[0, 0])  # the midline: unchanged
+    assert torch.equal(d_sloped[0, 1:3], torch.zeros_like(d_sloped[0, 1:3]))  # 0.12 to either side: gated out
+    assert torch.equal(d_sloped[0, 3], d_plain[0, 3])  # the side of the head, far above the gate
+    height = x[..., 1:2] - slope * x[..., 0:1].abs()
+    torch.testing.assert_close(d_sloped, d_plain * neck_gate_weight(height, low, high))
+    with pytest.raises(ValueError, match="low < high"):
+        DeformNet(**TINY_DEFORM, neck_gate=(low, high, slope, 1.0))

@@ -168,6 +168,44 @@ def test_stage1_face_view_holds_detail_finer_than_a_portrait_texel(body, monkeyp
     assert portrait_contrast < 0.05, "the textures cannot hold them: one texel apart, they sample one phase"
 
 
+@torch.no_grad()
+def test_field_hr_textures_hold_detail_finer_than_a_low_resolution_texel(body, monkeypatch):
+    """With ``field_hr_textures`` the high-resolution textures are the field at the fine texels: stripes one
+    low-resolution texel apart, flat in the low-resolution textures (one phase), show in the full-size frame."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    init_planar_manifolds(generator)
+    texel = 2 * constants.SAMPLE_SCALE / (TINY.lr_img_size - 1)
+    monkeypatch.setattr(generator.radiance_net, "features", _striped_field(period=texel))
+    identity = _identity(generator, [0])
+    out = generator.render_frame(identity, body, *_controls(1), impl="ref")
+    lr, hr = TINY.lr_img_size, TINY.hr_img_size
+    assert float(out["image_lr"][0, 0, lr // 4 : 3 * lr // 4, lr // 4 : 3 * lr // 4].std()) < 0.05
+    assert float(out["image"][0, 0, hr // 4 : 3 * hr // 4, hr // 4 : 3 * hr // 4].std()) > 0.3
+    # The textures are the field sampled on the finer grid over the same box: the corner texels are shared.
+    z_id, z_noise, _ = sample_identity_latents(TINY, [0])
+    fine, _ = generator.manifold_textures(z_id, z_noise, psi=0.7, impl="ref", side=hr)
+    assert torch.equal(identity.hr_textures, fine[:, :4])
+    for i, j in ((0, 0), (-1, -1), (0, -1)):
+        assert_close(identity.hr_textures[..., i, j], identity.lr_textures[..., i, j], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_field_hr_textures_leave_the_super_resolved_path_alone(generator, body):
+    """The flag changes only where the high-resolution textures come from: the LR frame is the same."""
+    field = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    field.load_state_dict(generator.state_dict())
+    plain_id, field_id = _identity(generator, [0, 1]), _identity(field, [0, 1])
+    assert torch.equal(plain_id.lr_textures, field_id.lr_textures)
+    assert field_id.hr_textures.shape == plain_id.hr_textures.shape
+    assert not torch.allclose(field_id.hr_textures, plain_id.hr_textures)
+    controls = _controls(2, yaw=0.2)
+    plain = generator.render_frame(plain_id, body, *controls, impl="ref")
+    fielded = field.render_frame(field_id, body, *controls, impl="ref")
+    assert torch.equal(plain["image_lr"], fielded["image_lr"])
+    assert fielded["image"].shape == plain["image"].shape and fielded["image"].abs().max() <= 1
+
+
 def test_face_field_composite_evaluates_only_valid_intersections_and_matches_all_points(generator):
     """Valid-only evaluation (gathered, padded per item) equals evaluating every intersection and masking."""
     from aniportrait import ops
@@ -293,6 +331,9 @@ def test_texture_intersections_are_cached_until_samplenet_changes():
         hits, valid = generator.texture_intersections("cpu", torch.float32, "ref")
         assert generator.texture_intersections("cpu", torch.float32, "ref")[0] is hits  # reused
         assert valid.shape == (1, TINY.lr_img_size**2, TINY.num_manifolds) and valid.dtype == torch.bool
+        fine_hits, _ = generator.texture_intersections("cpu", torch.float32, "ref", res=2 * TINY.lr_img_size)
+        assert fine_hits.shape == (1, 4 * TINY.lr_img_size**2 * TINY.num_manifolds, 3)
+        assert generator.texture_intersections("cpu", torch.float32, "ref")[0] is hits  # one cache per side
     assert_close(cached, fresh, atol=1e-5, rtol=1e-5)
     layer = next(generator.sample_net.parameters())
     with torch.no_grad():

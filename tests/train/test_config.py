@@ -44,6 +44,7 @@ def dataset(tmp_path_factory):
         ("rendering.fps=fast", "bad --set rendering.fps=fast: expected a finite int"),
         ("rendering.nope=1", "bad --set"),
         ("stage=3", "stage=3 is not allowed"),
+        ("generator.expression_gate_slope=-1", "expression_gate_slope must be in [0, 10]"),
         ("nope=1", "bad --set"),
         ("lr_g", "bad --set"),
     ],
@@ -52,6 +53,14 @@ def test_every_training_value_is_range_checked(dataset, tmp_path, override, mess
     result = train("--data", dataset, "--out", tmp_path / "run", "--set", override)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_stage_two_of_a_generator_without_super_resolution_is_refused(dataset, tmp_path):
+    args = ("--set", "stage=2", "--set", "generator.field_hr_textures=true")
+    result = train("--data", dataset, "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert "stage=2 trains super-resolution" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 
 

@@ -35,9 +35,12 @@ class DeformNet(nn.Module):
         output_dim: final-layer outputs (7; only the first 3 are used).
         num_layers: number of FiLM layers (3).
         mapping_hidden_dim: mapping-network width (128).
-        neck_gate: ``(low, high)`` canonical heights (y, unwarped units), or None (the release: no gate). With a
-            gate, d is scaled by a smoothstep of the point's height, 0 at and below ``low`` and 1 at and above
-            ``high``: the expression can move the face, never the torso.
+        neck_gate: ``(low, high)`` or ``(low, high, slope)`` canonical heights (y, unwarped units) and a slope, or
+            None (the release: no gate). With a gate, d is scaled by a smoothstep of the point's gate height
+            ``y - slope * |x|``, 0 at and below ``low`` and 1 at and above ``high``: the expression can move the face,
+            never the torso. A positive slope tilts the boundary down towards the sides, a V under the chin, so that
+            the shoulders, which rise to the neck's height beside it, stay below the gate while the jaw stays
+            above it.
     """
 
     def __init__(
@@ -48,14 +51,14 @@ class DeformNet(nn.Module):
         output_dim: int = 7,
         num_layers: int = 3,
         mapping_hidden_dim: int = 128,
-        neck_gate: tuple[float, float] | None = None,
+        neck_gate: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         if input_dim < DEFORM_DIM or output_dim < DEFORM_DIM:
             raise ValueError(f"DeformNet needs input_dim and output_dim >= 3, got {input_dim}, {output_dim}")
-        if neck_gate is not None and not neck_gate[0] < neck_gate[1]:
-            raise ValueError(f"neck_gate needs low < high, got {neck_gate}")
-        self.neck_gate = neck_gate
+        if neck_gate is not None and not (len(neck_gate) in (2, 3) and neck_gate[0] < neck_gate[1]):
+            raise ValueError(f"neck_gate needs (low, high[, slope]) with low < high, got {neck_gate}")
+        self.neck_gate = None if neck_gate is None else (*neck_gate[:2], neck_gate[2] if len(neck_gate) == 3 else 0.0)
         self.hidden_dim = hidden_dim
         self.network = film_layers(input_dim, hidden_dim, num_layers)
         self.final_layer = nn.Linear(hidden_dim, output_dim)
@@ -102,7 +105,9 @@ class DeformNet(nn.Module):
             h = layer(h, freq[:, sl], phase[:, sl])
         d = F.linear(h, self.final_layer.weight[:DEFORM_DIM], self.final_layer.bias[:DEFORM_DIM]).reshape(x_can.shape)
         if self.neck_gate is not None:
-            d = d * neck_gate_weight(x_can[..., 1:2], *self.neck_gate).to(d.dtype)
+            low, high, slope = self.neck_gate
+            height = x_can[..., 1:2] if slope == 0 else x_can[..., 1:2] - slope * x_can[..., 0:1].abs()
+            d = d * neck_gate_weight(height, low, high).to(d.dtype)
         return x_warped + d, d
 
 

@@ -212,7 +212,7 @@ class AniPortraitGenerator(nn.Module):
         )
         self._averages: dict[str, Tensor] | None = None
         self._averages_key: _TensorState | None = None
-        self._texture_hits: tuple | None = None  # (key, hits, valid): see texture_intersections
+        self._texture_hits: dict[int, tuple] = {}  # side -> (key, hits, valid): see texture_intersections
         # The label bank [N, z_id_dim + betas_dim] of the data the model was trained on, from its checkpoint (the
         # release ships it as id_shape_sampler_body.npy): identities and truncation averages are drawn from it.
         # Kept on the CPU and out of the state_dict; None = the N(0, I) prior of sample_identity_latents.
@@ -243,7 +243,7 @@ class AniPortraitGenerator(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         # Moving or casting the module invalidates the cached averages and intersections.
         self._averages = None
-        self._texture_hits = None
+        self._texture_hits = {}
         return super()._apply(fn, *args, **kwargs)
 
     # -- stage A: per identity -------------------------------------------------------------------------------------
@@ -276,7 +276,11 @@ class AniPortraitGenerator(nn.Module):
         if sr_precision not in PRECISIONS:
             raise ValueError(f"sr_precision must be one of {', '.join(PRECISIONS)}, got {sr_precision!r}")
         id_bank = self.id_bank if id_bank is None else id_bank
-        lr_features, style = self.manifold_textures(z_id, z_noise, psi=psi, id_bank=id_bank, impl=impl)
+        codes = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank)
+        lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
+        if self.config.field_hr_textures:
+            hr_features, _ = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, side=self.config.hr_img_size)
+            return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_features[:, :4].contiguous())
         # Channels-last (NHWC) is the convolutions' fast layout on CPUs (oneDNN) and GPUs; the values are those of
         # the NCHW path up to float rounding (benchmarks/cpu_identity_time.py measures both).
         with torch.autocast(lr_features.device.type, dtype=torch.bfloat16, enabled=sr_precision == "bf16"):
@@ -312,24 +316,27 @@ class AniPortraitGenerator(nn.Module):
         id_bank: Tensor | None = None,
         impl: Impl = "auto",
         codes: tuple[Tensor, Tensor, Tensor] | None = None,
+        side: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The low-resolution manifold textures and the SR style of identities (differentiable; used in training).
 
         ``codes`` = (freq, phase, style) from :meth:`identity_codes` skips the mapping networks (``psi`` and
-        ``id_bank`` are then ignored).
+        ``id_bank`` are then ignored). ``side`` samples the field at a finer texel grid over the same box (default
+        ``lr_img_size``; ``hr_img_size`` gives the textures of ``field_hr_textures``).
 
         Returns:
-            lr_features [B * M, 4 + F, H, W] (RGB, alpha, features; row 0 = lowest y) and style [B, style_dim].
+            lr_features [B * M, 4 + F, side, side] (RGB, alpha, features; row 0 = lowest y) and style [B, style_dim].
         """
         cfg = self.config
-        B, res, M = z_id.shape[0], cfg.lr_img_size, cfg.num_manifolds
+        B, M = z_id.shape[0], cfg.num_manifolds
+        res = cfg.lr_img_size if side is None else side
         device, dtype = z_id.device, torch.promote_types(z_id.dtype, z_noise.dtype)
         freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
         if torch.is_grad_enabled():
-            hits, valid = self._orthogonal_intersections(B, device, dtype, impl)
+            hits, valid = self._orthogonal_intersections(B, device, dtype, impl, res)
         else:
-            hits, valid = self.texture_intersections(device, dtype, impl)
+            hits, valid = self.texture_intersections(device, dtype, impl, res)
             hits, valid = hits.expand(B, -1, -1), valid.expand(B, -1, -1)
 
         # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
@@ -339,10 +346,14 @@ class AniPortraitGenerator(nn.Module):
         texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
         return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
 
-    def _orthogonal_intersections(self, batch: int, device, dtype, impl: Impl) -> tuple[Tensor, Tensor]:
-        """The texels' canonical points: orthogonal rays through the canonical texture box intersected with the
-        manifolds (two-sided rule) -> hits [batch, res * res * M, 3] (canonical units), valid [batch, res * res, M]."""
-        res, S, M = self.config.lr_img_size, self.config.num_samples, self.config.num_manifolds
+    def _orthogonal_intersections(
+        self, batch: int, device, dtype, impl: Impl, res: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The texels' canonical points: orthogonal rays through the canonical texture box (``res`` per side,
+        default ``lr_img_size``) intersected with the manifolds (two-sided rule) -> hits [batch, res * res * M, 3]
+        (canonical units), valid [batch, res * res, M]."""
+        S, M = self.config.num_samples, self.config.num_manifolds
+        res = self.config.lr_img_size if res is None else res
         grid_w = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype) * constants.WARP_SCALE
         s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
         hits_w, valid = ops.manifold_intersect(
@@ -351,15 +362,19 @@ class AniPortraitGenerator(nn.Module):
         return (hits_w / constants.WARP_SCALE).reshape(batch, res * res * M, 3), valid
 
     @torch.no_grad()
-    def texture_intersections(self, device, dtype, impl: Impl = "auto") -> tuple[Tensor, Tensor]:
-        """:meth:`_orthogonal_intersections` for one identity, cached: SampleNet's field takes no identity, so every
-        identity's texels sit at the same points (a fifth of an identity's work in ``sshq512``). The cache is
-        keyed on SampleNet's parameters and the levels (the tensors themselves and their versions: replacing one,
-        an optimiser step or ``load_state_dict`` invalidates it), the device, the dtype and ``impl``."""
+    def texture_intersections(
+        self, device, dtype, impl: Impl = "auto", res: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`_orthogonal_intersections` for one identity, cached per side ``res``: SampleNet's field takes no
+        identity, so every identity's texels sit at the same points (a fifth of an identity's work in ``sshq512``).
+        The cache is keyed on SampleNet's parameters and the levels (the tensors themselves and their versions:
+        replacing one, an optimiser step or ``load_state_dict`` invalidates it), the device, the dtype and ``impl``."""
+        res = self.config.lr_img_size if res is None else res
         key = (_TensorState(*self.sample_net.parameters(), self.levels), torch.device(device), dtype, impl)
-        if self._texture_hits is None or self._texture_hits[0] != key:
-            self._texture_hits = (key, *self._orthogonal_intersections(1, device, dtype, impl))
-        return self._texture_hits[1], self._texture_hits[2]
+        cached = self._texture_hits.get(res)
+        if cached is None or cached[0] != key:
+            cached = self._texture_hits[res] = (key, *self._orthogonal_intersections(1, device, dtype, impl, res))
+        return cached[1], cached[2]
 
     # -- stage B: per frame ----------------------------------------------------------------------------------------
 
@@ -655,8 +670,9 @@ class AniPortraitGenerator(nn.Module):
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
         The portrait camera renders as inference does, from the identities' manifold textures (built here, no
-        cache): stage 1 looks up the low-resolution textures at the LR ray grid; stage 2 super-resolves them and
-        upsamples the intersections x4. The face camera is attached to the posed head and looks at the face from the
+        cache): stage 1 looks up the low-resolution textures at the LR ray grid; stage 2 super-resolves them (or,
+        with ``field_hr_textures``, samples the field at the high-resolution texels) and upsamples the intersections
+        x4. The face camera is attached to the posed head and looks at the face from the
         portrait camera's direction (:func:`aniportrait.cameras.face_rays`), like an aligned face crop. In
         stage 1 it evaluates RadianceNet at its own intersections (as GRAM renders any camera) instead of reading
         the portrait's textures: the face view has about twice the portrait's sampling density, and a texture
@@ -684,7 +700,12 @@ class AniPortraitGenerator(nn.Module):
             )
         codes = self.identity_codes(z_id, z_noise)
         lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
-        textures = lr_features[:, :4] if stage == 1 else torch.sigmoid(self.sr_net(lr_features, style))
+        if stage == 1:
+            textures = lr_features[:, :4]
+        elif cfg.field_hr_textures:
+            textures = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, side=cfg.hr_img_size)[0][:, :4]
+        else:
+            textures = torch.sigmoid(self.sr_net(lr_features, style))
         skinning = body.inverse_skinning(betas, pose, mean_shape=self.config.mean_shape_canonical)
 
         def view(points: Tensor, origin: Tensor, direct: bool) -> tuple[Tensor, dict, dict]:

@@ -125,6 +125,11 @@ class TrainConfig:
             above = hi is not None and (value >= hi if hi_open else value > hi)
             if below or above:
                 raise ConfigError(f"{key}={value} is out of range: it must be in {_describe(lo, hi, lo_open, hi_open)}")
+        if self.stage == 2 and self.generator.field_hr_textures:
+            raise ConfigError(
+                "stage=2 trains super-resolution, which a generator with field_hr_textures does not use; "
+                "train it in stage 1 only, or set generator.field_hr_textures=false"
+            )
 
     @property
     def model(self) -> str:
