@@ -3,7 +3,9 @@
 Each revision runs in its own subprocess (``PYTHONPATH=<tree>/src``) with its own built-in default (the packaged
 checkpoint that revision ships), prepares seed 0's identity once, and renders the frames of the built-in ``demo``
 trajectory (yaw, head, shoulders, expression) one ``render_frame`` call per frame, as ``aniportrait render`` does,
-at the model's output size (128x128 for ``small``) in fp32. Video encoding is not included. The revisions
+at the model's output size (128x128 for ``small``) in fp32. Video encoding is not included. It also times the
+preparation of seed 1's identity and then of seed 0's, whose frames it renders (``identity_seconds``: the second
+reuses what the first cached that is not per identity, such as the truncation averages). The revisions
 alternate for ``--rounds`` rounds so that a busy machine slows both alike; the JSON records each round's frames
 per second, the medians, their ratio, the machine, the thread count and the revisions.
 
@@ -39,8 +41,12 @@ frames = kf.interpolate(kf.builtin("demo"), int(sys.argv[2]))
 camera, pose, expression = (torch.as_tensor(getattr(frames, k)).float() for k in ("camera", "pose", "expression"))
 limit = int(sys.argv[3])
 with torch.no_grad():
-    z_id, z_noise, betas = sample_identity_latents(G.config, [0], id_bank=getattr(G, "id_bank", None))
-    identity = G.prepare_identity(z_id, z_noise, betas)
+    identity_seconds = []
+    for seed in (1, 0):
+        z_id, z_noise, betas = sample_identity_latents(G.config, [seed], id_bank=getattr(G, "id_bank", None))
+        start = time.perf_counter()
+        identity = G.prepare_identity(z_id, z_noise, betas)
+        identity_seconds.append(time.perf_counter() - start)
     def render(i):
         return G.render_frame(identity, body, camera[i : i + 1], pose[i : i + 1], expression[i : i + 1])
     for i in range(3):
@@ -50,7 +56,7 @@ with torch.no_grad():
     for i in range(n):
         out = render(i)
     seconds = time.perf_counter() - start
-print(json.dumps({"frames": n, "seconds": seconds, "size": list(out["image"].shape[-2:])}))
+print(json.dumps({"frames": n, "seconds": seconds, "size": list(out["image"].shape[-2:]), "identity": identity_seconds}))
 """
 
 
@@ -75,6 +81,7 @@ def main() -> None:
             rounds[name].append(run(tree, args.threads, args.n_interval, args.frames))
     fps = {name: [r["frames"] / r["seconds"] for r in runs] for name, runs in rounds.items()}
     medians = {name: statistics.median(values) for name, values in fps.items()}
+    identity = {name: [r["identity"][1] for r in runs] for name, runs in rounds.items()}
     result = {
         "cpu": cpu_name(),
         "bf16_path": bf16_matmul_path(),
@@ -84,7 +91,9 @@ def main() -> None:
         "output_size": {name: runs[0]["size"] for name, runs in rounds.items()},
         "median_fps": medians,
         "speedup": medians["new"] / medians["base"],
+        "median_identity_seconds": {name: statistics.median(values) for name, values in identity.items()},
         "fps_per_round": fps,
+        "identity_seconds_per_round": {name: [r["identity"] for r in runs] for name, runs in rounds.items()},
         "note": args.note,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "fps_per_round"}, indent=2))

@@ -2,6 +2,7 @@
 loads, stays small, and renders a head-and-shoulders figure like the synthetic figures it was trained on, that follows
 camera, pose and expression."""
 
+import dataclasses
 import math
 import os
 
@@ -57,9 +58,15 @@ def test_the_trained_default_ships_inside_the_package_and_is_small():
     assert os.path.isfile(card)
 
 
+# The small preset's sizes with the four generator settings its recipe adds (docs/default_model/train.sh).
+DEFAULT_CONFIG = dataclasses.replace(
+    SMALL, mean_shape_canonical=True, color_modulation=True, field_hr_textures=True, expression_gate_slope=0.5
+)
+
+
 def test_default_loads_as_the_small_config_on_the_procedural_rig(default):
     generator, metadata, _ = default
-    assert generator.config == SMALL
+    assert generator.config == DEFAULT_CONFIG
     assert metadata["body"] == "procedural"
     assert generator.id_bank is not None and generator.id_bank.shape[1] == SMALL.z_id_dim + SMALL.betas_dim
 
@@ -86,11 +93,10 @@ def test_default_renders_a_head_and_shoulders_figure_like_its_training_data(defa
 def test_each_control_acts_where_it_names(default):
     """From the front, one control at a time (two seeds): the camera turns the figure; raised shoulders change the
     bottom quarter at least three times as much as the upper half; head yaw changes the upper half (the face) at
-    least twice as much as the bottom quarter; an open mouth changes the upper half more than the bottom quarter.
-    Measured on this model (MODEL_CARD.md, control_response.json, eight seeds): head yaw 13x, the mouth 5.2x over
-    the eight seeds' mean changes, but 2.4x to 8.5x seed by seed (seeds 0 and 1: 8.5x and 5.6x), so the mouth's
-    per-seed bound stays at 1.5x (the synthetic world itself gives 2.3x, its mouth sitting between the two
-    regions)."""
+    least twice as much as the bottom quarter; an open mouth changes the upper half at least three times as much as
+    the bottom quarter (the targets the model was trained for). Measured on this model (MODEL_CARD.md,
+    control_response.json, eight seeds): head yaw 8.7x, the mouth 14x over the eight seeds' mean changes; seed by
+    seed the mouth gives 3.3x to 26x, seeds 0 and 1 21x and 18x, head yaw 5.3x to 24x."""
     generator, _, body = default
     head, shoulders, mouth = torch.zeros(6, 3), torch.zeros(6, 3), torch.zeros(64)
     head[3, 1] = 0.5  # joint 15 (pose row 3), ZYX angles: index 1 turns about y
@@ -110,4 +116,4 @@ def test_each_control_acts_where_it_names(default):
         raised = render(generator, body, seed, pose=shoulders)
         assert change(raised, bottom) > 0.02 and change(raised, bottom) > 3 * change(raised, top), seed
         opened = render(generator, body, seed, expression=mouth)
-        assert change(opened, top) > 0.003 and change(opened, top) > 1.5 * change(opened, bottom), seed
+        assert change(opened, top) > 0.003 and change(opened, top) > 3 * change(opened, bottom), seed

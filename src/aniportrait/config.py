@@ -246,8 +246,9 @@ SMALL = GeneratorConfig(
     # (docs/training/README.md, section 5).
     smoother_depth_kernel=1,
     smoother_spatial_kernel=3,
-    # The expression's neck gate: the chin sits near y = -0.09 and opens to about -0.12; the shoulders begin
-    # below -0.16.
+    # The expression's neck gate: the chin sits near y = -0.09 and opens to about -0.12. Level, it still lets the
+    # expression move the shoulders' upper edge, which rises beside the neck into the ramp (y = -0.128 at |x| = 0.1
+    # on the rig); the built-in default adds expression_gate_slope=0.5 (docs/training/gate_weights.json).
     expression_gate_low=-0.16,
     expression_gate_high=-0.125,
 )

@@ -17,9 +17,11 @@ from aniportrait.render.mesh import METRES_PER_UNIT, OPAQUE, portrait_mesh, surf
 trimesh = pytest.importorskip("trimesh", reason="export-mesh needs trimesh (the test extra installs it)")
 
 # Where the frame is opaque, the mesh's distance from the camera and the rendered depth map agree within this
-# (renderer units; about 6 mm). They differ at all because the release measures depth to the canonical (unposed)
-# intersections, the mesh to the posed ones: at the rest pose the two are nearly the same points.
-DEPTH_BOUND = 0.005
+# (renderer units; about 12 mm). They differ at all because the release measures depth to the canonical (unposed)
+# intersections, the mesh to the posed ones: at the rest pose the two are nearly the same points, up to the
+# identity's shape offset where canonical space is the mean shape's (the built-in default: at most 0.0063 over
+# seeds 0-3 at both yaws below, 0.0029 to 0.0063 seed by seed).
+DEPTH_BOUND = 0.01
 
 
 @pytest.fixture(scope="module")
