@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from aniportrait.checkpoint import CheckpointError, read_safetensors, save_generator
+from aniportrait.config import GeneratorConfig
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
 from aniportrait.images import to_uint8
@@ -171,6 +172,18 @@ def _load_generator_weights(G: AniPortraitGenerator, state: dict[str, torch.Tens
     missing = [key for key in missing if not key.startswith("radiance_net.color_modulation.")]
     if missing or unexpected:
         raise RuntimeError(f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}")
+
+
+def _changed_generator_settings(source: object, config: GeneratorConfig) -> str:
+    """``"name old -> new, ..."`` for each generator setting a training state's saved config (its ``generator``
+    section) sets differently from ``config``; settings the source predates count at their defaults. Empty when
+    nothing differs or the saved section cannot be read (the weights' check still applies)."""
+    try:
+        before = dataclasses.asdict(GeneratorConfig.from_dict(source))
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    after = dataclasses.asdict(config)
+    return ", ".join(f"{key} {before[key]} -> {value}" for key, value in after.items() if before[key] != value)
 
 
 def _seeded(*keys: int) -> torch.Generator:
@@ -387,6 +400,9 @@ class Trainer:
                 load_training_state(path, modules={}, optimizers={"D": probe})
                 self._init_d_state = probe.state_dict()
         self._init_note = f"init from {path}: generator (stage {source_stage}), discriminator tensors {loaded}/{total}"
+        changed = _changed_generator_settings(saved.get("generator"), self.G.config)
+        if changed:
+            self._init_note += f"; generator settings changed: {changed}"
 
     # -- data -------------------------------------------------------------------------------------------------------
 
