@@ -2,8 +2,9 @@
 
 For identities 0-3 of a checkpoint (the built-in default by default), DeformNet runs on the canonical (mean-pose,
 mean-shape) body vertices with a neutral expression and with one coefficient set; reported is the mean norm of the
-displacement change on face vertices (the top 0.2 of the body's height, in front of z = -0.02) and on torso
-vertices (more than 0.45 below the top), in DeformNet's warped units. The 3DMM teacher wants zero on the torso.
+displacement change on face vertices (the top 0.2 of the body's height, in front of z = -0.02), on the crown (the
+top 0.05, the head's outline from the front) and on torso vertices (more than 0.45 below the top), in DeformNet's
+warped units. The 3DMM teacher wants zero on the torso and the crown.
 
     python docs/default_model/expression_displacement.py [--checkpoint FILE] [--json OUT]
 """
@@ -40,6 +41,7 @@ def main() -> None:
     height = verts[:, 1]
     regions = {
         "face": (height > height.max() - 0.2) & (verts[:, 2] > -0.02),
+        "crown": height > height.max() - 0.05,
         "torso": height < height.max() - 0.45,
     }
     seeds = [0, 1, 2, 3]
