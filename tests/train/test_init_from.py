@@ -104,17 +104,19 @@ def test_a_run_with_colour_modulation_continues_a_run_without_it(stage1, dataset
 
 
 def test_a_continuation_logs_the_generator_settings_it_changes(stage1, dataset, tmp_path):
-    """Settings without weights of their own (the gate's slope, the textures' source) load from a training state as
-    they are set for the new run, and the run's log names each one that changed."""
+    """Settings without weights of their own (the gate's slope, the textures' source) are the new run's, from a
+    training state or a generator file alike, and the run's log names each one that changed."""
     import dataclasses
 
     from aniportrait.config import TINY
 
     changed = dataclasses.replace(TINY, expression_gate_slope=0.5, field_hr_textures=True)
-    run = tmp_path / "c"
-    Trainer(TrainConfig(total_steps=1, generator=changed, **FAST), dataset, run, init_from=stage1, progress=False).run()
-    log = (run / "log.txt").read_text()
-    assert "generator settings changed: field_hr_textures False -> True, expression_gate_slope 0.0 -> 0.5" in log
+    for source in (stage1, stage1 / GENERATOR_FILE):
+        run = tmp_path / f"c_{source.name}"
+        config = TrainConfig(total_steps=1, generator=changed, **FAST)
+        Trainer(config, dataset, run, init_from=source, progress=False).run()
+        log = (run / "log.txt").read_text()
+        assert "generator settings changed: field_hr_textures False -> True, expression_gate_slope 0.0 -> 0.5" in log
     same = tmp_path / "s"
     Trainer(TrainConfig(total_steps=1, **FAST), dataset, same, init_from=stage1, progress=False).run()
     assert "init from" in (same / "log.txt").read_text() and "settings changed" not in (same / "log.txt").read_text()

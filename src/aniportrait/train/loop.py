@@ -17,8 +17,10 @@ Stage 1 trains everything but super-resolution at the LR size; stage 2 trains su
 feature heads, as GRAM-HD) with high-resolution discriminators, everything else frozen. A run starts from another
 with ``init_from``: a generator file gives the generator; a training state also gives the discriminators (their
 blocks are indexed by resolution, so a stage-2 discriminator takes a stage-1 one's blocks, as in progressive
-growing) and, when the discriminators match exactly, their optimiser. A run with colour modulation may start from a
-generator without it: the modulation starts at zero, so the generator renders as its source did.
+growing) and, when the discriminators match exactly, their optimiser. The new run's generator must hold the
+source's weights (the same sizes), so settings without weights of their own (the neck gate, field textures, ...) may
+change, and the run's log names each one that did; a run with colour modulation may also start from a generator
+without it: the modulation starts at zero, so the generator renders as its source did.
 
 Determinism and resume: the real batch and the sampled labels/noise of step t depend only on (seed, t, rank), so a
 resumed run continues exactly where it stopped. Multi-process training (torchrun) averages gradients with an
@@ -372,10 +374,16 @@ class Trainer:
             from aniportrait.checkpoint import load_generator
 
             source, _, _ = load_generator(path, device=self.device)
-            # The one difference allowed: this run adds colour modulation to a source without it.
-            if source.config not in (self.G.config, dataclasses.replace(self.G.config, color_modulation=False)):
-                raise RunFolderError(f"{path}: its generator config differs from this run's ({self.cfg.model})")
-            _load_generator_weights(self.G, source.state_dict())
+            try:
+                _load_generator_weights(self.G, source.state_dict())
+            except RuntimeError as err:
+                raise RunFolderError(
+                    f"{path}: its generator differs from this run's ({self.cfg.model}: {err})"
+                ) from None
+            self._init_note = f"init from {path}: generator"
+            changed = _changed_generator_settings(dataclasses.asdict(source.config), self.G.config)
+            if changed:
+                self._init_note += f"; generator settings changed: {changed}"
             return
         extra = json.loads(metadata.get("extra", "{}"))
         saved = extra.get("config", {})
