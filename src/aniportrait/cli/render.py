@@ -53,8 +53,8 @@ from aniportrait.config import FRAME_PRECISIONS, MAX_FPS, MAX_N_INTERVAL, PRECIS
 @click.option(
     "--sr-precision",
     type=click.Choice(PRECISIONS),
-    help="Arithmetic of the per-identity super-resolution; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs."
-    + CHECKPOINT_DEFAULT.format("fp32"),
+    help="Arithmetic of the per-identity super-resolution; bf16 is ~2x faster on CPUs with AVX512-BF16 and on GPUs "
+    "(a model with field textures, such as the built-in default, has none)." + CHECKPOINT_DEFAULT.format("fp32"),
 )
 @click.option(
     "--sampling",

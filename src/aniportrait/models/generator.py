@@ -60,7 +60,7 @@ class Identity:
     z_noise: Tensor  # [B, z_noise_dim]
     betas: Tensor  # [B, 10] SMPL shape
     lr_textures: Tensor  # [B * M, 4, H, W] RGB + alpha of each manifold (row 0 = lowest y)
-    hr_textures: Tensor  # [B * M, 4, 4H, 4W] super-resolved RGB + alpha, after the sigmoid
+    hr_textures: Tensor  # [B * M, 4, 4H, 4W] super-resolved RGB + alpha, after the sigmoid (or the field's own)
 
     @property
     def batch(self) -> int:
@@ -259,7 +259,8 @@ class AniPortraitGenerator(nn.Module):
         impl: Impl = "auto",
         sr_precision: str = DEFAULT_RENDERING.sr_precision,
     ) -> Identity:
-        """Manifold super-resolution (the release's ``manifold_sr``), run once per identity.
+        """Manifold super-resolution (the release's ``manifold_sr``), run once per identity: the low- and
+        high-resolution textures of each identity.
 
         Args:
             z_id: [B, z_id_dim], z_noise: [B, z_noise_dim], betas: [B, 10].
@@ -268,7 +269,8 @@ class AniPortraitGenerator(nn.Module):
                 generator's own ``id_bank``).
             sr_precision: ``"fp32"``, or ``"bf16"`` to run the super-resolution network under bfloat16 autocast
                 (faster on CPUs with AVX512-BF16 or AMX and on GPUs; the README's Performance section gives the
-                measured speed and frame error).
+                measured speed and frame error). A ``field_hr_textures`` model runs no super-resolution: its
+                high-resolution textures are RadianceNet at the fine texels, in fp32.
 
         Returns:
             The :class:`Identity` cache.
