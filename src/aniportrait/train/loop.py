@@ -176,16 +176,14 @@ def _load_generator_weights(G: AniPortraitGenerator, state: dict[str, torch.Tens
         raise RuntimeError(f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}")
 
 
-def _changed_generator_settings(source: object, config: GeneratorConfig) -> str:
-    """``"name old -> new, ..."`` for each generator setting a training state's saved config (its ``generator``
-    section) sets differently from ``config``; settings the source predates count at their defaults. Empty when
-    nothing differs or the saved section cannot be read (the weights' check still applies)."""
-    try:
-        before = dataclasses.asdict(GeneratorConfig.from_dict(source))
-    except (TypeError, ValueError, AttributeError):
+def _settings_note(source: GeneratorConfig | None, config: GeneratorConfig) -> str:
+    """``"; generator settings changed: name old -> new, ..."`` for each generator setting ``config`` sets differently
+    from the source's; empty when none does or the source's config is unknown (the weights' check still applies)."""
+    if source is None:
         return ""
-    after = dataclasses.asdict(config)
-    return ", ".join(f"{key} {before[key]} -> {value}" for key, value in after.items() if before[key] != value)
+    before, after = dataclasses.asdict(source), dataclasses.asdict(config)
+    changed = [f"{key} {before[key]} -> {value}" for key, value in after.items() if before[key] != value]
+    return f"; generator settings changed: {', '.join(changed)}" if changed else ""
 
 
 def _seeded(*keys: int) -> torch.Generator:
@@ -380,10 +378,7 @@ class Trainer:
                 raise RunFolderError(
                     f"{path}: its generator differs from this run's ({self.cfg.model}: {err})"
                 ) from None
-            self._init_note = f"init from {path}: generator"
-            changed = _changed_generator_settings(dataclasses.asdict(source.config), self.G.config)
-            if changed:
-                self._init_note += f"; generator settings changed: {changed}"
+            self._init_note = f"init from {path}: generator" + _settings_note(source.config, self.G.config)
             return
         extra = json.loads(metadata.get("extra", "{}"))
         saved = extra.get("config", {})
@@ -407,10 +402,12 @@ class Trainer:
                 probe = torch.optim.Adam(self.D.parameters())
                 load_training_state(path, modules={}, optimizers={"D": probe})
                 self._init_d_state = probe.state_dict()
+        try:  # settings the source predates count at their defaults
+            source_config = GeneratorConfig.from_dict(saved.get("generator"))
+        except (TypeError, ValueError, AttributeError):
+            source_config = None
         self._init_note = f"init from {path}: generator (stage {source_stage}), discriminator tensors {loaded}/{total}"
-        changed = _changed_generator_settings(saved.get("generator"), self.G.config)
-        if changed:
-            self._init_note += f"; generator settings changed: {changed}"
+        self._init_note += _settings_note(source_config, self.G.config)
 
     # -- data -------------------------------------------------------------------------------------------------------
 
