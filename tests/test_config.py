@@ -61,6 +61,22 @@ def test_expression_gate_fields_are_validated_and_travel_in_json():
         dataclasses.replace(SMALL, smoother_spatial_kernel=4)
 
 
+def test_the_expression_depth_gate_is_validated_and_travels_in_json():
+    assert SSHQ512.depth_gate is None and SMALL.depth_gate is None  # neither preset has one
+    gated = dataclasses.replace(SMALL, expression_gate_depth_low=-0.04, expression_gate_depth_high=-0.025)
+    assert gated.depth_gate == (-0.04, -0.025)
+    assert GeneratorConfig.from_json(gated.to_json()) == gated
+    assert AniPortraitGenerator(
+        dataclasses.replace(TINY, expression_gate_depth_low=-0.04, expression_gate_depth_high=-0.025)
+    ).deform_net.depth_gate == (
+        -0.04,
+        -0.025,
+    )
+    for low, high in ((-0.02, -0.04), (-0.03, -0.03), (float("nan"), 0.0), (-0.04, float("inf"))):
+        with pytest.raises(ValueError, match="expression_gate_depth_low"):
+            dataclasses.replace(SMALL, expression_gate_depth_low=low, expression_gate_depth_high=high)
+
+
 def test_noise_input_scale_is_validated_and_travels_in_json():
     assert SSHQ512.noise_input_scale == 1.0  # the release feeds z_noise as drawn
     scaled = dataclasses.replace(SMALL, noise_input_scale=0.1)

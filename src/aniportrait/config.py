@@ -74,6 +74,12 @@ class GeneratorConfig:
     # Tilt of that gate (0: a level boundary): the height it compares is y - slope * |x|, so the boundary falls
     # towards the sides and the shoulders, which rise beside the neck to the height of the open jaw, stay below it.
     expression_gate_slope: float = 0.0
+    # Depth gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
+    # displacement is also scaled by a smoothstep of the canonical depth z (towards the face's front), 0 behind
+    # ``expression_gate_depth_low`` and 1 in front of ``expression_gate_depth_high``: the expression can move the
+    # face, never the back or the sides of the head (its outline from the front).
+    expression_gate_depth_low: float = 0.0
+    expression_gate_depth_high: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hr_img_size != 4 * self.lr_img_size:
@@ -97,12 +103,23 @@ class GeneratorConfig:
             raise ValueError(f"expression_gate_low must be below expression_gate_high (or both 0), got {gate}")
         if not (math.isfinite(self.expression_gate_slope) and 0 <= self.expression_gate_slope <= 10):
             raise ValueError(f"expression_gate_slope must be in [0, 10], got {self.expression_gate_slope}")
+        depth = (self.expression_gate_depth_low, self.expression_gate_depth_high)
+        if not all(math.isfinite(v) for v in depth) or (depth != (0.0, 0.0) and not depth[0] < depth[1]):
+            raise ValueError(
+                f"expression_gate_depth_low must be below expression_gate_depth_high (or both 0), got {depth}"
+            )
 
     @property
     def neck_gate(self) -> tuple[float, float, float] | None:
         """DeformNet's ``(low, high, slope)`` neck gate, or None where the config has none."""
         low, high = self.expression_gate_low, self.expression_gate_high
         return (low, high, self.expression_gate_slope) if high > low else None
+
+    @property
+    def depth_gate(self) -> tuple[float, float] | None:
+        """DeformNet's ``(low, high)`` depth gate, or None where the config has none."""
+        low, high = self.expression_gate_depth_low, self.expression_gate_depth_high
+        return (low, high) if high > low else None
 
     @property
     def z_dim(self) -> int:

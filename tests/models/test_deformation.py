@@ -1,5 +1,5 @@
-"""DeformNet against a release-style reference: zero init, the forward formula, units, and the neck gate (CPU, tiny
-config)."""
+"""DeformNet against a release-style reference: zero init, the forward formula, units, and the neck and depth gates
+(CPU, tiny config)."""
 
 import pytest
 import torch
@@ -115,3 +115,36 @@ def test_a_sloped_neck_gate_compares_the_height_less_slope_times_the_side_offset
     torch.testing.assert_close(d_sloped, d_plain * neck_gate_weight(height, low, high))
     with pytest.raises(ValueError, match="low < high"):
         DeformNet(**TINY_DEFORM, neck_gate=(low, high, slope, 1.0))
+
+
+def test_a_depth_gate_keeps_the_back_and_sides_of_the_head_still():
+    """With a depth gate, d is the ungated net's d times a smoothstep of the depth z: 0 behind ``low`` (the back and
+    the sides of the head), unchanged in front of ``high`` (the face), multiplied with the neck gate where both are
+    set; gradients reach the net through the face's points only."""
+    low, high = -0.04, -0.025
+    torch.manual_seed(0)
+    plain = DeformNet(**TINY_DEFORM)
+    randomize_(plain.final_layer, std=0.1)
+    depth = DeformNet(**TINY_DEFORM, depth_gate=(low, high))
+    both = DeformNet(**TINY_DEFORM, neck_gate=(-0.16, -0.125, 0.5), depth_gate=(low, high))
+    for net in (depth, both):
+        net.load_state_dict(plain.state_dict())
+    assert plain.depth_gate is None and depth.depth_gate == (low, high)
+    freq, phase = plain.mapping(torch.randn(1, 12))
+    x = torch.rand(1, 201, 3) * 0.3 - 0.15
+    x[0, :3] = torch.tensor([[0.0, 0.0, 0.03], [0.0, 0.05, -0.1], [0.08, 0.0, -0.05]])  # mouth, crown's back, side
+    _, d_plain = plain(x, freq, phase)
+    _, d_depth = depth(x, freq, phase)
+    _, d_both = both(x, freq, phase)
+    assert torch.equal(d_depth[0, 0], d_plain[0, 0]) and d_plain[0, 0].abs().max() > 1e-3
+    assert torch.equal(d_depth[0, 1:3], torch.zeros_like(d_depth[0, 1:3]))
+    torch.testing.assert_close(d_depth, d_plain * neck_gate_weight(x[..., 2:3], low, high))
+    height = x[..., 1:2] - 0.5 * x[..., 0:1].abs()
+    torch.testing.assert_close(d_both, d_depth * neck_gate_weight(height, -0.16, -0.125))
+    behind = x.clone()
+    behind[..., 2] = low - 0.01
+    depth(behind, freq, phase)[1].square().sum().backward()
+    assert depth.final_layer.weight.grad is None or depth.final_layer.weight.grad.abs().max() == 0
+    for bad in ((high, low), (low, low), (low, high, 0.5)):
+        with pytest.raises(ValueError, match="low < high"):
+            DeformNet(**TINY_DEFORM, depth_gate=bad)

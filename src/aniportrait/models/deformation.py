@@ -41,6 +41,10 @@ class DeformNet(nn.Module):
             never the torso. A positive slope tilts the boundary down towards the sides, a V under the chin, so that
             the shoulders, which rise to the neck's height beside it, stay below the gate while the jaw stays
             above it.
+        depth_gate: ``(low, high)`` canonical depths (z, towards the face's front, unwarped units), or None (the
+            release: no gate). With a gate, d is also scaled by a smoothstep of the point's depth, 0 at and behind
+            ``low`` and 1 at and in front of ``high``: the expression can move the face, never the back of the head,
+            its sides (the outline seen from the front) or the crown behind the hairline.
     """
 
     def __init__(
@@ -52,12 +56,16 @@ class DeformNet(nn.Module):
         num_layers: int = 3,
         mapping_hidden_dim: int = 128,
         neck_gate: tuple[float, ...] | None = None,
+        depth_gate: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         if input_dim < DEFORM_DIM or output_dim < DEFORM_DIM:
             raise ValueError(f"DeformNet needs input_dim and output_dim >= 3, got {input_dim}, {output_dim}")
         if neck_gate is not None and not (len(neck_gate) in (2, 3) and neck_gate[0] < neck_gate[1]):
             raise ValueError(f"neck_gate needs (low, high[, slope]) with low < high, got {neck_gate}")
+        if depth_gate is not None and not (len(depth_gate) == 2 and depth_gate[0] < depth_gate[1]):
+            raise ValueError(f"depth_gate needs (low, high) with low < high, got {depth_gate}")
+        self.depth_gate = None if depth_gate is None else tuple(depth_gate)
         self.neck_gate = None if neck_gate is None else (*neck_gate[:2], neck_gate[2] if len(neck_gate) == 3 else 0.0)
         self.hidden_dim = hidden_dim
         self.network = film_layers(input_dim, hidden_dim, num_layers)
@@ -108,10 +116,13 @@ class DeformNet(nn.Module):
             low, high, slope = self.neck_gate
             height = x_can[..., 1:2] if slope == 0 else x_can[..., 1:2] - slope * x_can[..., 0:1].abs()
             d = d * neck_gate_weight(height, low, high).to(d.dtype)
+        if self.depth_gate is not None:
+            d = d * neck_gate_weight(x_can[..., 2:3], *self.depth_gate).to(d.dtype)
         return x_warped + d, d
 
 
 def neck_gate_weight(height: Tensor, low: float, high: float) -> Tensor:
-    """Smoothstep of canonical height: 0 at and below ``low``, 1 at and above ``high``, C1 in between."""
+    """Smoothstep of a canonical coordinate (the gates' height or depth): 0 at and below ``low``, 1 at and above
+    ``high``, C1 in between."""
     t = ((height - low) / (high - low)).clamp(0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)

@@ -193,6 +193,7 @@ class AniPortraitGenerator(nn.Module):
             z_dim=config.z_id_dim + config.z_exp_dim,
             mapping_hidden_dim=config.deform_hidden_dim,
             neck_gate=config.neck_gate,
+            depth_gate=config.depth_gate,
         )
         self.sr_net = StyleRRDBNet(
             in_nc=4 + config.feature_dim,
