@@ -3,8 +3,9 @@
 For identities 0-3 of a checkpoint (the built-in default by default), DeformNet runs on the canonical (mean-pose,
 mean-shape) body vertices with a neutral expression and with one coefficient set; reported is the mean norm of the
 displacement change on face vertices (the top 0.2 of the body's height, in front of z = -0.02), on the crown (the
-top 0.05, the head's outline from the front) and on torso vertices (more than 0.45 below the top), in DeformNet's
-warped units. The 3DMM teacher wants zero on the torso and the crown.
+top 0.05, the head's outline from the front), on the head's back and sides (the top 0.3, behind z = -0.03: the
+3DMM face lies in front of z = -0.025) and on torso vertices (more than 0.45 below the top), in DeformNet's warped
+units. The 3DMM teacher wants zero on the torso, the back and sides, and the crown (but for its brows' coefficient).
 
     python docs/default_model/expression_displacement.py [--checkpoint FILE] [--json OUT]
 """
@@ -42,6 +43,7 @@ def main() -> None:
     regions = {
         "face": (height > height.max() - 0.2) & (verts[:, 2] > -0.02),
         "crown": height > height.max() - 0.05,
+        "back and sides": (height > height.max() - 0.3) & (verts[:, 2] < -0.03),
         "torso": height < height.max() - 0.45,
     }
     seeds = [0, 1, 2, 3]

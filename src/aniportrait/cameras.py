@@ -91,15 +91,31 @@ def portrait_rays(
 
 
 def orthogonal_rays(
-    resolution: int, num_samples: int, *, batch: int = 1, device=None, dtype=torch.float32
+    resolution: int,
+    num_samples: int,
+    *,
+    batch: int = 1,
+    device=None,
+    dtype=torch.float32,
+    lookup_side: int | None = None,
 ) -> torch.Tensor:
     """The canonical grid of manifold super-resolution, [batch, H*W, S, 3].
 
     Column j has x = linspace(-SAMPLE_SCALE, SAMPLE_SCALE, W)[j]; row i has
     y = SAMPLE_CENTER + linspace(-SAMPLE_SCALE, SAMPLE_SCALE, H)[i] (row 0 is the LOWEST y, unlike images);
     samples run from z = 0.2 (front) to z = -0.2 (back).
+
+    Textures are looked up with ``align_corners=False`` although their texels are laid out this way (the release's
+    half-texel quirk), so a side-N texture shows the field at N / (N - 1) times the looked-up point's offset from the
+    box's centre. With ``lookup_side`` N (and a different ``resolution``), the texels are placed instead where a
+    side-N texture's lookup reads: ``N / (N - 1) * SAMPLE_SCALE * ((2 j + 1) / resolution - 1)``, so the finer
+    texture shows the same figure as the side-N one, only sharper (``resolution == N`` gives the linspace itself).
     """
-    side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
+    if lookup_side is None or lookup_side == resolution:
+        side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
+    else:
+        j = torch.arange(resolution, device=device, dtype=dtype)
+        side = lookup_side / (lookup_side - 1) * constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
     y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
     t = torch.linspace(constants.ORTHO_T_NEAR, constants.ORTHO_T_FAR, num_samples, device=device, dtype=dtype)
     z = constants.ORTHO_ORIGIN_Z - t

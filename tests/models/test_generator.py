@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aniportrait import constants
 from aniportrait.cameras import portrait_rays
@@ -182,12 +183,37 @@ def test_field_hr_textures_hold_detail_finer_than_a_low_resolution_texel(body, m
     lr, hr = TINY.lr_img_size, TINY.hr_img_size
     assert float(out["image_lr"][0, 0, lr // 4 : 3 * lr // 4, lr // 4 : 3 * lr // 4].std()) < 0.05
     assert float(out["image"][0, 0, hr // 4 : 3 * hr // 4, hr // 4 : 3 * hr // 4].std()) > 0.3
-    # The textures are the field sampled on the finer grid over the same box: the corner texels are shared.
     z_id, z_noise, _ = sample_identity_latents(TINY, [0])
     fine, _ = generator.manifold_textures(z_id, z_noise, psi=0.7, impl="ref", side=hr)
     assert torch.equal(identity.hr_textures, fine[:, :4])
-    for i, j in ((0, 0), (-1, -1), (0, -1)):
-        assert_close(identity.hr_textures[..., i, j], identity.lr_textures[..., i, j], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_field_hr_textures_show_the_figure_the_low_resolution_lookup_shows(monkeypatch):
+    """Textures are looked up with align_corners=False over linspace-laid texels (the release's quirk), which scales
+    a side-N texture's content by N / (N - 1) about the box's centre. The fine textures are laid out where the
+    coarse lookup reads, so for a field linear in x and y both lookups give the same colour at every point (on the
+    linspace layout they would differ by the two sides' scales, about 5% of the offset here)."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    init_planar_manifolds(generator)
+
+    def ramps(points, freq, phase, view_dir):
+        rgb = torch.stack([0.5 + points[..., 0], 0.5 + points[..., 1], 0.5 - points[..., 0]], dim=-1)
+        sigma = torch.full_like(points[..., :1], 1e4)
+        return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
+
+    monkeypatch.setattr(generator.radiance_net, "features", ramps)
+    z_id, z_noise, _ = sample_identity_latents(TINY, [0])
+    coarse = generator.manifold_textures(z_id, z_noise, impl="ref")[0][:, :3]
+    fine = generator.manifold_textures(z_id, z_noise, impl="ref", side=TINY.hr_img_size)[0][:, :3]
+    assert fine.shape[-1] == 4 * coarse.shape[-1]
+    uv = (torch.rand(1, 1, 500, 2, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8).expand(
+        coarse.shape[0], -1, -1, -1
+    )
+    read = [F.grid_sample(t, uv, mode="bilinear", align_corners=False) for t in (coarse, fine)]
+    assert_close(read[1], read[0], atol=1e-5, rtol=0)
+    assert float((read[0] - 0.5).abs().max()) > 0.1  # the ramps vary over the points read
 
 
 @torch.no_grad()

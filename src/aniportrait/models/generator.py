@@ -354,10 +354,13 @@ class AniPortraitGenerator(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The texels' canonical points: orthogonal rays through the canonical texture box (``res`` per side,
         default ``lr_img_size``) intersected with the manifolds (two-sided rule) -> hits [batch, res * res * M, 3]
-        (canonical units), valid [batch, res * res, M]."""
+        (canonical units), valid [batch, res * res, M]. A finer side is laid out where the low-resolution textures'
+        lookup reads (``orthogonal_rays``' ``lookup_side``): the fine textures show the figure that stage 1 trained
+        through the coarse ones."""
         S, M = self.config.num_samples, self.config.num_manifolds
-        res = self.config.lr_img_size if res is None else res
-        grid_w = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype) * constants.WARP_SCALE
+        lr = self.config.lr_img_size
+        res = lr if res is None else res
+        grid_w = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr) * constants.WARP_SCALE
         s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
         hits_w, valid = ops.manifold_intersect(
             s, grid_w, self.levels.to(dtype), two_sided=True, min_step=constants.MIN_STEP, impl=impl
