@@ -58,9 +58,15 @@ def test_the_trained_default_ships_inside_the_package_and_is_small():
     assert os.path.isfile(card)
 
 
-# The small preset's sizes with the four generator settings its recipe adds (docs/default_model/train.sh).
+# The small preset's sizes with the generator settings its recipe adds (docs/default_model/train.sh).
 DEFAULT_CONFIG = dataclasses.replace(
-    SMALL, mean_shape_canonical=True, color_modulation=True, field_hr_textures=True, expression_gate_slope=0.5
+    SMALL,
+    mean_shape_canonical=True,
+    color_modulation=True,
+    field_hr_textures=True,
+    expression_gate_slope=0.5,
+    expression_gate_depth_low=-0.04,
+    expression_gate_depth_high=-0.025,
 )
 
 
@@ -94,9 +100,11 @@ def test_each_control_acts_where_it_names(default):
     """From the front, one control at a time (two seeds): the camera turns the figure; raised shoulders change the
     bottom quarter at least three times as much as the upper half; head yaw changes the upper half (the face) at
     least twice as much as the bottom quarter; an open mouth changes the upper half at least three times as much as
-    the bottom quarter (the targets the model was trained for). Measured on this model (MODEL_CARD.md,
-    control_response.json, eight seeds): head yaw 8.7x, the mouth 14x over the eight seeds' mean changes; seed by
-    seed the mouth gives 3.3x to 26x, seeds 0 and 1 21x and 18x, head yaw 5.3x to 24x."""
+    the bottom quarter (the targets the model was trained for), and changes the mouth's rows (the fifth and sixth
+    eighths of the height, where the synthetic world's mouth is) most. Measured on this model (MODEL_CARD.md,
+    control_response.json, eight seeds): head yaw 7.9x, the mouth 7.0x over the eight seeds' mean changes; seed by
+    seed the mouth gives 3.3x to 8.5x (seeds 0 and 1: 8.3x and 8.2x; upper half 0.0028 and 0.0036, the mouth's rows
+    0.0103 and 0.0106)."""
     generator, _, body = default
     head, shoulders, mouth = torch.zeros(6, 3), torch.zeros(6, 3), torch.zeros(64)
     head[3, 1] = 0.5  # joint 15 (pose row 3), ZYX angles: index 1 turns about y
@@ -116,4 +124,6 @@ def test_each_control_acts_where_it_names(default):
         raised = render(generator, body, seed, pose=shoulders)
         assert change(raised, bottom) > 0.02 and change(raised, bottom) > 3 * change(raised, top), seed
         opened = render(generator, body, seed, expression=mouth)
-        assert change(opened, top) > 0.003 and change(opened, top) > 3 * change(opened, bottom), seed
+        assert change(opened, top) > 0.001 and change(opened, top) > 3 * change(opened, bottom), seed
+        mouth_rows = slice(side // 2, side - side // 4)
+        assert change(opened, mouth_rows) > 0.005 and change(opened, mouth_rows) > change(opened, top), seed

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The built-in default's whole recipe, as it was run: the synthetic data, stage 1, a continuation with colour
-# modulation, and a last continuation with the sloped neck gate and the field's own high-resolution textures.
+# modulation, a continuation with the sloped neck gate and the field's own high-resolution textures, and a last one
+# with the depth gate that keeps the expression off the back and sides of the head.
 #
 #   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
 #
-# About 2 hours on a 2-core CPU (the model card gives the measured times). Each run can be stopped and
-# continued with `aniportrait train --data OUT/data --out OUT/RUN --resume`. The result is OUT/s1c/generator.safetensors.
+# About 2 hours 20 minutes on a 2-core CPU (the model card gives the measured times). Each run can be stopped and
+# continued with `aniportrait train --data OUT/data --out OUT/RUN --resume`. The result is OUT/s1d/generator.safetensors.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
@@ -29,3 +30,9 @@ aniportrait train --data "$OUT/data" --out "$OUT/s1b" --config small $MEAN_SHAPE
 aniportrait train --data "$OUT/data" --out "$OUT/s1c" --config small $MEAN_SHAPE $MODULATION $CONTINUE \
     --set generator.expression_gate_slope=0.5 --set generator.field_hr_textures=true \
     --set deform_prior_steps=500 --set recon_steps=1000 --init-from "$OUT/s1b" --quiet
+# Continued with the depth gate (the expression's displacement 0 behind canonical z = -0.04, 1 in front of -0.025,
+# where the 3DMM face lies): the deformation warm-up again (300 steps), then 1,000 more reconstruction steps.
+aniportrait train --data "$OUT/data" --out "$OUT/s1d" --config small $MEAN_SHAPE $MODULATION $CONTINUE \
+    --set generator.expression_gate_slope=0.5 --set generator.field_hr_textures=true \
+    --set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
+    --set deform_prior_steps=300 --set recon_steps=1000 --init-from "$OUT/s1c" --quiet
