@@ -98,6 +98,7 @@ def orthogonal_rays(
     device=None,
     dtype=torch.float32,
     lookup_side: int | None = None,
+    offset: tuple[float, float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The canonical grid of manifold super-resolution, [batch, H*W, S, 3].
 
@@ -110,13 +111,21 @@ def orthogonal_rays(
     box's centre. With ``lookup_side`` N (and a different ``resolution``), the texels are placed instead where a
     side-N texture's lookup reads: ``N / (N - 1) * SAMPLE_SCALE * ((2 j + 1) / resolution - 1)``, so the finer
     texture shows the same figure as the side-N one, only sharper (``resolution == N`` gives the linspace itself).
+    ``offset`` = (dx, dy) moves every texel by that fraction of the texel spacing (training's texel jitter).
     """
     if lookup_side is None or lookup_side == resolution:
         side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
     else:
         j = torch.arange(resolution, device=device, dtype=dtype)
         side = lookup_side / (lookup_side - 1) * constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
-    y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
+    if offset is None:
+        y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
+    else:
+        offset = torch.as_tensor(offset, device=device, dtype=dtype)
+        spacing = side[1] - side[0]
+        y, x = torch.meshgrid(
+            side + offset[1] * spacing + constants.SAMPLE_CENTER, side + offset[0] * spacing, indexing="ij"
+        )
     t = torch.linspace(constants.ORTHO_T_NEAR, constants.ORTHO_T_FAR, num_samples, device=device, dtype=dtype)
     z = constants.ORTHO_ORIGIN_Z - t
     grid = torch.stack(

@@ -217,6 +217,38 @@ def test_field_hr_textures_show_the_figure_the_low_resolution_lookup_shows(monke
 
 
 @torch.no_grad()
+def test_a_texel_offset_moves_the_texels_and_the_lookup_together(body, monkeypatch):
+    """Training's texel jitter: textures laid out a fraction of a texel off the grid sample the field at other
+    points, and the lookup moves with them, so a field linear in x and y renders the same portrait; stage 2 refuses
+    an offset."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(TINY).eval()
+    init_planar_manifolds(generator)
+
+    def ramps(points, freq, phase, view_dir):
+        rgb = torch.stack([0.5 + points[..., 0], 0.5 + points[..., 1], 0.5 - points[..., 0]], dim=-1)
+        sigma = torch.full_like(points[..., :1], 1e4)
+        return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
+
+    monkeypatch.setattr(generator.radiance_net, "features", ramps)
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0])
+    offset = torch.tensor([0.3, -0.4])
+    plain = generator.manifold_textures(z_id, z_noise, impl="ref")[0]
+    moved = generator.manifold_textures(z_id, z_noise, impl="ref", texel_offset=offset)[0]
+    assert (moved - plain)[:, :3].abs().max() > 1e-3  # other points of the field
+    camera, pose, expression = _controls(1, yaw=0.2)
+    args = (body, z_id, z_noise, betas, expression, camera, pose)
+    out = generator.render_train(*args, face_size=16, impl="ref")
+    jittered = generator.render_train(*args, face_size=16, impl="ref", texel_offset=offset)
+    # Inside the box: at its edges the lookup clamps to the edge texels, which the offset moves.
+    inner = (..., slice(2, -2), slice(2, -2))
+    assert_close(jittered["image"][inner], out["image"][inner], atol=1e-5, rtol=0)
+    assert float((out["image"][inner] - 1).abs().max()) > 0.2  # the figure covers part of the frame
+    with pytest.raises(ValueError, match="stage 1"):
+        generator.render_train(*args, face_size=64, stage=2, impl="ref", texel_offset=offset)
+
+
+@torch.no_grad()
 def test_field_hr_textures_leave_the_super_resolved_path_alone(generator, body):
     """The flag changes only where the high-resolution textures come from: the LR frame is the same."""
     field = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()

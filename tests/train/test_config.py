@@ -64,6 +64,13 @@ def test_stage_two_of_a_generator_without_super_resolution_is_refused(dataset, t
     assert not (tmp_path / "run").exists()
 
 
+def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
+    result = train("--data", dataset, "--out", tmp_path / "run", "--set", "stage=2", "--set", "texel_jitter=true")
+    assert result.exit_code == 2, result.output
+    assert "texel_jitter" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_round_trips_through_json():
     config = TrainConfig(lr_g=3e-5, batch_size=2, **{k: v for k, v in FAST.items() if k != "batch_size"})
     assert TrainConfig.from_json(config.to_json()) == config

@@ -233,6 +233,42 @@ def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, 
     assert torch.equal(noises_again, noises[:3]) and again == errors[:3]
 
 
+def test_texel_jitter_gives_each_reconstruction_render_its_own_texel_offset(dataset, tmp_path):
+    """``texel_jitter``: every render of the fit gets a texel offset in [-0.5, 0.5]^2, drawn from the seed (a rerun
+    draws the same ones); the GAN's fake labels carry one too; without it no render gets one."""
+    config = TrainConfig(total_steps=1, recon_codes="prior", texel_jitter=True, **FAST)
+
+    def offsets(run, steps, cfg):
+        trainer = Trainer(cfg, dataset, tmp_path / run, progress=False)
+        seen = []
+
+        def render(labels):
+            seen.append(labels.get("texel_offset"))
+            return trainer.render(trainer.G, labels)
+
+        fit_generator_to_images(
+            trainer.G,
+            trainer.g_params,
+            render,
+            trainer.reconstruction_images(),
+            steps,
+            seed=0,
+            cfg=cfg,
+            regularisers=lambda labels, out, rng: {},
+        )
+        return seen, trainer
+
+    seen, trainer = offsets("a", 4, config)
+    drawn = torch.stack(seen)
+    assert drawn.shape == (4, 2) and drawn.abs().max() <= 0.5 and len({tuple(o.tolist()) for o in drawn}) == 4
+    again, _ = offsets("b", 4, config)
+    assert torch.equal(torch.stack(again), drawn)
+    fake = trainer.fake_labels(3)["texel_offset"]
+    assert fake.shape == (2,) and fake.abs().max() <= 0.5
+    plain, plain_trainer = offsets("c", 2, TrainConfig(total_steps=1, recon_codes="prior", **FAST))
+    assert plain == [None, None] and "texel_offset" not in plain_trainer.fake_labels(3)
+
+
 def test_the_face_weight_scales_the_face_views_share_of_the_error(dataset, tmp_path):
     """The reconstruction error is the portrait's L1 plus ``recon_face_weight`` times the face view's."""
     first = {}

@@ -320,12 +320,15 @@ class AniPortraitGenerator(nn.Module):
         impl: Impl = "auto",
         codes: tuple[Tensor, Tensor, Tensor] | None = None,
         side: int | None = None,
+        texel_offset: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The low-resolution manifold textures and the SR style of identities (differentiable; used in training).
 
         ``codes`` = (freq, phase, style) from :meth:`identity_codes` skips the mapping networks (``psi`` and
         ``id_bank`` are then ignored). ``side`` samples the field at a finer texel grid over the same box (default
-        ``lr_img_size``; ``hr_img_size`` gives the textures of ``field_hr_textures``).
+        ``lr_img_size``; ``hr_img_size`` gives the textures of ``field_hr_textures``). ``texel_offset`` [2] moves
+        every texel by that fraction of a texel in x and y (training's texel jitter; :meth:`_composite` takes the same
+        offset so that a lookup reads the same canonical point).
 
         Returns:
             lr_features [B * M, 4 + F, side, side] (RGB, alpha, features; row 0 = lowest y) and style [B, style_dim].
@@ -336,8 +339,8 @@ class AniPortraitGenerator(nn.Module):
         device, dtype = z_id.device, torch.promote_types(z_id.dtype, z_noise.dtype)
         freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
-        if torch.is_grad_enabled():
-            hits, valid = self._orthogonal_intersections(B, device, dtype, impl, res)
+        if torch.is_grad_enabled() or texel_offset is not None:
+            hits, valid = self._orthogonal_intersections(B, device, dtype, impl, res, texel_offset)
         else:
             hits, valid = self.texture_intersections(device, dtype, impl, res)
             hits, valid = hits.expand(B, -1, -1), valid.expand(B, -1, -1)
@@ -350,7 +353,7 @@ class AniPortraitGenerator(nn.Module):
         return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
 
     def _orthogonal_intersections(
-        self, batch: int, device, dtype, impl: Impl, res: int | None = None
+        self, batch: int, device, dtype, impl: Impl, res: int | None = None, offset: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """The texels' canonical points: orthogonal rays through the canonical texture box (``res`` per side,
         default ``lr_img_size``) intersected with the manifolds (two-sided rule) -> hits [batch, res * res * M, 3]
@@ -360,7 +363,8 @@ class AniPortraitGenerator(nn.Module):
         S, M = self.config.num_samples, self.config.num_manifolds
         lr = self.config.lr_img_size
         res = lr if res is None else res
-        grid_w = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr) * constants.WARP_SCALE
+        grid = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr, offset=offset)
+        grid_w = grid * constants.WARP_SCALE
         s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
         hits_w, valid = ops.manifold_intersect(
             s, grid_w, self.levels.to(dtype), two_sided=True, min_step=constants.MIN_STEP, impl=impl
@@ -672,6 +676,7 @@ class AniPortraitGenerator(nn.Module):
         face_size: int,
         stage: int = 1,
         impl: Impl = "auto",
+        texel_offset: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
@@ -684,7 +689,10 @@ class AniPortraitGenerator(nn.Module):
         the portrait's textures: the face view has about twice the portrait's sampling density, and a texture
         lookup would cap its detail at one texel (the point of the dual camera is to supervise the face at its own
         resolution). In stage 2 it reads the super-resolved textures, like the portrait. The body is skinned once
-        for both views.
+        for both views. ``texel_offset`` [2] (stage 1 only) lays the portrait's texels out that fraction of a texel
+        off the grid in x and y and reads them back at the same canonical points: drawn afresh each step (training's
+        ``texel_jitter``), the field is fitted between the grid's texels too, which the full-size textures of
+        ``field_hr_textures`` sample.
 
         Returns:
             ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
@@ -704,8 +712,10 @@ class AniPortraitGenerator(nn.Module):
                 f"face_size {face_size} does not fit stage {stage}: it must be a multiple of {scale * cfg.knn_stride} "
                 f"and exceed {scale * cfg.knn_stride * (cfg.smoother_spatial_kernel // 2)} (the smoother's padding)"
             )
+        if texel_offset is not None and stage != 1:
+            raise ValueError("texel_offset is for stage 1 (the low-resolution textures) only")
         codes = self.identity_codes(z_id, z_noise)
-        lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
+        lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, texel_offset=texel_offset)
         if stage == 1:
             textures = lr_features[:, :4]
         elif cfg.field_hr_textures:
@@ -722,7 +732,7 @@ class AniPortraitGenerator(nn.Module):
             else:
                 if stage == 2:
                     hits, valid = upsample_hits(hits, valid)
-                color, _, _ = self._composite(textures, hits, valid, origin, impl)
+                color, _, _ = self._composite(textures, hits, valid, origin, impl, texel_offset)
             side = math.isqrt(color.shape[1])
             return color.reshape(B, side, side, 3).permute(0, 3, 1, 2), samples, found
 
@@ -766,11 +776,18 @@ class AniPortraitGenerator(nn.Module):
         return 2 * color - 1, depth
 
     def _composite(
-        self, textures: Tensor, hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl
+        self,
+        textures: Tensor,
+        hits: Tensor,
+        valid: Tensor,
+        origin: Tensor,
+        impl: Impl,
+        texel_offset: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Look up each manifold's texture at its intersections and composite: pixels [B, P, 3], depth [B, P] (the
         distance of the canonical intersections from ``origin``, as the release measures depth) and the compositing
-        weights [B, P, M]."""
+        weights [B, P, M]. ``texel_offset``: the offset the textures' texels were laid out with
+        (:meth:`manifold_textures`); the lookup moves back by as much, so it reads the same canonical points."""
         B, P, M, _ = hits.shape
         # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
         # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
@@ -778,6 +795,8 @@ class AniPortraitGenerator(nn.Module):
             [hits[..., 0] / constants.SAMPLE_SCALE, (hits[..., 1] - constants.SAMPLE_CENTER) / constants.SAMPLE_SCALE],
             dim=-1,
         )  # [B, P, M, 2]
+        if texel_offset is not None:  # align_corners=False: one texel is 2 / side in uv
+            uv = uv - 2.0 * texel_offset.to(uv.dtype) / textures.shape[-1]
         grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
         rgba = F.grid_sample(textures.to(hits.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
         rgba = rgba.reshape(B, M, 4, P).permute(0, 3, 1, 2)  # [B, P, M, 4]

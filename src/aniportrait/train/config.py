@@ -61,6 +61,10 @@ class TrainConfig:
     recon_code_lr: float = 0.2  # their codes' learning rate: each code is updated only when its image is drawn
     recon_code_init: str = "random"  # their codes' start: N(0, I) draws, or "pca": the images' whitened components
     recon_code_sphere: bool = False  # keep each code at norm sqrt(z_noise_dim), where N(0, I) draws lie (GLO)
+    # [ours] stage 1: every render lays the portrait's texels out a random fraction of a texel off the grid (and reads
+    # them back at the same points), so that the field is fitted between the grid's texels too: the full-size
+    # textures of generator.field_hr_textures sample it there (docs/training/README.md, section 17)
+    texel_jitter: bool = False
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -125,6 +129,8 @@ class TrainConfig:
             above = hi is not None and (value >= hi if hi_open else value > hi)
             if below or above:
                 raise ConfigError(f"{key}={value} is out of range: it must be in {_describe(lo, hi, lo_open, hi_open)}")
+        if self.stage == 2 and self.texel_jitter:
+            raise ConfigError("texel_jitter moves the low-resolution texels of stage 1; set it only with stage=1")
         if self.stage == 2 and self.generator.field_hr_textures:
             raise ConfigError(
                 "stage=2 trains super-resolution, which a generator with field_hr_textures does not use; "

@@ -471,6 +471,8 @@ class Trainer:
             "camera": camera,
             "pose": pose,
         }
+        if self.cfg.texel_jitter:
+            labels["texel_offset"] = torch.rand(2, generator=g) - 0.5
         return {k: v.to(self.device) for k, v in labels.items()}
 
     def render(self, G: AniPortraitGenerator, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -485,6 +487,7 @@ class Trainer:
             face_size=self.face_size,
             stage=self.cfg.stage,
             impl=self.cfg.impl,
+            texel_offset=labels.get("texel_offset"),
         )
 
     # -- one step ---------------------------------------------------------------------------------------------------
@@ -665,6 +668,7 @@ class Trainer:
     def sample_grid(self) -> Path:
         """A PNG of the EMA generator's portraits and faces for fixed labels (rank 0)."""
         labels = self.fake_labels(0, TAG_SAMPLES)
+        labels.pop("texel_offset", None)  # the samples show the textures' own grid
         labels = {k: v[: min(SAMPLE_SEEDS, len(v))] for k, v in labels.items()}
         out = self.render(self.G_ema, labels)
         face = to_ray_grid(out["face"], out["image"].shape[-1])

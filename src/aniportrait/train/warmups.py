@@ -269,6 +269,8 @@ def fit_generator_to_images(
         labels = {k: images[k][rows] for k in label_keys}
         # "prior": a fresh N(0, I) draw, the noise a render gets, so the image must be read from the labels.
         labels["z_noise"] = codes[rows] if learned else torch.randn(len(rows), dim, generator=rng).to(device)
+        if cfg.texel_jitter:
+            labels["texel_offset"] = (torch.rand(2, generator=rng) - 0.5).to(device)
         out = render(labels)
         face_error = (out["face"] - images["face"][rows]).abs().mean()
         error = (out["image"] - images["image"][rows]).abs().mean() + cfg.recon_face_weight * face_error
