@@ -145,6 +145,13 @@ def _striped_field(period: float):
     return features
 
 
+def _ramp_field(points, freq, phase, view_dir):
+    """A RadianceNet stand-in: opaque everywhere, colour linear in canonical x and y (bilinear lookups are exact)."""
+    rgb = torch.stack([0.5 + points[..., 0], 0.5 + points[..., 1], 0.5 - points[..., 0]], dim=-1)
+    sigma = torch.full_like(points[..., :1], 1e4)
+    return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
+
+
 @torch.no_grad()
 def test_stage1_face_view_holds_detail_finer_than_a_portrait_texel(body, monkeypatch):
     """The face camera evaluates the field at its own intersections: stripes one texel apart, which the manifold
@@ -197,13 +204,7 @@ def test_field_hr_textures_show_the_figure_the_low_resolution_lookup_shows(monke
     torch.manual_seed(0)
     generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
     init_planar_manifolds(generator)
-
-    def ramps(points, freq, phase, view_dir):
-        rgb = torch.stack([0.5 + points[..., 0], 0.5 + points[..., 1], 0.5 - points[..., 0]], dim=-1)
-        sigma = torch.full_like(points[..., :1], 1e4)
-        return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
-
-    monkeypatch.setattr(generator.radiance_net, "features", ramps)
+    monkeypatch.setattr(generator.radiance_net, "features", _ramp_field)
     z_id, z_noise, _ = sample_identity_latents(TINY, [0])
     coarse = generator.manifold_textures(z_id, z_noise, impl="ref")[0][:, :3]
     fine = generator.manifold_textures(z_id, z_noise, impl="ref", side=TINY.hr_img_size)[0][:, :3]
@@ -224,13 +225,7 @@ def test_a_texel_offset_moves_the_texels_and_the_lookup_together(body, monkeypat
     torch.manual_seed(0)
     generator = AniPortraitGenerator(TINY).eval()
     init_planar_manifolds(generator)
-
-    def ramps(points, freq, phase, view_dir):
-        rgb = torch.stack([0.5 + points[..., 0], 0.5 + points[..., 1], 0.5 - points[..., 0]], dim=-1)
-        sigma = torch.full_like(points[..., :1], 1e4)
-        return rgb, sigma, torch.zeros(*points.shape[:-1], TINY.feature_dim)
-
-    monkeypatch.setattr(generator.radiance_net, "features", ramps)
+    monkeypatch.setattr(generator.radiance_net, "features", _ramp_field)
     z_id, z_noise, betas = sample_identity_latents(TINY, [0])
     offset = torch.tensor([0.3, -0.4])
     plain = generator.manifold_textures(z_id, z_noise, impl="ref")[0]

@@ -199,6 +199,28 @@ def test_reconstruction_fit_lowers_the_image_error_and_trains_the_stage_networks
     assert again == errors and all(torch.equal(weights[k], weights_again[k]) for k in weights)
 
 
+def fit_recording(trainer, config, steps, key):
+    """The reconstruction fit of ``trainer`` (seed 0, no regularisers): its errors, and ``labels.get(key)`` of each
+    render."""
+    seen = []
+
+    def render(labels):
+        seen.append(labels.get(key))
+        return trainer.render(trainer.G, labels)
+
+    errors = fit_generator_to_images(
+        trainer.G,
+        trainer.g_params,
+        render,
+        trainer.reconstruction_images(),
+        steps,
+        seed=0,
+        cfg=config,
+        regularisers=lambda labels, out, rng: {},
+    )
+    return errors, seen
+
+
 def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, tmp_path):
     """``recon_codes="prior"``: no code is learned; every render gets a new N(0, I) noise (as a render at inference
     does), drawn from the seed, and the image error still falls (the labels are all the generator reads)."""
@@ -206,23 +228,8 @@ def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, 
 
     def fit(run, steps):
         trainer = Trainer(config, dataset, tmp_path / run, progress=False)
-        noises = []
-
-        def render(labels):
-            noises.append(labels["z_noise"].detach().clone())
-            return trainer.render(trainer.G, labels)
-
-        errors = fit_generator_to_images(
-            trainer.G,
-            trainer.g_params,
-            render,
-            trainer.reconstruction_images(),
-            steps,
-            seed=0,
-            cfg=config,
-            regularisers=lambda labels, out, rng: {},
-        )
-        return errors, torch.stack(noises)
+        errors, noises = fit_recording(trainer, config, steps, "z_noise")
+        return errors, torch.stack([noise.detach().clone() for noise in noises])
 
     errors, noises = fit("a", 60)
     assert sum(errors[-10:]) / 10 < 0.8 * sum(errors[:10]) / 10, errors[::10]
@@ -240,23 +247,7 @@ def test_texel_jitter_gives_each_reconstruction_render_its_own_texel_offset(data
 
     def offsets(run, steps, cfg):
         trainer = Trainer(cfg, dataset, tmp_path / run, progress=False)
-        seen = []
-
-        def render(labels):
-            seen.append(labels.get("texel_offset"))
-            return trainer.render(trainer.G, labels)
-
-        fit_generator_to_images(
-            trainer.G,
-            trainer.g_params,
-            render,
-            trainer.reconstruction_images(),
-            steps,
-            seed=0,
-            cfg=cfg,
-            regularisers=lambda labels, out, rng: {},
-        )
-        return seen, trainer
+        return fit_recording(trainer, cfg, steps, "texel_offset")[1], trainer
 
     seen, trainer = offsets("a", 4, config)
     drawn = torch.stack(seen)
