@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from aniportrait.checkpoint import load_generator
 from aniportrait.data.dataset import PortraitDataset
+from aniportrait.images import resample_grid
 from aniportrait.pretrained import body_for_checkpoint
-from aniportrait.train.loop import reconstruction_rows, to_ray_grid
+from aniportrait.train.loop import reconstruction_rows
 
 
 @torch.no_grad()
@@ -57,7 +58,7 @@ def main() -> None:
         face_size=side,
         stage=1,
     )
-    image, face = to_ray_grid(stack("image"), side), to_ray_grid(stack("face"), side)
+    image, face = resample_grid(stack("image"), side), resample_grid(stack("face"), side)
     print(
         f"L1 portrait {(out['image'] - image).abs().mean().item():.4f}, face {(out['face'] - face).abs().mean().item():.4f}"
     )

@@ -20,9 +20,11 @@ from aniportrait.eval.estimator import (
     builtin_estimator,
     estimator_features,
     load_synthetic_estimator,
+    resize_square,
     save_estimator,
 )
 from aniportrait.eval.metrics import frechet_distance
+from aniportrait.images import resample_grid
 
 FRONT = math.pi / 2
 AXES = ("camera_deg", "head_pose_deg", "shoulder_pose_deg", "expression")
@@ -139,6 +141,38 @@ def test_shipped_estimator_reads_fresh_synthetic_images(res, face_res):
     constant = label_errors(mean, figures.labels())
     for axis in ("camera_deg", "head_pose_deg", "expression"):
         assert errors[axis] < 0.6 * constant[axis], (axis, errors[axis], constant[axis])
+
+
+def _blob(side: int) -> torch.Tensor:
+    """An off-centre Gaussian over NDC on a side x side ray grid, in [-1, 1], [1, 3, side, side]."""
+    ndc = torch.linspace(-1, 1, side)
+    r2 = (ndc[None, :] - 0.45) ** 2 + (ndc[:, None] + 0.3) ** 2
+    return (2 * torch.exp(-r2 / 0.08) - 1).expand(1, 3, side, side)
+
+
+def test_prepare_reads_a_coarser_grid_at_the_training_data_scale():
+    """A 32-ray grid of a picture is prepared like the 128-ray grid of the same picture (up to the coarser grid's
+    blur): resized cell-wise instead, it comes out 2.4% larger about the centre, which this test sees."""
+    model = SyntheticLabelEstimator()
+    model.record = {"floors": [{"image_size": 32, "face_size": 32}, {"image_size": 128, "face_size": 64}]}
+    assert model.data_sides == (128, 64) and SyntheticLabelEstimator().data_sides == (64, 64)
+    fine, _ = model.prepare(_blob(128), _blob(64))
+    coarse, coarse_face = model.prepare(_blob(32), _blob(32))
+    _, fine_face = model.prepare(_blob(128), _blob(64))
+    cellwise = resize_square(_blob(32), 64)
+    assert (coarse - fine).abs().max() < 0.06 and (coarse_face - fine_face).abs().max() < 0.06
+    assert (cellwise - fine).abs().max() > 0.09
+
+
+def test_shipped_estimator_reads_a_stage1_grid_like_the_full_size_image():
+    """Portraits and faces point-sampled to the 32-ray grids a stage-1 render has (as training samples its reals)
+    read the same camera pitch as the full-size images on average: read at the wrong scale they read 0.7 degrees
+    higher."""
+    estimator = builtin_estimator()
+    images, faces = _render(synth.sample_figures(777, 64), 128, 64)
+    full = estimator(images, faces)["camera"][:, 0]
+    grid = estimator(resample_grid(images, 32), resample_grid(faces, 32))["camera"][:, 0]
+    assert abs(math.degrees((grid - full).mean().item())) < 0.35
 
 
 def test_estimator_responds_to_single_label_changes():

@@ -11,7 +11,8 @@ import torch
 
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.eval import EvalError, control, metrics, report
-from aniportrait.eval.estimator import SYNTH_SOURCE, resize_square
+from aniportrait.eval.estimator import SYNTH_SOURCE
+from aniportrait.images import resample_grid
 from tests.data.dataset_helpers import write_dataset
 
 IMAGE, FACE = 12, 6  # the stub generator's sizes (the dataset's are 16 and 8: reals are resized)
@@ -91,8 +92,9 @@ def calls(monkeypatch):
 
 def _reals(path, rows):
     dataset = PortraitDataset(path)
-    images = resize_square(torch.stack([dataset[i]["image"] for i in rows]), IMAGE)
-    faces = resize_square(torch.stack([dataset[i]["face"] for i in rows]), FACE)
+    # resampled on the ray grid (corner to corner), antialiased
+    images = resample_grid(torch.stack([dataset[i]["image"] for i in rows]), IMAGE, antialias=True)
+    faces = resample_grid(torch.stack([dataset[i]["face"] for i in rows]), FACE, antialias=True)
     return images, faces
 
 

@@ -13,9 +13,10 @@ import torch
 import torch.multiprocessing as mp
 
 from aniportrait.checkpoint import load_generator
+from aniportrait.images import resample_grid
 from aniportrait.train import losses as losses_module
 from aniportrait.train.config import TrainConfig
-from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError, to_ray_grid
+from aniportrait.train.loop import GENERATOR_FILE, STATE_FILE, Trainer, TrainingError
 from aniportrait.train.state import load_training_state
 from tests.train.train_helpers import FAST, write_dataset
 
@@ -226,9 +227,9 @@ def test_each_discriminator_is_clipped_on_its_own(dataset, tmp_path):
 def test_reals_are_sampled_at_the_render_pixel_centres():
     """A ramp image of any size samples to the ray grid corner to corner (first and last pixels kept)."""
     ramp = torch.linspace(0, 1, 128).expand(1, 3, 128, 128)
-    grid = to_ray_grid(ramp, 32)
+    grid = resample_grid(ramp, 32)
     torch.testing.assert_close(grid[0, 0, 0], torch.linspace(0, 1, 32), atol=1e-6, rtol=0)
-    assert to_ray_grid(ramp, 128) is ramp
+    assert resample_grid(ramp, 128) is ramp
 
 
 def test_mean_shape_canonical_registers_the_3dmm_on_the_mean_shape(dataset, tmp_path):

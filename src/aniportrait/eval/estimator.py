@@ -9,7 +9,11 @@ for real data use a real face and pose tracker.
 Inputs
     Portrait [B, 3, H, W] and face [B, 3, F, F] in [-1, 1], any size: both are resized with antialiasing to the
     network's fixed input sides (``portrait_size``, ``face_size``; 64 each). Training randomly downsamples its inputs
-    to 32..128 (portrait) and 24..64 (face) and back, so renders at 32 and 128 read alike.
+    to 32..128 (portrait) and 24..64 (face) and back, so renders at 32 and 128 read alike. Those reductions keep
+    the figure's scale at the training data's; an input smaller than the training data (a 32x32 stage-1 render) is
+    a coarser grid of the same rays and is first resampled up to the data's sides corner to corner
+    (:func:`aniportrait.images.resample_grid`): read as it is, its figure would look 2.4% larger than the data's
+    (:mod:`aniportrait.images`), which the estimator reads as a camera pitch about 0.8 degrees higher.
 
 Network
     Two conv branches of the same shape (portrait, face): six 3x3 conv + BatchNorm + ReLU layers (strides 2, 2, 1,
@@ -48,6 +52,7 @@ from torch import Tensor, nn
 
 from aniportrait.eval.errors import EvalError
 from aniportrait.eval.inception import state_dict_mismatch
+from aniportrait.images import resample_grid
 
 __all__ = [
     "ESTIMATOR_FILE",
@@ -154,16 +159,33 @@ class SyntheticLabelEstimator(nn.Module):
         self.record: dict = {}
 
     def prepare(self, images: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
-        """Clamp to [-1, 1] and resize (antialiased) to the input sides; checks shapes."""
+        """Clamp to [-1, 1] and resize (antialiased) to the input sides; checks shapes. Inputs smaller than the
+        training data (:attr:`data_sides`) are first resampled up to it on their ray grid (:func:`resample_grid`)."""
         for name, x in (("images", images), ("faces", faces)):
             if x.ndim != 4 or x.shape[1] != 3:
                 raise EvalError(f"{name} must be [B, 3, H, W] in [-1, 1], got shape {list(x.shape)}")
         if images.shape[0] != faces.shape[0]:
             raise EvalError(f"images and faces disagree on B: {images.shape[0]} vs {faces.shape[0]}")
         dtype = self.head.weight.dtype
-        images = resize_square(images.to(dtype).clamp(-1, 1), self.config.portrait_size)
-        faces = resize_square(faces.to(dtype).clamp(-1, 1), self.config.face_size)
-        return images, faces
+        images, faces = images.to(dtype).clamp(-1, 1), faces.to(dtype).clamp(-1, 1)
+        # Smaller grids (a stage-1 render, data reduced to it) are first brought up to the training data's sides
+        # corner to corner, so they show the figure at the scale the network learned (aniportrait.images).
+        data_image, data_face = self.data_sides
+        if images.shape[-1] < data_image:
+            images = resample_grid(images, data_image)
+        if faces.shape[-1] < data_face:
+            faces = resample_grid(faces, data_face)
+        return resize_square(images, self.config.portrait_size), resize_square(faces, self.config.face_size)
+
+    @property
+    def data_sides(self) -> tuple[int, int]:
+        """(portrait, face) sides of the data the estimator was trained on: its largest recorded floor's, else the
+        network's input sides."""
+        floors = self.record.get("floors", [])
+        if not floors:
+            return self.config.portrait_size, self.config.face_size
+        largest = max(floors, key=lambda f: f["image_size"])
+        return int(largest["image_size"]), int(largest["face_size"])
 
     def features_prepared(self, images: Tensor, faces: Tensor) -> Tensor:
         """Features [B, feature_dim] of inputs already at the input sides (training uses this)."""

@@ -55,7 +55,7 @@ from aniportrait.eval.estimator import (
     save_estimator,
 )
 from aniportrait.eval.metrics import frechet_distance
-from aniportrait.images import quantize
+from aniportrait.images import quantize, resample_grid
 from aniportrait.machine import cpu_name
 
 AUG_GROUP = 16  # images per resolution draw
@@ -123,8 +123,10 @@ def augment(images: Tensor, faces: Tensor, config: EstimatorConfig, g: torch.Gen
 
 
 def render_size_inputs(images: Tensor, faces: Tensor, size: int, face_size: int) -> tuple[Tensor, Tensor]:
-    """uint8 data -> float [-1, 1] resized (antialiased) to a render size, as eval resizes data."""
-    return resize_square(to_signed(images), size), resize_square(to_signed(faces), face_size)
+    """uint8 data -> float [-1, 1] resampled (antialiased) to a render's ray grid, as eval resizes data."""
+    return resample_grid(to_signed(images), size, antialias=True), resample_grid(
+        to_signed(faces), face_size, antialias=True
+    )
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, sample_camera_pose, sample_expression
 from aniportrait.eval import control, metrics
 from aniportrait.eval.errors import EvalError
-from aniportrait.eval.estimator import builtin_estimator, estimator_features, is_synthetic_dataset, resize_square
+from aniportrait.eval.estimator import builtin_estimator, estimator_features, is_synthetic_dataset
+from aniportrait.images import resample_grid
 from aniportrait.kernels._registry import Impl
 
 METRICS = ("fid", "kid", "control", "identity", "fidelity")
@@ -35,12 +36,12 @@ ESTIMATOR_METRICS = ("control", "fidelity")  # read by the synthetic world's est
 
 
 def _real_batches(dataset: PortraitDataset, n: int, batch_size: int, image_size: int, face_size: int, start: int = 0):
-    """Rows ``start .. start + n`` of the dataset, resized to the generated sizes, in batches."""
+    """Rows ``start .. start + n`` of the dataset, resampled to the generated sizes' ray grids, in batches."""
     for first in range(start, start + n, batch_size):
         items = [dataset[i] for i in range(first, min(first + batch_size, start + n))]
         yield {
-            "image": resize_square(torch.stack([it["image"] for it in items]), image_size),
-            "face": resize_square(torch.stack([it["face"] for it in items]), face_size),
+            "image": resample_grid(torch.stack([it["image"] for it in items]), image_size, antialias=True),
+            "face": resample_grid(torch.stack([it["face"] for it in items]), face_size, antialias=True),
         }
 
 

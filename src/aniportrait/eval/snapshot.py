@@ -7,7 +7,7 @@ estimator (:mod:`aniportrait.eval.estimator`) and compares them with the real im
 - ``ctl_camera_deg``, ``ctl_head_deg``, ``ctl_shoulder_deg``, ``ctl_expression``: the control errors
   (:func:`aniportrait.eval.control.label_errors`);
 - ``fid_est``: the Frechet distance of the fakes' estimator features against the reals', the reals resized to the
-  render sizes first. Its floor (data vs data at the same N) is in the estimator's record
+  render sizes' ray grids first (:func:`~aniportrait.images.resample_grid`). Its floor (data vs data at the same N) is in the estimator's record
   (:meth:`~aniportrait.eval.estimator.SyntheticLabelEstimator.floor`).
 
 Every random draw uses local ``torch.Generator`` objects; torch's global RNG state is left as it was.
@@ -19,8 +19,9 @@ import torch
 
 from aniportrait.eval import control
 from aniportrait.eval.errors import EvalError
-from aniportrait.eval.estimator import builtin_estimator, estimator_features, resize_square
+from aniportrait.eval.estimator import builtin_estimator, estimator_features
 from aniportrait.eval.metrics import frechet_distance
+from aniportrait.images import resample_grid
 from aniportrait.kernels._registry import Impl
 
 __all__ = ["snapshot_metrics"]
@@ -89,8 +90,8 @@ def snapshot_metrics(
             estimated.setdefault(key, []).append(value.cpu())
     errors = control.label_errors({k: torch.cat(v) for k, v in estimated.items()}, labels)
     out = {KEYS[k]: float(errors[k]) for k in KEYS}
-    real_images = resize_square(torch.stack([it["image"] for it in items]), images.shape[-1])
-    real_faces = resize_square(torch.stack([it["face"] for it in items]), faces.shape[-1])
+    real_images = resample_grid(torch.stack([it["image"] for it in items]), images.shape[-1], antialias=True)
+    real_faces = resample_grid(torch.stack([it["face"] for it in items]), faces.shape[-1], antialias=True)
     out["fid_est"] = frechet_distance(
         estimator_features(estimator, images, faces), estimator_features(estimator, real_images, real_faces)
     )

@@ -42,14 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from aniportrait.checkpoint import CheckpointError, read_safetensors, save_generator
 from aniportrait.config import GeneratorConfig
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank, id_bank, sample_camera_pose, sample_expression, sample_identity
-from aniportrait.images import to_uint8
+from aniportrait.images import resample_grid, to_uint8
 from aniportrait.models import bfm_file, face_registration
 from aniportrait.models.body import BodyModel
 from aniportrait.models.discriminator import DiscriminatorConfig, MultiDiscriminator
@@ -84,7 +83,6 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "reconstruction_rows",
-    "to_ray_grid",
 ]
 
 SAMPLE_SEEDS = 8  # identities in a sample grid
@@ -194,18 +192,6 @@ def reconstruction_rows(seed: int, count: int, size: int) -> list[int]:
     """The dataset rows the reconstruction warm-ups fit: ``min(count, size)`` of ``size`` rows, chosen with the run's
     seed."""
     return torch.randperm(size, generator=_seeded(seed, 0x4EC0))[: min(count, size)].tolist()
-
-
-def to_ray_grid(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resample images [B, C, H, W] to the pixel grid of a ``size``-ray render: bilinear at the ray positions.
-
-    Cameras put the first and last pixel centres on the image edges (NDC -1 and 1), so image and ray grids of any
-    size align corner to corner (``align_corners=True``). No antialiasing prefilter: the renders point-sample their
-    rays too, and a real image smoothed by a prefilter would differ from every fake by its softer edges.
-    """
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=True)
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -421,8 +407,10 @@ class Trainer:
 
     def _prepare_real(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        batch["image"] = to_ray_grid(batch["image"], self.portrait_size)
-        batch["face"] = to_ray_grid(batch["face"], self.face_size)
+        # Point-sampled at the render's rays, no prefilter: a prefiltered real would differ from every fake (which
+        # point-samples its rays too) by its softer edges.
+        batch["image"] = resample_grid(batch["image"], self.portrait_size)
+        batch["face"] = resample_grid(batch["face"], self.face_size)
         return batch
 
     def real_batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -453,8 +441,8 @@ class Trainer:
             "pose": "pose",
         }
         batch = {name: torch.stack([item[key] for item in items]).to(self.device) for name, key in keys.items()}
-        batch["image"] = to_ray_grid(batch["image"], self.portrait_size)
-        batch["face"] = to_ray_grid(batch["face"], self.face_size)
+        batch["image"] = resample_grid(batch["image"], self.portrait_size)
+        batch["face"] = resample_grid(batch["face"], self.face_size)
         return batch
 
     def fake_labels(self, step: int, tag: int = TAG_FAKE) -> dict[str, torch.Tensor]:
@@ -671,7 +659,7 @@ class Trainer:
         labels.pop("texel_offset", None)  # the samples show the textures' own grid
         labels = {k: v[: min(SAMPLE_SEEDS, len(v))] for k, v in labels.items()}
         out = self.render(self.G_ema, labels)
-        face = to_ray_grid(out["face"], out["image"].shape[-1])
+        face = resample_grid(out["face"], out["image"].shape[-1])
         grid = torch.cat([torch.cat(list(out["image"]), dim=2), torch.cat(list(face), dim=2)], dim=1)
         image = to_uint8(grid.float())
         path = self.folder.sample(self.step)
