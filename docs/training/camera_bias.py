@@ -21,7 +21,10 @@ from pathlib import Path
 import torch
 
 from aniportrait.checkpoint import load_generator
+from aniportrait.data.dataset import PortraitDataset
+from aniportrait.data.samplers import LabelBank
 from aniportrait.eval import control, report
+from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.pretrained import body_for_checkpoint
 
 
@@ -39,6 +42,7 @@ def line(truth: torch.Tensor, estimate: torch.Tensor) -> dict:
     }
 
 
+@torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -50,38 +54,30 @@ def main() -> None:
     torch.set_num_threads(1)
     generator, metadata, valid_index = load_generator(args.checkpoint)
     body = body_for_checkpoint(metadata, valid_index, None)
-    result: dict = {"checkpoint": args.checkpoint, "data": args.data, "num": args.num, "stage": args.stage}
-
-    def record(estimated: dict, true: dict) -> dict:
-        errors = label_errors(estimated, true)
-        camera = signed_degrees(torch.as_tensor(estimated["camera"]), torch.as_tensor(true["camera"]))
-        pose = signed_degrees(torch.as_tensor(estimated["pose"]), torch.as_tensor(true["pose"]))
-        truth = torch.as_tensor(true["camera"]).double() * (180.0 / math.pi)
-        result["camera_pitch_yaw"] = {
+    dataset = PortraitDataset(args.data)
+    num = min(args.num, len(dataset))
+    # The rows `aniportrait eval --metrics control` renders (seed 0).
+    true = report.control_labels(LabelBank.from_dataset(dataset), num, torch.Generator().manual_seed(0))
+    estimated = control.estimate_labels(generator, body, true, builtin_estimator(), stage=args.stage)
+    errors = control.label_errors(estimated, true)
+    camera = signed_degrees(estimated["camera"], true["camera"])
+    pose = signed_degrees(estimated["pose"], true["pose"])
+    truth = true["camera"].double() * (180.0 / math.pi)
+    result = {
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "num": num,
+        "stage": args.stage,
+        "camera_pitch_yaw": {
             "mean_signed_deg": [round(v, 3) for v in camera.mean(0).tolist()],
             "std_deg": [round(v, 3) for v in camera.std(0).tolist()],
             "truth_std_deg": [round(v, 3) for v in truth.std(0).tolist()],
-        }
-        result["camera_pitch_line"] = line(truth[:, 0], truth[:, 0] + camera[:, 0])
-        result["camera_yaw_line"] = line(truth[:, 1], truth[:, 1] + camera[:, 1])
-        result["pose_mean_signed_deg_per_joint_xyz"] = [[round(v, 2) for v in row] for row in pose.mean(0).tolist()]
-        result["mean_absolute"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in errors.items()}
-        return errors
-
-    label_errors = control.label_errors
-    control_errors = control.control_errors
-    control.label_errors = record
-
-    def at_stage(generator, body, labels, estimator, face_size=None, stage=2, **kwargs):
-        return control_errors(
-            generator, body, labels, estimator, None if args.stage == 1 else face_size, args.stage, **kwargs
-        )
-
-    control.control_errors = at_stage
-    try:
-        report.evaluate(generator, body, args.data, metrics_wanted=("control",), num=args.num, batch_size=8, seed=0)
-    finally:
-        control.label_errors, control.control_errors = label_errors, control_errors
+        },
+        "camera_pitch_line": line(truth[:, 0], truth[:, 0] + camera[:, 0]),
+        "camera_yaw_line": line(truth[:, 1], truth[:, 1] + camera[:, 1]),
+        "pose_mean_signed_deg_per_joint_xyz": [[round(v, 2) for v in row] for row in pose.mean(0).tolist()],
+        "mean_absolute": {k: round(v, 4) if isinstance(v, float) else v for k, v in errors.items()},
+    }
     text = json.dumps(result, indent=1)
     Path(args.json).write_text(text + "\n")
     print(text)

@@ -10,7 +10,7 @@ import torch
 
 from aniportrait.config import TINY
 from aniportrait.eval import EvalError
-from aniportrait.eval.control import control_errors, identity_consistency, label_errors
+from aniportrait.eval.control import control_errors, estimate_labels, identity_consistency, label_errors
 from aniportrait.eval.inception import FIDInception
 
 FRONT = math.pi / 2
@@ -74,6 +74,30 @@ def test_control_errors_oracle_and_noisy(generator, body):
     for key in ("camera_deg", "head_pose_deg", "shoulder_pose_deg", "expression"):
         assert err[key] > 0.01, key
     assert err["camera_deg"] == pytest.approx(math.degrees(0.1) * math.sqrt(2 / math.pi), rel=0.8)
+
+
+def test_estimate_labels_returns_the_readings_in_row_order(generator, body):
+    """The readings come back as the estimator gave them, batch after batch, and control_errors is label_errors of
+    them (a bias shows in them with its sign)."""
+    labels = _labels(5)
+    seen = []
+
+    def shifted(images, faces):
+        start = sum(seen)
+        seen.append(images.shape[0])
+        sl = slice(start, start + images.shape[0])
+        return {k: labels[k][sl] + (0.05 if k == "camera" else 0.0) for k in ("camera", "pose", "expression")}
+
+    estimated = estimate_labels(generator, body, labels, shifted, stage=1, batch_size=2)
+    assert seen == [2, 2, 1]
+    torch.testing.assert_close(estimated["camera"], labels["camera"] + 0.05)
+    torch.testing.assert_close(estimated["pose"], labels["pose"])
+    seen.clear()
+    errors = control_errors(generator, body, labels, shifted, stage=1, batch_size=2)
+    assert errors == label_errors(estimated, labels)
+    assert errors["camera_deg"] == pytest.approx(math.degrees(0.05), rel=1e-4)
+    with pytest.raises(EvalError, match="disagree on N"):
+        estimate_labels(generator, body, {**labels, "pose": labels["pose"][:2]}, shifted)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Control errors
     :func:`control_errors` renders a generator with given labels (camera, pose, expression, identity), asks a
     pluggable *estimator* to read the labels back from the renders and reports mean absolute errors per label group
-    (:func:`label_errors`):
+    (:func:`label_errors`); :func:`estimate_labels` returns the readings themselves (for signed errors, biases):
 
     - ``camera_deg``: pitch and yaw (and each alone), degrees;
     - ``head_pose_deg``: joints 12 (neck) and 15 (head), all three Euler angles, degrees;
@@ -44,6 +44,7 @@ __all__ = [
     "HEAD_JOINTS",
     "SHOULDER_JOINTS",
     "control_errors",
+    "estimate_labels",
     "identity_consistency",
     "label_errors",
 ]
@@ -121,6 +122,41 @@ def _render(generator, body, latents, expression, camera, pose, face_size, stage
 
 
 @torch.no_grad()
+def estimate_labels(
+    generator,
+    body,
+    labels: dict,
+    estimator: Estimator,
+    face_size: int | None = None,
+    stage: int = 1,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    impl: Impl = "auto",
+) -> dict[str, Tensor]:
+    """Render ``labels`` and read them back: the estimator's ``camera`` [N, 2], ``pose`` [N, 6, 3] and
+    ``expression`` [N, 64] (arguments as :func:`control_errors`)."""
+    camera = torch.as_tensor(labels["camera"]).float()
+    pose = torch.as_tensor(labels["pose"]).float()
+    expression = torch.as_tensor(labels["expression"]).float()
+    n = camera.shape[0]
+    if pose.shape[0] != n or expression.shape[0] != n or n == 0:
+        raise EvalError(f"labels disagree on N: camera {n}, pose {pose.shape[0]}, expression {expression.shape[0]}")
+    latents = _identity_latents(generator, labels, n, seed)
+    face_size = face_size or generator.default_face_size(stage)
+    estimates: dict[str, list[Tensor]] = {}
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        images, faces = _render(
+            generator, body, [t[sl] for t in latents], expression[sl], camera[sl], pose[sl], face_size, stage, impl
+        )
+        for key, value in estimator(images, faces).items():
+            if key in ("camera", "pose", "expression"):
+                estimates.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())
+    return {key: torch.cat(parts) for key, parts in estimates.items()}
+
+
+@torch.no_grad()
 def control_errors(
     generator,
     body,
@@ -143,25 +179,11 @@ def control_errors(
         estimator: ``(images, faces) -> dict`` of estimated labels, see the module docstring.
         face_size: face render side (default ``generator.default_face_size(stage)``); stage: 1 (LR) or 2 (HR).
     """
-    camera = torch.as_tensor(labels["camera"]).float()
-    pose = torch.as_tensor(labels["pose"]).float()
-    expression = torch.as_tensor(labels["expression"]).float()
-    n = camera.shape[0]
-    if pose.shape[0] != n or expression.shape[0] != n or n == 0:
-        raise EvalError(f"labels disagree on N: camera {n}, pose {pose.shape[0]}, expression {expression.shape[0]}")
-    latents = _identity_latents(generator, labels, n, seed)
-    face_size = face_size or generator.default_face_size(stage)
-    estimates: dict[str, list[Tensor]] = {}
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        images, faces = _render(
-            generator, body, [t[sl] for t in latents], expression[sl], camera[sl], pose[sl], face_size, stage, impl
-        )
-        for key, value in estimator(images, faces).items():
-            if key in ("camera", "pose", "expression"):
-                estimates.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())
-    estimated = {key: torch.cat(parts) for key, parts in estimates.items()}
-    return label_errors(estimated, {"camera": camera, "pose": pose, "expression": expression})
+    estimated = estimate_labels(
+        generator, body, labels, estimator, face_size, stage, batch_size=batch_size, seed=seed, impl=impl
+    )
+    truth = {key: torch.as_tensor(labels[key]).float() for key in ("camera", "pose", "expression")}
+    return label_errors(estimated, truth)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

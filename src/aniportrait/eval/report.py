@@ -45,6 +45,13 @@ def _real_batches(dataset: PortraitDataset, n: int, batch_size: int, image_size:
         }
 
 
+def control_labels(bank: LabelBank, n: int, g: torch.Generator) -> dict:
+    """The ``control`` metric's ``n`` label rows: camera and pose drawn from the dataset's label bank with ``g``, then
+    expressions, and the identities of seeds ``0 .. n - 1``."""
+    camera, pose = sample_camera_pose(bank, n, g)
+    return {"camera": camera, "pose": pose, "expression": sample_expression(bank, n, g), "seeds": list(range(n))}
+
+
 def _estimator_features(estimator, batches) -> torch.Tensor:
     images = torch.cat([b["image"] for b in batches])
     faces = torch.cat([b["face"] for b in batches])
@@ -125,13 +132,7 @@ def evaluate(
                     report[f"kid_x100_{name}"] = scores["kid_x100"]
         g = torch.Generator().manual_seed(seed)
         if "control" in metrics_wanted:
-            camera, pose = sample_camera_pose(bank, n, g)
-            labels = {
-                "camera": camera,
-                "pose": pose,
-                "expression": sample_expression(bank, n, g),
-                "seeds": list(range(n)),
-            }
+            labels = control_labels(bank, n, g)
             errors = control.control_errors(
                 generator, body, labels, estimator, face_size, stage, batch_size=batch_size, seed=seed, impl=impl
             )
