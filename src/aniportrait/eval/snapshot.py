@@ -6,9 +6,9 @@ estimator (:mod:`aniportrait.eval.estimator`) and compares them with the real im
 
 - ``ctl_camera_deg``, ``ctl_head_deg``, ``ctl_shoulder_deg``, ``ctl_expression``: the control errors
   (:func:`aniportrait.eval.control.label_errors`);
-- ``fid_est``: the Frechet distance of the fakes' estimator features against the reals', the reals resized to the
-  render sizes' ray grids first (:func:`~aniportrait.images.resample_grid`). Its floor (data vs data at the same N) is in the estimator's record
-  (:meth:`~aniportrait.eval.estimator.SyntheticLabelEstimator.floor`).
+- ``fid_est``: the Frechet distance of the fakes' estimator features against the reals', the reals resampled to
+  the render sizes' ray grids first (:func:`~aniportrait.images.resample_grid`). Its floor (data vs data at the
+  same N) is in the estimator's record (:meth:`~aniportrait.eval.estimator.SyntheticLabelEstimator.floor`).
 
 Every random draw uses local ``torch.Generator`` objects; torch's global RNG state is left as it was.
 """
