@@ -244,6 +244,37 @@ def test_a_texel_offset_moves_the_texels_and_the_lookup_together(body, monkeypat
 
 
 @torch.no_grad()
+def test_a_full_size_window_is_that_window_of_the_frame(body):
+    """``hr_window`` renders a window of the full-size frame from only the fine texels its lookups read: it equals
+    that window of the frame rendered from the whole fine textures (random weights, so a texel left out would show),
+    and bad windows are refused."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    init_planar_manifolds(generator)
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0, 1])
+    camera, pose, expression = _controls(2, yaw=0.3, head=0.2, expression=0.5)
+    args = (body, z_id, z_noise, betas, expression, camera, pose)
+    identity = generator.prepare_identity(z_id, z_noise, betas, psi=1.0, impl="ref")
+    frame = generator.render_frame(identity, body, camera, pose, expression, impl="ref")["image"]
+    hr = TINY.hr_img_size
+    for top, left, side in [(9, 22, 27), (0, hr - 1, 1), (0, 0, hr)]:  # odd and off-centre, one pixel, the frame
+        out = generator.render_train(*args, face_size=16, impl="ref", hr_window=(top, left, side))
+        crop = frame[..., top : top + side, left : left + side]
+        assert out["window"].shape == (2, 3, side, side)
+        assert_close(out["window"], crop, atol=1e-5, rtol=0)
+    assert float((frame - 1).abs().max()) > 0.2  # the figure shows
+    assert "window" not in generator.render_train(*args, face_size=16, impl="ref")
+    for bad in [(0, hr - 3, 4), (-1, 0, 4), (0, 0, 0)]:
+        with pytest.raises(ValueError, match="does not lie"):
+            generator.render_train(*args, face_size=16, impl="ref", hr_window=bad)
+    with pytest.raises(ValueError, match="stage 1"):
+        generator.render_train(*args, face_size=64, stage=2, impl="ref", hr_window=(0, 0, 4))
+    plain = AniPortraitGenerator(TINY).eval()
+    with pytest.raises(ValueError, match="field_hr_textures"):
+        plain.render_train(*args, face_size=16, impl="ref", hr_window=(0, 0, 4))
+
+
+@torch.no_grad()
 def test_field_hr_textures_leave_the_super_resolved_path_alone(generator, body):
     """The flag changes only where the high-resolution textures come from: the LR frame is the same."""
     field = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()

@@ -71,6 +71,27 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("recon_window=8",), "recon_window fits the full-size frame of a field_hr_textures model in stage 1"),
+        (
+            ("recon_window=8", "stage=2", "generator.field_hr_textures=true"),
+            "recon_window fits the full-size frame",
+        ),
+        (("recon_window=65", "generator.field_hr_textures=true"), "recon_window=65 exceeds the full-size frame (64)"),
+        (("recon_window=-1",), "recon_window=-1 is out of range"),
+        (("recon_window_weight=-1",), "recon_window_weight=-1.0 is out of range"),
+    ],
+)
+def test_bad_full_size_windows_are_refused(dataset, tmp_path, overrides, message):
+    args = [arg for override in overrides for arg in ("--set", override)]
+    result = train("--data", dataset, "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_round_trips_through_json():
     config = TrainConfig(lr_g=3e-5, batch_size=2, **{k: v for k, v in FAST.items() if k != "batch_size"})
     assert TrainConfig.from_json(config.to_json()) == config

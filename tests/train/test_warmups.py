@@ -1,6 +1,7 @@
 """The warm-ups of short runs: body occupancy, the density, deformation and reconstruction fits (stage 1), the
 upsampling fit (stage 2), and the shape regulariser."""
 
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,9 @@ import pytest
 import torch
 
 from aniportrait.checkpoint import load_generator
+from aniportrait.config import TINY
+from aniportrait.data.dataset import PortraitDataset
+from aniportrait.images import resample_grid
 from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import GENERATOR_FILE, Trainer
 from aniportrait.train.warmups import (
@@ -278,6 +282,47 @@ def test_the_face_weight_scales_the_face_views_share_of_the_error(dataset, tmp_p
         )[0]
     face = first[1.0] - first[0.0]  # the same seed: the same first renders
     assert face > 0.01 and abs(first[3.0] - first[0.0] - 3 * face) < 1e-4 * (1 + first[3.0])
+
+
+def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(dataset, tmp_path):
+    """``recon_window``: each render of the fit gets a window of the full-size frame drawn from the seed, inside the
+    frame; the error adds ``recon_window_weight`` times the window's L1 against that window of the image at full
+    size (the dataset's images resampled to the frame's side), and a rerun draws the same windows."""
+    generator = dataclasses.replace(TINY, field_hr_textures=True)
+    hr = generator.hr_img_size
+
+    def first_error(run, **settings):
+        config = TrainConfig(total_steps=1, recon_codes="prior", generator=generator, **settings, **FAST)
+        trainer = Trainer(config, dataset, tmp_path / run, progress=False)
+        windows, outputs = [], []
+
+        def render(labels):
+            windows.append(labels.get("hr_window"))
+            outputs.append(trainer.render(trainer.G, labels))
+            return outputs[-1]
+
+        images = trainer.reconstruction_images()
+        errors = fit_generator_to_images(
+            trainer.G, trainer.g_params, render, images, 3, seed=0, cfg=config, regularisers=lambda *a: {}
+        )
+        return errors, windows, outputs, images
+
+    plain, none, _, images = first_error("plain")
+    assert none == [None] * 3 and "full" not in images
+    errors, windows, outputs, images = first_error("window", recon_window=12, recon_window_weight=2.0)
+    assert images["full"].shape == (images["image"].shape[0], 3, hr, hr)
+    row = int(np.flatnonzero((np.load(dataset / "labels.npz")["id"] == images["z_id"][0].numpy()).all(axis=1))[0])
+    full = resample_grid(PortraitDataset(dataset).get(row, flip=False)["image"][None], hr)[0]
+    assert float((images["full"][0].float() - full).abs().max()) < 1e-3  # half precision
+    assert all(side == 12 and 0 <= top <= hr - 12 and 0 <= left <= hr - 12 for top, left, side in windows)
+    assert len(set(windows)) == 3
+    top, left, side = windows[0]
+    rows = torch.randint(images["image"].shape[0], (1,), generator=torch.Generator().manual_seed(0 * 100_057))
+    target = images["full"][rows, :, top : top + side, left : left + side].float()
+    window_error = float((outputs[0]["window"].detach() - target).abs().mean())
+    assert window_error > 0.01
+    assert abs(errors[0] - plain[0] - 2.0 * window_error) < 1e-4 * (1 + errors[0])
+    assert first_error("again", recon_window=12, recon_window_weight=2.0)[1] == windows
 
 
 def test_pca_codes_are_whitened_components_that_tell_the_images_apart():

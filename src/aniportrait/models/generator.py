@@ -339,11 +339,12 @@ class AniPortraitGenerator(nn.Module):
         device, dtype = z_id.device, torch.promote_types(z_id.dtype, z_noise.dtype)
         freq, phase, style = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank) if codes is None else codes
 
+        # SampleNet's field takes no identity: one set of texel points serves the whole batch.
         if torch.is_grad_enabled() or texel_offset is not None:
-            hits, valid = self._orthogonal_intersections(B, device, dtype, impl, res, texel_offset)
+            hits, valid = self._orthogonal_intersections(1, device, dtype, impl, res, texel_offset)
         else:
             hits, valid = self.texture_intersections(device, dtype, impl, res)
-            hits, valid = hits.expand(B, -1, -1), valid.expand(B, -1, -1)
+        hits, valid = hits.expand(B, -1, -1), valid.expand(B, -1, -1)
 
         # RadianceNet at the intersections, with the view direction locked to (0, 0, -1).
         view_dir = torch.tensor([0.0, 0.0, -1.0], device=device, dtype=dtype).expand(B, 1, 3)
@@ -353,23 +354,34 @@ class AniPortraitGenerator(nn.Module):
         return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
 
     def _orthogonal_intersections(
-        self, batch: int, device, dtype, impl: Impl, res: int | None = None, offset: Tensor | None = None
+        self,
+        batch: int,
+        device,
+        dtype,
+        impl: Impl,
+        res: int | None = None,
+        offset: Tensor | None = None,
+        *,
+        rect: tuple[int, int, int, int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The texels' canonical points: orthogonal rays through the canonical texture box (``res`` per side,
         default ``lr_img_size``) intersected with the manifolds (two-sided rule) -> hits [batch, res * res * M, 3]
         (canonical units), valid [batch, res * res, M]. A finer side is laid out where the low-resolution textures'
         lookup reads (``orthogonal_rays``' ``lookup_side``): the fine textures show the figure that stage 1 trained
-        through the coarse ones."""
-        S, M = self.config.num_samples, self.config.num_manifolds
+        through the coarse ones. ``rect`` = (row0, row1, col0, col1): only those texels, [batch, rows * cols * M, 3]."""
+        S = self.config.num_samples
         lr = self.config.lr_img_size
         res = lr if res is None else res
         grid = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr, offset=offset)
+        if rect is not None:
+            row0, row1, col0, col1 = rect
+            grid = grid.reshape(batch, res, res, S, 3)[:, row0:row1, col0:col1].reshape(batch, -1, S, 3)
         grid_w = grid * constants.WARP_SCALE
         s = _chunked(self.sample_net, grid_w)[..., 0]  # the MLP sees w(w(p)) + (0, 0, 1.5)
         hits_w, valid = ops.manifold_intersect(
             s, grid_w, self.levels.to(dtype), two_sided=True, min_step=constants.MIN_STEP, impl=impl
         )
-        return (hits_w / constants.WARP_SCALE).reshape(batch, res * res * M, 3), valid
+        return (hits_w / constants.WARP_SCALE).reshape(batch, -1, 3), valid
 
     @torch.no_grad()
     def texture_intersections(
@@ -677,6 +689,7 @@ class AniPortraitGenerator(nn.Module):
         stage: int = 1,
         impl: Impl = "auto",
         texel_offset: Tensor | None = None,
+        hr_window: tuple[int, int, int] | None = None,
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
@@ -692,12 +705,17 @@ class AniPortraitGenerator(nn.Module):
         for both views. ``texel_offset`` [2] (stage 1 only) lays the portrait's texels out that fraction of a texel
         off the grid in x and y and reads them back at the same canonical points: drawn afresh each step (training's
         ``texel_jitter``), the field is fitted between the grid's texels too, which the full-size textures of
-        ``field_hr_textures`` sample.
+        ``field_hr_textures`` sample. ``hr_window`` = (top, left, side) (stage 1, ``field_hr_textures`` only) also
+        renders that window (image rows and columns) of the full-size (4H) portrait frame exactly as
+        :meth:`render_frame` composites it, the intersections upsampled x4 and looked up in the fine textures, of
+        which only the texels the window's lookups read are computed (:meth:`_textures_read`): the full-size frame's
+        pixels at the cost of a window, not of a full-size texture set.
 
         Returns:
             ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
-            [-1, 1]; for the losses ``d`` and ``x`` (portrait samples, see :meth:`intersect`), ``smoothed`` and
-            ``transforms`` (see :meth:`canonical_samples`).
+            [-1, 1]; with ``hr_window``, ``window`` [B, 3, side, side] in [-1, 1]; for the losses ``d`` and ``x``
+            (portrait samples, see :meth:`intersect`), ``smoothed`` and ``transforms`` (see
+            :meth:`canonical_samples`).
         """
         from aniportrait.cameras import face_rays, posed_head_transform
 
@@ -714,6 +732,12 @@ class AniPortraitGenerator(nn.Module):
             )
         if texel_offset is not None and stage != 1:
             raise ValueError("texel_offset is for stage 1 (the low-resolution textures) only")
+        if hr_window is not None:
+            top, left, side = hr_window
+            if stage != 1 or not cfg.field_hr_textures:
+                raise ValueError("hr_window renders the full-size frame of a field_hr_textures model in stage 1 only")
+            if side < 1 or top < 0 or left < 0 or max(top, left) + side > 4 * res:
+                raise ValueError(f"hr_window {tuple(hr_window)} does not lie in the {4 * res}x{4 * res} frame")
         codes = self.identity_codes(z_id, z_noise)
         lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, texel_offset=texel_offset)
         if stage == 1:
@@ -743,7 +767,7 @@ class AniPortraitGenerator(nn.Module):
         offset = torch.tensor(constants.ORIGIN_OFFSET, dtype=points.dtype, device=points.device)
         face_points, face_origin = face_rays(head, face_size // scale, S, view_origin=origin + offset)
         face, _, _ = view(face_points, face_origin, direct=stage == 1)
-        return {
+        out = {
             "image": image,
             "face": face,
             "d": found["d"],
@@ -751,6 +775,61 @@ class AniPortraitGenerator(nn.Module):
             "smoothed": samples["smoothed"],
             "transforms": samples["transforms"],
         }
+        if hr_window is not None:
+            hits_hr, valid_hr = upsample_hits(found["hits"], found["valid"])
+            rows = torch.arange(top, top + side, device=hits_hr.device)
+            cols = torch.arange(left, left + side, device=hits_hr.device)
+            pixels = (rows[:, None] * 4 * res + cols).reshape(-1)
+            hits_hr, valid_hr = hits_hr[:, pixels], valid_hr[:, pixels]
+            textures = self._textures_read(codes, hits_hr, valid_hr, impl)
+            window, _, _ = self._composite(textures, hits_hr, valid_hr, origin, impl)
+            out["window"] = window.reshape(B, side, side, 3).permute(0, 3, 1, 2)
+        return out
+
+    def _textures_read(self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, impl: Impl) -> Tensor:
+        """The fine (``hr_img_size``) textures of ``field_hr_textures`` [B * M, 4, hr, hr] with only the texels that
+        :meth:`_composite`'s bilinear lookups at the valid intersections ``hits`` [B, P, M, 3] read: each computed as
+        :meth:`manifold_textures` computes it (SampleNet's texel points over their bounding box, RadianceNet at the
+        texels each identity's manifolds read), every other texel zero (only invalid intersections, which get no
+        weight, read those)."""
+        cfg = self.config
+        side, (B, P, M, _) = cfg.hr_img_size, hits.shape
+        with torch.no_grad():
+            uv = torch.stack([hits[..., 0], hits[..., 1] - constants.SAMPLE_CENTER], dim=-1) / constants.SAMPLE_SCALE
+            # align_corners=False with border padding: the clamped texel coordinate and its two neighbours per axis.
+            index = (((uv + 1) * side - 1) / 2).clamp(0, side - 1)
+            low = index.floor().long()
+            high = (low + 1).clamp(max=side - 1)
+            item_manifold = torch.arange(B, device=hits.device)[:, None] * M + torch.arange(M, device=hits.device)
+            base = item_manifold[:, None, :].expand(B, P, M) * side * side
+            needed = torch.zeros(B * M * side * side, dtype=torch.bool, device=hits.device)
+            for col in (low[..., 0], high[..., 0]):
+                for row in (low[..., 1], high[..., 1]):
+                    needed[(base + row * side + col)[valid]] = True
+            needed = needed.view(B, M, side, side)
+            if not bool(needed.any()):
+                return hits.new_zeros(B * M, 4, side, side)
+            rows = needed.any(dim=(0, 1, 3)).nonzero()[:, 0]
+            cols = needed.any(dim=(0, 1, 2)).nonzero()[:, 0]
+            rect = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            height, width = rect[1] - rect[0], rect[3] - rect[2]
+            # [B, texel, manifold] in the texel points' order, the needed ones first in each item.
+            flat = needed[:, :, rect[0] : rect[1], rect[2] : rect[3]].permute(0, 2, 3, 1).reshape(B, -1)
+            count = int(flat.sum(dim=1).max())
+            order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :count]
+        texel_hits, texel_valid = self._orthogonal_intersections(1, hits.device, hits.dtype, impl, side, rect=rect)
+        points = texel_hits[0][order]  # [B, count, 3]
+        freq, phase, _ = codes
+        view_dir = torch.tensor([0.0, 0.0, -1.0], device=hits.device, dtype=hits.dtype).expand(B, 1, 3)
+        rgb, sigma, _ = _chunked(lambda p: self.radiance_net.features(p, freq, phase, view_dir), points)
+        alpha = texture_alpha(sigma) * texel_valid.reshape(-1)[order][..., None].to(sigma.dtype)
+        texels = hits.new_zeros(B, height * width * M, 4).scatter(
+            1, order[..., None].expand(-1, -1, 4), torch.cat([rgb, alpha], dim=-1)
+        )
+        texels = texels.reshape(B, height, width, M, 4).permute(0, 3, 4, 1, 2).reshape(B * M, 4, height, width)
+        textures = hits.new_zeros(B * M, 4, side, side)
+        textures[:, :, rect[0] : rect[1], rect[2] : rect[3]] = texels
+        return textures
 
     def _composite_field(
         self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl

@@ -65,6 +65,11 @@ class TrainConfig:
     # them back at the same points), so that the field is fitted between the grid's texels too: the full-size
     # textures of generator.field_hr_textures sample it there (docs/training/README.md, section 17)
     texel_jitter: bool = False
+    # [ours] stage 1, generator.field_hr_textures: the reconstruction also fits a random recon_window x recon_window
+    # window of the full-size frame (the field at its own intersections, as the fine textures show it) against the
+    # image at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
+    recon_window: int = 0
+    recon_window_weight: float = 1.0
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -131,6 +136,16 @@ class TrainConfig:
                 raise ConfigError(f"{key}={value} is out of range: it must be in {_describe(lo, hi, lo_open, hi_open)}")
         if self.stage == 2 and self.texel_jitter:
             raise ConfigError("texel_jitter moves the low-resolution texels of stage 1; set it only with stage=1")
+        if self.recon_window and (self.stage != 1 or not self.generator.field_hr_textures):
+            raise ConfigError(
+                "recon_window fits the full-size frame of a field_hr_textures model in stage 1; set it only with "
+                "stage=1 and generator.field_hr_textures=true"
+            )
+        if self.recon_window > self.generator.hr_img_size:
+            raise ConfigError(
+                f"recon_window={self.recon_window} exceeds the full-size frame ({self.generator.hr_img_size}); "
+                "use a smaller window"
+            )
         if self.stage == 2 and self.generator.field_hr_textures:
             raise ConfigError(
                 "stage=2 trains super-resolution, which a generator with field_hr_textures does not use; "
@@ -288,6 +303,8 @@ RANGES = {
     "recon_images": (1, 10**7, False, False),
     "recon_lr": (0.0, 1.0, True, False),
     "recon_face_weight": (0.0, 1000.0, False, False),
+    "recon_window": (0, 4096, False, False),
+    "recon_window_weight": (0.0, 1000.0, False, False),
     "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),

@@ -441,6 +441,8 @@ class Trainer:
             "pose": "pose",
         }
         batch = {name: torch.stack([item[key] for item in items]).to(self.device) for name, key in keys.items()}
+        if self.cfg.recon_window:  # the full-size frame's window targets; half precision halves their memory
+            batch["full"] = resample_grid(batch["image"], self.G.config.hr_img_size).half()
         batch["image"] = resample_grid(batch["image"], self.portrait_size)
         batch["face"] = resample_grid(batch["face"], self.face_size)
         return batch
@@ -476,6 +478,7 @@ class Trainer:
             stage=self.cfg.stage,
             impl=self.cfg.impl,
             texel_offset=labels.get("texel_offset"),
+            hr_window=labels.get("hr_window"),
         )
 
     # -- one step ---------------------------------------------------------------------------------------------------

@@ -235,7 +235,8 @@ def fit_generator_to_images(
     regularisers: Callable[[dict[str, Tensor], dict[str, Tensor], torch.Generator], dict[str, Tensor]],
 ) -> list[float]:
     """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step (the
-    portrait's plus ``recon_face_weight`` times the face view's).
+    portrait's plus ``recon_face_weight`` times the face view's, plus ``recon_window_weight`` times the full-size
+    window's with ``recon_window``).
 
     Args:
         G: the generator (for ``z_noise_dim``).
@@ -243,9 +244,12 @@ def fit_generator_to_images(
         render: ``labels -> render_train``'s output (``image`` and ``face`` in [-1, 1]).
         images: the images to fit and their labels, row i of each from one image: ``image`` [N, 3, P, P] and
             ``face`` [N, 3, F, F] at the renders' sizes, ``z_id`` [N, 80], ``betas``, ``expression``, ``camera``,
-            ``pose``.
-        cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``, the
-            deformation weights).
+            ``pose``; with ``recon_window``, ``full`` [N, 3, 4P, 4P], the image at the full-size frame's side (any
+            float dtype).
+        cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
+            ``recon_window``, ``recon_window_weight``, the deformation weights). With ``recon_window`` each step
+            draws one window position (uniform over the frame) for its batch and passes it to ``render`` as
+            ``labels["hr_window"]``; ``render`` must return it as ``window``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
     """
     n = images["image"].shape[0]
@@ -271,9 +275,16 @@ def fit_generator_to_images(
         labels["z_noise"] = codes[rows] if learned else torch.randn(len(rows), dim, generator=rng).to(device)
         if cfg.texel_jitter:
             labels["texel_offset"] = (torch.rand(2, generator=rng) - 0.5).to(device)
+        if cfg.recon_window:
+            side = cfg.recon_window
+            top, left = torch.randint(images["full"].shape[-1] - side + 1, (2,), generator=rng).tolist()
+            labels["hr_window"] = (top, left, side)
         out = render(labels)
         face_error = (out["face"] - images["face"][rows]).abs().mean()
         error = (out["image"] - images["image"][rows]).abs().mean() + cfg.recon_face_weight * face_error
+        if cfg.recon_window:
+            target = images["full"][rows, :, top : top + side, left : left + side].to(out["window"].dtype)
+            error = error + cfg.recon_window_weight * (out["window"] - target).abs().mean()
         terms = regularisers(labels, out, rng)
         loss = error + sum(terms.values())
         if learned:
