@@ -275,6 +275,38 @@ def test_a_full_size_window_is_that_window_of_the_frame(body):
 
 
 @torch.no_grad()
+def test_a_face_view_through_the_textures_shows_the_field_where_the_lookups_do(body, monkeypatch):
+    """Textures are looked up with align_corners=False over linspace-laid texels, so a lookup shows the field at
+    N / (N - 1) times the point's offset from the box's centre. With ``face_textures`` the stage-1 face view reads the
+    fine textures: for a field linear in x and y it equals the face view that evaluates, at its own intersections,
+    that field scaled so, and differs from the plain face view."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    init_planar_manifolds(generator)
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0, 1])
+    camera, pose, expression = _controls(2, yaw=0.3, head=0.2)
+    args = (body, z_id, z_noise, betas, expression, camera, pose)
+    monkeypatch.setattr(generator.radiance_net, "features", _ramp_field)
+    read = generator.render_train(*args, face_size=16, impl="ref", face_textures=True)["face"]
+    plain = generator.render_train(*args, face_size=16, impl="ref")["face"]
+    k = TINY.lr_img_size / (TINY.lr_img_size - 1)
+    centre = torch.tensor([0.0, constants.SAMPLE_CENTER, 0.0])
+
+    def scaled(points, *rest):
+        moved = torch.cat([centre[:2] + k * (points[..., :2] - centre[:2]), points[..., 2:]], dim=-1)
+        return _ramp_field(moved, *rest)
+
+    monkeypatch.setattr(generator.radiance_net, "features", scaled)
+    expected = generator.render_train(*args, face_size=16, impl="ref")["face"]
+    assert_close(read, expected, atol=1e-4, rtol=0)
+    assert float((read - plain).abs().max()) > 5e-3
+    with pytest.raises(ValueError, match="stage 1"):
+        generator.render_train(*args, face_size=64, stage=2, impl="ref", face_textures=True)
+    with pytest.raises(ValueError, match="field_hr_textures"):
+        AniPortraitGenerator(TINY).eval().render_train(*args, face_size=16, impl="ref", face_textures=True)
+
+
+@torch.no_grad()
 def test_field_hr_textures_leave_the_super_resolved_path_alone(generator, body):
     """The flag changes only where the high-resolution textures come from: the LR frame is the same."""
     field = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()

@@ -81,10 +81,12 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
         ),
         (("recon_window=65", "generator.field_hr_textures=true"), "recon_window=65 exceeds the full-size frame (64)"),
         (("recon_window=-1",), "recon_window=-1 is out of range"),
+        (("face_textures=true",), "face_textures makes the stage-1 face view read"),
+        (("face_textures=true", "stage=2", "generator.field_hr_textures=true"), "face_textures makes the stage-1"),
         (("recon_window_weight=-1",), "recon_window_weight=-1.0 is out of range"),
     ],
 )
-def test_bad_full_size_windows_are_refused(dataset, tmp_path, overrides, message):
+def test_bad_full_size_windows_and_face_textures_are_refused(dataset, tmp_path, overrides, message):
     args = [arg for override in overrides for arg in ("--set", override)]
     result = train("--data", dataset, "--out", tmp_path / "run", *args)
     assert result.exit_code == 2, result.output

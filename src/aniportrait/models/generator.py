@@ -690,6 +690,7 @@ class AniPortraitGenerator(nn.Module):
         impl: Impl = "auto",
         texel_offset: Tensor | None = None,
         hr_window: tuple[int, int, int] | None = None,
+        face_textures: bool = False,
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
@@ -709,7 +710,12 @@ class AniPortraitGenerator(nn.Module):
         renders that window (image rows and columns) of the full-size (4H) portrait frame exactly as
         :meth:`render_frame` composites it, the intersections upsampled x4 and looked up in the fine textures, of
         which only the texels the window's lookups read are computed (:meth:`_textures_read`): the full-size frame's
-        pixels at the cost of a window, not of a full-size texture set.
+        pixels at the cost of a window, not of a full-size texture set. ``face_textures`` (stage 1,
+        ``field_hr_textures`` only) makes the face view read the fine textures at its intersections likewise,
+        instead of evaluating the field there: textures are looked up with ``align_corners=False`` over texels laid
+        out on a linspace (the release's quirk), so a lookup shows the field at N / (N - 1) times the point's offset
+        from the box's centre (3.2% at 32 texels), and a face view evaluated at its own intersections puts the face
+        that much farther out than the portrait and the full-size frames show it.
 
         Returns:
             ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
@@ -732,6 +738,8 @@ class AniPortraitGenerator(nn.Module):
             )
         if texel_offset is not None and stage != 1:
             raise ValueError("texel_offset is for stage 1 (the low-resolution textures) only")
+        if face_textures and (stage != 1 or not cfg.field_hr_textures):
+            raise ValueError("face_textures reads the fine textures of a field_hr_textures model in stage 1 only")
         if hr_window is not None:
             top, left, side = hr_window
             if stage != 1 or not cfg.field_hr_textures:
@@ -751,7 +759,9 @@ class AniPortraitGenerator(nn.Module):
         def view(points: Tensor, origin: Tensor, direct: bool) -> tuple[Tensor, dict, dict]:
             samples, found = self.trace(body, points, pose, betas, z_id, expression, impl=impl, skinning=skinning)
             hits, valid = found["hits"], found["valid"]
-            if direct:
+            if direct and face_textures:
+                color, _, _ = self._composite(self._textures_read(codes, hits, valid, impl), hits, valid, origin, impl)
+            elif direct:
                 color, _ = self._composite_field(codes, hits, valid, origin, impl)
             else:
                 if stage == 2:

@@ -70,6 +70,10 @@ class TrainConfig:
     # image at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
     recon_window: int = 0
     recon_window_weight: float = 1.0
+    # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a
+    # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
+    # lookups and the full-size frames show it (docs/training/README.md, section 20)
+    face_textures: bool = False
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -140,6 +144,11 @@ class TrainConfig:
             raise ConfigError(
                 "recon_window fits the full-size frame of a field_hr_textures model in stage 1; set it only with "
                 "stage=1 and generator.field_hr_textures=true"
+            )
+        if self.face_textures and (self.stage != 1 or not self.generator.field_hr_textures):
+            raise ConfigError(
+                "face_textures makes the stage-1 face view read a field_hr_textures model's fine textures; set it "
+                "only with stage=1 and generator.field_hr_textures=true"
             )
         if self.recon_window > self.generator.hr_img_size:
             raise ConfigError(

@@ -479,6 +479,7 @@ class Trainer:
             impl=self.cfg.impl,
             texel_offset=labels.get("texel_offset"),
             hr_window=labels.get("hr_window"),
+            face_textures=self.cfg.face_textures,
         )
 
     # -- one step ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,10 @@ Reconstruction (stage 1, ``recon_steps``): fit the generator to real images, an 
     sqrt(dim) where N(0, I) draws concentrate (GLO's constraint). They are dropped afterwards. Stage 2 can do the
     same after its upsampling warm-up (``sr_recon_steps``): the frozen stage-1 generator's textures, through
     super-resolution (the networks stage 2 trains), rendered at full resolution against the full-resolution images,
-    with new codes.
+    with new codes. A ``field_hr_textures`` model has no stage 2: its full-size frames show the field through fine
+    textures that the stage-1 portrait never reads. With ``recon_window`` each step also renders a random window of
+    the full-size frame as a frame composites it and adds its L1 against that window of the image at full size
+    (``recon_window_weight``).
 
 Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
     A randomly initialised super-resolution network outputs noise, so the high-resolution discriminators would first
