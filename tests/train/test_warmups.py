@@ -325,6 +325,28 @@ def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(datase
     assert first_error("again", recon_window=12, recon_window_weight=2.0)[1] == windows
 
 
+def test_face_textures_reach_the_face_view_of_every_training_render(dataset, tmp_path):
+    """``face_textures``: the trainer's renders read the face from the fine textures (render_train's
+    ``face_textures``), which differs from the face view that evaluates the field at its intersections."""
+    generator = dataclasses.replace(TINY, field_hr_textures=True)
+    faces = {}
+    for flag in (False, True):
+        config = TrainConfig(total_steps=1, generator=generator, face_textures=flag, **FAST)
+        trainer = Trainer(config, dataset, tmp_path / f"run{flag}", progress=False)
+        labels = trainer.fake_labels(0)
+        with torch.no_grad():
+            faces[flag] = trainer.render(trainer.G, labels)["face"]
+            expected = trainer.G.render_train(
+                trainer.body,
+                *(labels[k] for k in ("z_id", "z_noise", "betas", "expression", "camera", "pose")),
+                face_size=trainer.face_size,
+                impl="ref",
+                face_textures=flag,
+            )["face"]
+        assert torch.equal(faces[flag], expected)
+    assert float((faces[True] - faces[False]).abs().max()) > 1e-3
+
+
 def test_pca_codes_are_whitened_components_that_tell_the_images_apart():
     g = torch.Generator().manual_seed(0)
     n, dim = 40, 16
