@@ -133,6 +133,20 @@ def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
     net.output_layer.bias[0] = intercept - slope * PLANAR_RELU_BIAS
 
 
+def texture_uv(hits: Tensor) -> Tensor:
+    """Texture coordinates [..., 2] of canonical points [..., 3]: u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22, in
+    [-1, 1] over the texture box (looked up with ``align_corners=False`` although the texels were laid out with
+    linspace spacing: the release's half-texel quirk, kept)."""
+    return torch.stack([hits[..., 0], hits[..., 1] - constants.SAMPLE_CENTER], dim=-1) / constants.SAMPLE_SCALE
+
+
+def selected_first(mask: Tensor) -> Tensor:
+    """Indices [B, K] that gather each row's selected entries of ``mask`` [B, N] first (in order), padded with
+    unselected ones to the largest row's count K."""
+    count = int(mask.sum(dim=1).max())
+    return torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :count]
+
+
 def texture_alpha(sigma: Tensor) -> Tensor:
     """Alpha of a low-resolution texel from RadianceNet's raw density: ``1 - exp(-DELTA_ALPHA * softplus(sigma))``."""
     return -torch.expm1(-constants.DELTA_ALPHA * F.softplus(sigma))
@@ -805,9 +819,8 @@ class AniPortraitGenerator(nn.Module):
         cfg = self.config
         side, (B, P, M, _) = cfg.hr_img_size, hits.shape
         with torch.no_grad():
-            uv = torch.stack([hits[..., 0], hits[..., 1] - constants.SAMPLE_CENTER], dim=-1) / constants.SAMPLE_SCALE
             # align_corners=False with border padding: the clamped texel coordinate and its two neighbours per axis.
-            index = (((uv + 1) * side - 1) / 2).clamp(0, side - 1)
+            index = (((texture_uv(hits) + 1) * side - 1) / 2).clamp(0, side - 1)
             low = index.floor().long()
             high = (low + 1).clamp(max=side - 1)
             item_manifold = torch.arange(B, device=hits.device)[:, None] * M + torch.arange(M, device=hits.device)
@@ -825,8 +838,7 @@ class AniPortraitGenerator(nn.Module):
             height, width = rect[1] - rect[0], rect[3] - rect[2]
             # [B, texel, manifold] in the texel points' order, the needed ones first in each item.
             flat = needed[:, :, rect[0] : rect[1], rect[2] : rect[3]].permute(0, 2, 3, 1).reshape(B, -1)
-            count = int(flat.sum(dim=1).max())
-            order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :count]
+            order = selected_first(flat)
         texel_hits, texel_valid = self._orthogonal_intersections(1, hits.device, hits.dtype, impl, side, rect=rect)
         points = texel_hits[0][order]  # [B, count, 3]
         freq, phase, _ = codes
@@ -852,8 +864,7 @@ class AniPortraitGenerator(nn.Module):
         # Only valid intersections reach the image (invalid ones get alpha 0): evaluate those, valid ones first in
         # each batch item, padded to the largest count.
         flat_valid = valid.reshape(B, P * M)
-        count = int(flat_valid.sum(dim=1).max())
-        order = torch.argsort((~flat_valid).to(torch.uint8), dim=1, stable=True)[:, :count]
+        order = selected_first(flat_valid)
         points = torch.gather(hits.reshape(B, P * M, 3), 1, order[..., None].expand(-1, -1, 3))
         rgb_valid, sigma_valid, _ = self.radiance_net.features(points, freq, phase, view_dir)
         rgb = hits.new_zeros(B, P * M, 3).scatter(1, order[..., None].expand(-1, -1, 3), rgb_valid)
@@ -878,12 +889,7 @@ class AniPortraitGenerator(nn.Module):
         weights [B, P, M]. ``texel_offset``: the offset the textures' texels were laid out with
         (:meth:`manifold_textures`); the lookup moves back by as much, so it reads the same canonical points."""
         B, P, M, _ = hits.shape
-        # Texture m at u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22 with align_corners=False although the texels
-        # were laid out with linspace (align_corners=True) spacing: the release's half-texel quirk, kept.
-        uv = torch.stack(
-            [hits[..., 0] / constants.SAMPLE_SCALE, (hits[..., 1] - constants.SAMPLE_CENTER) / constants.SAMPLE_SCALE],
-            dim=-1,
-        )  # [B, P, M, 2]
+        uv = texture_uv(hits)  # [B, P, M, 2]
         if texel_offset is not None:  # align_corners=False: one texel is 2 / side in uv
             uv = uv - 2.0 * texel_offset.to(uv.dtype) / textures.shape[-1]
         grid = uv.permute(0, 2, 1, 3).reshape(B * M, 1, P, 2)
