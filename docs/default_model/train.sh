@@ -7,7 +7,8 @@
 #   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
 #
 # About 3 hours on a 2-core CPU (the model card gives the measured times). Each run can be stopped and
-# continued with `aniportrait train --data OUT/data --out OUT/RUN --resume`. The result is OUT/s1e/generator.safetensors.
+# continued with `aniportrait train --data OUT/data --out OUT/RUN --resume`. The result is
+# OUT/s1e/generator.safetensors.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
@@ -43,4 +44,5 @@ aniportrait train --data "$OUT/data" --out "$OUT/s1d" --config small $MEAN_SHAPE
 aniportrait train --data "$OUT/data" --out "$OUT/s1e" --config small $MEAN_SHAPE $MODULATION $CONTINUE \
     --set generator.expression_gate_slope=0.5 --set generator.field_hr_textures=true \
     --set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
-    --set deform_prior_steps=0 --set recon_window=32 --set recon_steps=1000 --init-from "$OUT/s1d/generator.safetensors" --quiet
+    --set deform_prior_steps=0 --set recon_window=32 --set recon_steps=1000 \
+    --init-from "$OUT/s1d/generator.safetensors" --quiet
