@@ -66,8 +66,8 @@ class TrainConfig:
     # textures of generator.field_hr_textures sample it there (docs/training/README.md, section 17)
     texel_jitter: bool = False
     # [ours] stage 1, generator.field_hr_textures: the reconstruction also fits a random recon_window x recon_window
-    # window of the full-size frame (the field at its own intersections, as the fine textures show it) against the
-    # image at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
+    # window of the full-size frame (rendered as a frame is, from the fine texels the window reads) against the image
+    # at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
     recon_window: int = 0
     recon_window_weight: float = 1.0
     # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a

@@ -428,7 +428,8 @@ class Trainer:
 
     def reconstruction_images(self) -> dict[str, torch.Tensor]:
         """The reconstruction warm-up's images (``recon_images`` rows chosen with the run's seed, not mirrored), at
-        the renders' sizes, with their labels under the generator's names."""
+        the renders' sizes, with their labels under the generator's names; with ``recon_window`` also ``full``, the
+        images at the full-size frame's side (float16)."""
         rows = reconstruction_rows(self.cfg.seed, self.cfg.recon_images, len(self.dataset))
         items = [self.dataset.get(i, flip=False) for i in rows]
         keys = {
