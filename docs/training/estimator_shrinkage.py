@@ -51,10 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = PortraitDataset(args.data)
-    items = [dataset.get(i, flip=False) for i in range(min(args.num, len(dataset)))]
-    images = torch.stack([it["image"] for it in items])
-    faces = torch.stack([it["face"] for it in items])
-    truth = torch.stack([it["camera"] for it in items]).double() * (180 / math.pi)
+    rows = dataset.rows(range(min(args.num, len(dataset))), ("image", "face", "camera"))
+    images, faces = rows["image"], rows["face"]
+    truth = rows["camera"].double() * (180 / math.pi)
     noise = torch.Generator().manual_seed(0)
     variants = {
         "stored": (images, faces),
@@ -74,9 +73,9 @@ def main() -> None:
             "camera_abs_deg": round((estimate - truth).abs().mean().item(), 3),
         }
     result = {
-        "command": f"OMP_NUM_THREADS=1 python docs/training/estimator_shrinkage.py --data {args.data} --num {len(items)}",
+        "command": f"OMP_NUM_THREADS=1 python docs/training/estimator_shrinkage.py --data {args.data} --num {len(images)}",
         "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
-        "num": len(items),
+        "num": len(images),
         "reads": reads,
     }
     text = json.dumps(result, indent=1)

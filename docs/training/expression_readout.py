@@ -58,13 +58,12 @@ def main() -> None:
     torch.set_num_threads(1)
     estimator = builtin_estimator()
     dataset = PortraitDataset(args.data, check=False)
-    rows = [dataset.get(i, flip=False) for i in range(min(args.num, len(dataset)))]
-    stack = lambda key: torch.stack([row[key] for row in rows]).float()  # noqa: E731
-    images, faces, expression = stack("image"), stack("face"), stack("expression")
+    data = dataset.rows(range(min(args.num, len(dataset))))
+    images, faces, expression = data["image"], data["face"], data["expression"]
     true = expression[:, :READ]
     result: dict = {
         "data": str(Path(args.data).name),
-        "num": len(rows),
+        "num": len(images),
         "spread": {
             "std": [round(v, 4) for v in true.std(0).tolist()],
             "mae_of_the_mean": [round(v, 4) for v in (true - true.mean(0)).abs().mean(0).tolist()],
@@ -81,10 +80,10 @@ def main() -> None:
     generator, metadata, valid_index = load_generator(path)
     generator.eval()
     body = body_for_checkpoint(metadata, valid_index, None)
-    noise = torch.randn(len(rows), generator.config.z_noise_dim, generator=torch.Generator().manual_seed(0))
-    labels = [stack(key) for key in ("id", "betas")] + [expression, stack("camera"), stack("pose")]
+    noise = torch.randn(len(images), generator.config.z_noise_dim, generator=torch.Generator().manual_seed(0))
+    labels = [data[key] for key in ("id", "betas", "expression", "camera", "pose")]
     renders, render_faces = [], []
-    for start in range(0, len(rows), 8):
+    for start in range(0, len(images), 8):
         part = slice(start, start + 8)
         out = generator.render_train(
             body,

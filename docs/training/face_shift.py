@@ -55,10 +55,7 @@ def main() -> None:
     body = body_for_checkpoint(metadata, valid_index, None)
     dataset = PortraitDataset(args.data)
     num = min(args.num, len(dataset))
-    items = [dataset.get(i, flip=False) for i in range(num)]
-    rows = {
-        k: torch.stack([item[k] for item in items]) for k in ("id", "betas", "expression", "camera", "pose", "image")
-    }
+    rows = dataset.rows(range(num), ("id", "betas", "expression", "camera", "pose", "image"))
     full, low = [], []
     for start in range(0, num, 8):
         part = slice(start, start + 8)

@@ -50,11 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = PortraitDataset(args.data)
-    items = [dataset.get(i, flip=False) for i in range(min(args.num, len(dataset)))]
-    images = torch.stack([it["image"] for it in items])
-    faces = torch.stack([it["face"] for it in items])
-    camera = torch.stack([it["camera"] for it in items]).double()
-    pose = torch.stack([it["pose"] for it in items]).double()
+    rows = dataset.rows(range(min(args.num, len(dataset))), ("image", "face", "camera", "pose"))
+    images, faces = rows["image"], rows["face"]
+    camera, pose = rows["camera"].double(), rows["pose"].double()
     estimator = builtin_estimator()
     config = estimator.config
     grid_i, grid_f = resample_grid(images, 32), resample_grid(faces, 32)
@@ -71,9 +69,9 @@ def main() -> None:
         "grid_32": estimator(grid_i, grid_f),
     }
     result = {
-        "command": f"OMP_NUM_THREADS=1 python docs/training/grid_scale.py --data {args.data} --num {len(items)}",
+        "command": f"OMP_NUM_THREADS=1 python docs/training/grid_scale.py --data {args.data} --num {len(images)}",
         "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
-        "num": len(items),
+        "num": len(images),
         "reads": {name: summary(est, camera, pose) for name, est in reads.items()},
     }
     text = json.dumps(result, indent=1)

@@ -40,8 +40,7 @@ def main() -> None:
     training = json.loads((Path(args.run) / "config.json").read_text())["training"]
     dataset = PortraitDataset(args.data, check=False)
     rows = reconstruction_rows(training["seed"], training["recon_images"], len(dataset))[: args.num]
-    items = [dataset.get(i, flip=False) for i in rows]
-    stack = lambda key: torch.stack([item[key] for item in items]).float()  # noqa: E731
+    data = dataset.rows(rows)
     generator, metadata, valid_index = load_generator(args.checkpoint or str(Path(args.run) / "generator.safetensors"))
     generator.eval()
     body = body_for_checkpoint(metadata, valid_index, None)
@@ -49,16 +48,16 @@ def main() -> None:
     noise = torch.randn(len(rows), generator.config.z_noise_dim, generator=torch.Generator().manual_seed(1))
     out = generator.render_train(
         body,
-        stack("id"),
+        data["id"],
         noise,
-        stack("betas"),
-        stack("expression"),
-        stack("camera"),
-        stack("pose"),
+        data["betas"],
+        data["expression"],
+        data["camera"],
+        data["pose"],
         face_size=side,
         stage=1,
     )
-    image, face = resample_grid(stack("image"), side), resample_grid(stack("face"), side)
+    image, face = resample_grid(data["image"], side), resample_grid(data["face"], side)
     print(
         f"L1 portrait {(out['image'] - image).abs().mean().item():.4f}, face {(out['face'] - face).abs().mean().item():.4f}"
     )

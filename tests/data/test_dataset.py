@@ -306,6 +306,18 @@ def test_dataset_without_check_names_bad_images(dataset_dir):
         ds[4]
 
 
+def test_rows_stack_the_unmirrored_items(dataset_dir):
+    ds = PortraitDataset(dataset_dir, flip=True, seed=3)
+    assert ds.flips(3) and not ds.flips(1)  # the dataset would mirror item 3
+    rows = ds.rows([3, 1, 3])
+    assert set(rows) == {"image", "face", *LABEL_SHAPES}
+    for n, index in enumerate([3, 1, 3]):
+        item = ds.get(index, flip=False)
+        assert all(torch.equal(rows[key][n], item[key]) for key in rows)
+    picked = ds.rows(range(2), keys=("camera", "image"))
+    assert list(picked) == ["camera", "image"] and picked["image"].shape == (2, 3, R, R)
+
+
 def test_default_collate(dataset_dir):
     batch = torch.utils.data.default_collate([PortraitDataset(dataset_dir)[i] for i in range(3)])
     assert batch["image"].shape == (3, 3, R, R) and batch["pose"].shape == (3, 6, 3)

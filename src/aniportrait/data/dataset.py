@@ -483,6 +483,13 @@ class PortraitDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor | int]:
         return self.get(index)
 
+    def rows(self, indices, keys=None) -> dict[str, Tensor]:
+        """The unmirrored items ``indices`` stacked: key -> [len(indices), ...] for the images (``image``, ``face``)
+        and every label, or only ``keys``."""
+        items = [self.get(int(i), flip=False) for i in indices]
+        keys = ("image", "face", *self.labels) if keys is None else keys
+        return {key: torch.stack([item[key] for item in items]) for key in keys}
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loader

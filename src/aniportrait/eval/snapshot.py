@@ -67,8 +67,8 @@ def snapshot_metrics(
     estimator = builtin_estimator() if estimator is None else estimator
     g = torch.Generator().manual_seed(int(seed))
     rows = torch.randperm(len(dataset), generator=g)[:n].tolist()
-    items = [dataset.get(i, flip=False) for i in rows]
-    labels = {key: torch.stack([it[key] for it in items]) for key in ("camera", "pose", "expression", "id", "betas")}
+    labels = dataset.rows(rows, ("camera", "pose", "expression", "id", "betas", "image", "face"))
+    data_images, data_faces = labels.pop("image"), labels.pop("face")
     labels["z_noise"] = torch.randn(n, generator.config.z_noise_dim, generator=g)
     face_size = face_size or generator.default_face_size(stage)
     latents = control._identity_latents(generator, labels, n, seed)
@@ -90,8 +90,8 @@ def snapshot_metrics(
             estimated.setdefault(key, []).append(value.cpu())
     errors = control.label_errors({k: torch.cat(v) for k, v in estimated.items()}, labels)
     out = {KEYS[k]: float(errors[k]) for k in KEYS}
-    real_images = resample_grid(torch.stack([it["image"] for it in items]), images.shape[-1], antialias=True)
-    real_faces = resample_grid(torch.stack([it["face"] for it in items]), faces.shape[-1], antialias=True)
+    real_images = resample_grid(data_images, images.shape[-1], antialias=True)
+    real_faces = resample_grid(data_faces, faces.shape[-1], antialias=True)
     out["fid_est"] = frechet_distance(
         estimator_features(estimator, images, faces), estimator_features(estimator, real_images, real_faces)
     )

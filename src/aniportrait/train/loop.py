@@ -431,17 +431,8 @@ class Trainer:
         the renders' sizes, with their labels under the generator's names; with ``recon_window`` also ``full``, the
         images at the full-size frame's side (float16)."""
         rows = reconstruction_rows(self.cfg.seed, self.cfg.recon_images, len(self.dataset))
-        items = [self.dataset.get(i, flip=False) for i in rows]
-        keys = {
-            "image": "image",
-            "face": "face",
-            "z_id": "id",
-            "betas": "betas",
-            "expression": "expression",
-            "camera": "camera",
-            "pose": "pose",
-        }
-        batch = {name: torch.stack([item[key] for item in items]).to(self.device) for name, key in keys.items()}
+        stacked = self.dataset.rows(rows, ("image", "face", "id", "betas", "expression", "camera", "pose"))
+        batch = {("z_id" if key == "id" else key): value.to(self.device) for key, value in stacked.items()}
         if self.cfg.recon_window:  # the full-size frame's window targets; half precision halves their memory
             batch["full"] = resample_grid(batch["image"], self.G.config.hr_img_size).half()
         batch["image"] = resample_grid(batch["image"], self.portrait_size)
