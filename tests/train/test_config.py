@@ -84,6 +84,7 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
         (("face_textures=true",), "face_textures makes the stage-1 face view read"),
         (("face_textures=true", "stage=2", "generator.field_hr_textures=true"), "face_textures makes the stage-1"),
         (("recon_window_weight=-1",), "recon_window_weight=-1.0 is out of range"),
+        (("recon_window_on=face",), "recon_window_on='face' is not allowed; use one of frame, figure"),
     ],
 )
 def test_bad_full_size_windows_and_face_textures_are_refused(dataset, tmp_path, overrides, message):

@@ -28,6 +28,7 @@ from aniportrait.train.warmups import (
     onto_code_sphere,
     pca_codes,
     vertex_normals,
+    window_corner,
 )
 from tests.train.train_helpers import FAST, write_dataset
 
@@ -323,6 +324,43 @@ def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(datase
     assert window_error > 0.01
     assert abs(errors[0] - plain[0] - 2.0 * window_error) < 1e-4 * (1 + errors[0])
     assert first_error("again", recon_window=12, recon_window_weight=2.0)[1] == windows
+    _, on_figure, _, images = first_error("figure", recon_window=12, recon_window_on="figure")
+    assert on_figure != windows
+    for step, (top, left, side) in enumerate(on_figure):  # each window holds figure pixels of its batch
+        rng = torch.Generator().manual_seed(0 * 100_057 + step)
+        rows = torch.randint(images["image"].shape[0], (1,), generator=rng)
+        assert (images["full"][rows, :, top : top + side, left : left + side].float() < 0.97).any()
+
+
+def test_figure_windows_are_drawn_in_proportion_to_the_figure_they_hold():
+    """``recon_window_on="figure"``: a corner's chance is the figure's share of its window's pixels over the batch, so
+    no window of background alone is drawn; ``"frame"`` draws corners uniformly; the same generator state, the same
+    corner; an all-white batch falls back to uniform corners."""
+    full = torch.ones(2, 3, 40, 40)
+    full[0, :, 4:12, 30:38] = -0.2  # one row's figure in the top-right corner
+    full[1, 1, 4:12, 30:38] = 0.5  # the other's in the same place, one channel only
+    side, corners = 8, 33
+    figure = torch.zeros(40, 40)
+    figure[4:12, 30:38] = 1
+    share = torch.nn.functional.avg_pool2d(figure[None, None], side, stride=1)[0, 0]
+    counts = torch.zeros(corners, corners)
+    rng = torch.Generator().manual_seed(3)
+    draws = 4000
+    for _ in range(draws):
+        top, left = window_corner(full, side, "figure", rng)
+        counts[top, left] += 1
+    assert counts[share == 0].sum() == 0  # never a window of background alone
+    expected = share / share.sum() * draws
+    assert float((counts - expected).abs().sum()) / draws < 0.2  # total variation against the shares
+    assert float(counts[4, 30]) > 2 * float(counts[share > 0].mean())  # the window holding all of the figure leads
+    again = torch.Generator().manual_seed(3)
+    assert window_corner(full, side, "figure", again) == window_corner(
+        full, side, "figure", torch.Generator().manual_seed(3)
+    )
+    uniform = [window_corner(torch.ones(1, 3, 40, 40), side, "figure", rng) for _ in range(2000)]
+    assert len(set(uniform)) > 600 and all(0 <= t < corners and 0 <= c < corners for t, c in uniform)
+    frame = [window_corner(full, side, "frame", rng) for _ in range(2000)]
+    assert len(set(frame)) > 600 and np.mean([t for t, _ in frame]) == pytest.approx(16, abs=1)
 
 
 def test_face_textures_reach_the_face_view_of_every_training_render(dataset, tmp_path):

@@ -70,6 +70,9 @@ class TrainConfig:
     # at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
     recon_window: int = 0
     recon_window_weight: float = 1.0
+    # where the window is drawn: "frame" (uniformly) or "figure" (in proportion to the figure's share of its pixels,
+    # so that the fit spends no window on white background)
+    recon_window_on: str = "frame"
     # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a
     # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
     # lookups and the full-size frames show it (docs/training/README.md, section 20)
@@ -118,6 +121,7 @@ class TrainConfig:
             "pose_sampling": ("paired", "independent"),
             "recon_codes": ("learned", "prior"),
             "recon_code_init": ("random", "pca"),
+            "recon_window_on": ("frame", "figure"),
             "impl": ("auto", "ref", "triton"),
         }
         for key, allowed in choices.items():

@@ -73,6 +73,7 @@ SHAPE_PRIOR_LR = 1e-3
 DEFORM_PRIOR_LR = 1e-3
 SR_PRIOR_LR = 3e-3
 PCA_SIDE = 8  # side of the thumbnails whose principal components start the codes (recon_code_init="pca")
+FIGURE_LEVEL = 0.97  # a pixel (in [-1, 1]) with any channel below this is figure, not the white background
 RECON_CODE_PRIOR = 1e-3  # weight of the mean squared code: keeps the learned codes near N(0, I)'s scale
 WARMUP_BETAS = (0.9, 0.99)
 SHAPE_PRIOR_POINTS = 8192  # random canonical points per step of the warm-up
@@ -250,9 +251,9 @@ def fit_generator_to_images(
             ``pose``; with ``recon_window``, ``full`` [N, 3, 4P, 4P], the image at the full-size frame's side (any
             float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
-            ``recon_window``, ``recon_window_weight``, the deformation weights). With ``recon_window`` each step
-            draws one window position (uniform over the frame) for its batch and passes it to ``render`` as
-            ``labels["hr_window"]``; ``render`` must return it as ``window``.
+            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, the deformation weights). With
+            ``recon_window`` each step draws one window position for its batch (:func:`window_corner`) and passes it
+            to ``render`` as ``labels["hr_window"]``; ``render`` must return it as ``window``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
     """
     n = images["image"].shape[0]
@@ -280,7 +281,7 @@ def fit_generator_to_images(
             labels["texel_offset"] = (torch.rand(2, generator=rng) - 0.5).to(device)
         if cfg.recon_window:
             side = cfg.recon_window
-            top, left = torch.randint(images["full"].shape[-1] - side + 1, (2,), generator=rng).tolist()
+            top, left = window_corner(images["full"][rows], side, cfg.recon_window_on, rng)
             labels["hr_window"] = (top, left, side)
         out = render(labels)
         face_error = (out["face"] - images["face"][rows]).abs().mean()
@@ -303,6 +304,25 @@ def fit_generator_to_images(
                     codes[rows] = onto_code_sphere(codes[rows])
         history.append(float(error.detach()))
     return history
+
+
+def window_corner(full: Tensor, side: int, on: str, rng: torch.Generator) -> tuple[int, int]:
+    """The top-left corner (row, column) of a ``side`` x ``side`` window of a batch's full-size images ``full``
+    [B, 3, S, S] (in [-1, 1] on a white background), drawn with ``rng``.
+
+    ``on="frame"``: uniform over the frame's corners. ``on="figure"``: each corner drawn with probability
+    proportional to the share of the batch's pixels inside its window that are not background (any channel below
+    ``FIGURE_LEVEL``), so that windows of white background alone are never drawn unless the whole batch is white.
+    """
+    corners = full.shape[-1] - side + 1
+    if on == "frame":
+        top, left = torch.randint(corners, (2,), generator=rng).tolist()
+        return top, left
+    figure = (full.float() < FIGURE_LEVEL).any(dim=1).float().mean(dim=0)  # [S, S]
+    share = F.avg_pool2d(figure[None, None], side, stride=1)[0, 0]  # [corners, corners]
+    weights = share.flatten() + 1e-6  # an all-white batch: uniform
+    index = int(torch.multinomial(weights, 1, generator=rng))
+    return index // corners, index % corners
 
 
 def onto_code_sphere(codes: Tensor) -> Tensor:
