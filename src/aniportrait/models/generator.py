@@ -296,8 +296,8 @@ class AniPortraitGenerator(nn.Module):
         codes = self.identity_codes(z_id, z_noise, psi=psi, id_bank=id_bank)
         lr_features, style = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes)
         if self.config.field_hr_textures:
-            hr_features, _ = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, side=self.config.hr_img_size)
-            return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_features[:, :4].contiguous())
+            hr_textures = self.fine_field_textures(z_id, z_noise, codes, impl).contiguous()
+            return Identity(z_id, z_noise, betas, lr_features[:, :4].contiguous(), hr_textures)
         # Channels-last (NHWC) is the convolutions' fast layout on CPUs (oneDNN) and GPUs; the values are those of
         # the NCHW path up to float rounding (benchmarks/cpu_identity_time.py measures both).
         with torch.autocast(lr_features.device.type, dtype=torch.bfloat16, enabled=sr_precision == "bf16"):
@@ -366,6 +366,13 @@ class AniPortraitGenerator(nn.Module):
         alpha = texture_alpha(sigma) * valid.reshape(B, -1, 1)
         texels = torch.cat([rgb, alpha, feature], dim=-1).reshape(B, res, res, M, -1)
         return texels.permute(0, 3, 4, 1, 2).reshape(B * M, -1, res, res), style
+
+    def fine_field_textures(
+        self, z_id: Tensor, z_noise: Tensor, codes: tuple[Tensor, Tensor, Tensor], impl: Impl
+    ) -> Tensor:
+        """A ``field_hr_textures`` model's high-resolution textures [B * M, 4, hr, hr] (RGB, alpha): RadianceNet
+        sampled at the fine texels (:meth:`manifold_textures` at side ``hr_img_size``) for the identities' ``codes``."""
+        return self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, side=self.config.hr_img_size)[0][:, :4]
 
     def _orthogonal_intersections(
         self,
@@ -765,7 +772,7 @@ class AniPortraitGenerator(nn.Module):
         if stage == 1:
             textures = lr_features[:, :4]
         elif cfg.field_hr_textures:
-            textures = self.manifold_textures(z_id, z_noise, impl=impl, codes=codes, side=cfg.hr_img_size)[0][:, :4]
+            textures = self.fine_field_textures(z_id, z_noise, codes, impl)
         else:
             textures = torch.sigmoid(self.sr_net(lr_features, style))
         skinning = body.inverse_skinning(betas, pose, mean_shape=self.config.mean_shape_canonical)
