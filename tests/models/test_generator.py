@@ -275,6 +275,34 @@ def test_a_full_size_window_is_that_window_of_the_frame(body):
 
 
 @torch.no_grad()
+def test_the_full_size_face_is_the_face_stage_two_renders(body):
+    """``hr_face_size`` renders the face view as stage 2 does (traced at a quarter of the side, upsampled, looked up in
+    the fine textures) from only the fine texels it reads: it equals stage 2's face view of the same labels (random
+    weights, so a texel left out would show), differs from the stage-1 face, and bad uses are refused."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True)).eval()
+    init_planar_manifolds(generator)
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0, 1])
+    camera, pose, expression = _controls(2, yaw=-0.2, head=0.3, expression=0.7)
+    args = (body, z_id, z_noise, betas, expression, camera, pose)
+    side = generator.default_face_size(2)
+    out = generator.render_train(*args, face_size=16, impl="ref", hr_face_size=side)
+    stage2 = generator.render_train(*args, face_size=side, stage=2, impl="ref")["face"]
+    assert out["hr_face"].shape == (2, 3, side, side)
+    assert_close(out["hr_face"], stage2, atol=1e-5, rtol=0)
+    assert float((stage2 - 1).abs().mean()) > 0.05 and float(stage2.std()) > 1e-3  # the figure, not background
+    plain = generator.render_train(*args, face_size=side, impl="ref")["face"]  # stage 1 at the same side
+    assert float((plain - stage2).abs().mean()) > 1e-3
+    assert "hr_face" not in generator.render_train(*args, face_size=16, impl="ref")
+    with pytest.raises(ValueError, match="does not fit stage 2"):
+        generator.render_train(*args, face_size=16, impl="ref", hr_face_size=side + 2)
+    with pytest.raises(ValueError, match="stage 1"):
+        generator.render_train(*args, face_size=side, stage=2, impl="ref", hr_face_size=side)
+    with pytest.raises(ValueError, match="field_hr_textures"):
+        AniPortraitGenerator(TINY).eval().render_train(*args, face_size=16, impl="ref", hr_face_size=side)
+
+
+@torch.no_grad()
 def test_a_face_view_through_the_textures_shows_the_field_where_the_lookups_do(body, monkeypatch):
     """Textures are looked up with align_corners=False over linspace-laid texels, so a lookup shows the field at
     N / (N - 1) times the point's offset from the box's centre. With ``face_textures`` the stage-1 face view reads the

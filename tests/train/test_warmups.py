@@ -332,6 +332,41 @@ def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(datase
         assert (images["full"][rows, :, top : top + side, left : left + side].float() < 0.97).any()
 
 
+def test_the_full_size_face_adds_its_error_against_the_face_image(dataset, tmp_path):
+    """``recon_hr_face_weight``: every render of the fit also renders stage 2's face view (``hr_face``) and the error
+    adds the weight times its L1 against the dataset's face image at that side."""
+    generator = dataclasses.replace(TINY, field_hr_textures=True)
+
+    def fit(run, **settings):
+        config = TrainConfig(total_steps=1, recon_codes="prior", generator=generator, **settings, **FAST)
+        trainer = Trainer(config, dataset, tmp_path / run, progress=False)
+        sizes, outputs = [], []
+
+        def render(labels):
+            sizes.append(labels.get("hr_face_size"))
+            outputs.append(trainer.render(trainer.G, labels))
+            return outputs[-1]
+
+        images = trainer.reconstruction_images()
+        errors = fit_generator_to_images(
+            trainer.G, trainer.g_params, render, images, 1, seed=0, cfg=config, regularisers=lambda *a: {}
+        )
+        return errors, sizes, outputs, images, trainer
+
+    plain, none, plain_out, images, _ = fit("plain")
+    assert none == [None] and "hr_face" not in images and "hr_face" not in plain_out[0]
+    errors, sizes, outputs, images, trainer = fit("face", recon_hr_face_weight=3.0)
+    side = trainer.G.default_face_size(2)
+    assert sizes == [side] and outputs[0]["hr_face"].shape == (1, 3, side, side)
+    row = int(np.flatnonzero((np.load(dataset / "labels.npz")["id"] == images["z_id"][0].numpy()).all(axis=1))[0])
+    face = resample_grid(PortraitDataset(dataset).get(row, flip=False)["face"][None], side)[0]
+    assert float((images["hr_face"][0].float() - face).abs().max()) < 1e-3  # half precision
+    rows = torch.randint(images["image"].shape[0], (1,), generator=torch.Generator().manual_seed(0))
+    face_error = float((outputs[0]["hr_face"].detach() - images["hr_face"][rows].float()).abs().mean())
+    assert face_error > 0.01
+    assert abs(errors[0] - plain[0] - 3.0 * face_error) < 1e-4 * (1 + errors[0])
+
+
 def test_figure_windows_are_drawn_in_proportion_to_the_figure_they_hold():
     """``recon_window_on="figure"``: a corner's chance is the figure's share of its window's pixels over the batch, so
     no window of background alone is drawn; ``"frame"`` draws corners uniformly; the same generator state, the same

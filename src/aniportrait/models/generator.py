@@ -687,6 +687,19 @@ class AniPortraitGenerator(nn.Module):
             "depth": depth.view(B, 1, hr, hr),
         }
 
+    def _check_face_size(self, face_size: int, stage: int) -> None:
+        """A face view of ``face_size`` must give the pose smoother a grid larger than its padding, traced at
+        ``face_size`` in stage 1 and at a quarter of it in stage 2 (upsampled x4)."""
+        cfg, scale = self.config, 1 if stage == 1 else 4
+        if (
+            face_size % (scale * cfg.knn_stride)
+            or face_size // scale // cfg.knn_stride <= cfg.smoother_spatial_kernel // 2
+        ):
+            raise ValueError(
+                f"face_size {face_size} does not fit stage {stage}: it must be a multiple of {scale * cfg.knn_stride} "
+                f"and exceed {scale * cfg.knn_stride * (cfg.smoother_spatial_kernel // 2)} (the smoother's padding)"
+            )
+
     def default_face_size(self, stage: int) -> int:
         """The paper's face-camera side: the LR side in stage 1 (128), half the HR side in stage 2 (256); the HR side
         where half would leave the smoother too small a grid (tiny configs)."""
@@ -712,6 +725,7 @@ class AniPortraitGenerator(nn.Module):
         texel_offset: Tensor | None = None,
         hr_window: tuple[int, int, int] | None = None,
         face_textures: bool = False,
+        hr_face_size: int | None = None,
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
 
@@ -736,11 +750,15 @@ class AniPortraitGenerator(nn.Module):
         instead of evaluating the field there: textures are looked up with ``align_corners=False`` over texels laid
         out on a linspace (the release's quirk), so a lookup shows the field at N / (N - 1) times the point's offset
         from the box's centre (3.2% at 32 texels), and a face view evaluated at its own intersections puts the face
-        that much farther out than the portrait and the full-size frames show it.
+        that much farther out than the portrait and the full-size frames show it. ``hr_face_size`` (stage 1,
+        ``field_hr_textures`` only) also renders the face view as stage 2 renders it at that side (its intersections
+        traced at a quarter of the side, upsampled x4 and looked up in the fine textures, again only the texels read):
+        the face crop that evaluation renders from the full-size model.
 
         Returns:
             ``image`` [B, 3, P, P] (P = H in stage 1, 4H in stage 2) and ``face`` [B, 3, face_size, face_size] in
-            [-1, 1]; with ``hr_window``, ``window`` [B, 3, side, side] in [-1, 1]; for the losses ``d`` and ``x``
+            [-1, 1]; with ``hr_window``, ``window`` [B, 3, side, side], with ``hr_face_size``, ``hr_face``
+            [B, 3, hr_face_size, hr_face_size], both in [-1, 1]; for the losses ``d`` and ``x``
             (portrait samples, see :meth:`intersect`), ``smoothed`` and ``transforms`` (see
             :meth:`canonical_samples`).
         """
@@ -749,14 +767,11 @@ class AniPortraitGenerator(nn.Module):
         cfg = self.config
         B, res, S = z_id.shape[0], cfg.lr_img_size, cfg.num_samples
         scale = 1 if stage == 1 else 4
-        if (
-            face_size % (scale * cfg.knn_stride)
-            or face_size // scale // cfg.knn_stride <= cfg.smoother_spatial_kernel // 2
-        ):
-            raise ValueError(
-                f"face_size {face_size} does not fit stage {stage}: it must be a multiple of {scale * cfg.knn_stride} "
-                f"and exceed {scale * cfg.knn_stride * (cfg.smoother_spatial_kernel // 2)} (the smoother's padding)"
-            )
+        self._check_face_size(face_size, stage)
+        if hr_face_size is not None:
+            if stage != 1 or not cfg.field_hr_textures:
+                raise ValueError("hr_face_size renders the face of a field_hr_textures model in stage 1 only")
+            self._check_face_size(hr_face_size, 2)
         if texel_offset is not None and stage != 1:
             raise ValueError("texel_offset is for stage 1 (the low-resolution textures) only")
         if face_textures and (stage != 1 or not cfg.field_hr_textures):
@@ -806,6 +821,13 @@ class AniPortraitGenerator(nn.Module):
             "smoothed": samples["smoothed"],
             "transforms": samples["transforms"],
         }
+        if hr_face_size is not None:
+            points_hr, origin_hr = face_rays(head, hr_face_size // 4, S, view_origin=origin + offset)
+            _, found_hr = self.trace(body, points_hr, pose, betas, z_id, expression, impl=impl, skinning=skinning)
+            hits_hr, valid_hr = upsample_hits(found_hr["hits"], found_hr["valid"])
+            textures = self._textures_read(codes, hits_hr, valid_hr, impl)
+            hr_face, _, _ = self._composite(textures, hits_hr, valid_hr, origin_hr, impl)
+            out["hr_face"] = hr_face.reshape(B, hr_face_size, hr_face_size, 3).permute(0, 3, 1, 2)
         if hr_window is not None:
             hits_hr, valid_hr = upsample_hits(found["hits"], found["valid"])
             rows = torch.arange(top, top + side, device=hits_hr.device)

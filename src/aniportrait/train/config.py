@@ -73,6 +73,11 @@ class TrainConfig:
     # where the window is drawn: "frame" (uniformly) or "figure" (in proportion to the figure's share of its pixels,
     # so that the fit spends no window on white background)
     recon_window_on: str = "frame"
+    # [ours] stage 1, generator.field_hr_textures: the reconstruction also fits the face view as evaluation renders it
+    # from the full-size model (stage 2's face: traced at a quarter of its side, upsampled, looked up in the fine
+    # textures) against the face image at that side, weighted by recon_hr_face_weight (0 = off; docs/training/README.md,
+    # section 21)
+    recon_hr_face_weight: float = 0.0
     # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a
     # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
     # lookups and the full-size frames show it (docs/training/README.md, section 20)
@@ -148,6 +153,11 @@ class TrainConfig:
             raise ConfigError(
                 "recon_window fits the full-size frame of a field_hr_textures model in stage 1; set it only with "
                 "stage=1 and generator.field_hr_textures=true"
+            )
+        if self.recon_hr_face_weight and (self.stage != 1 or not self.generator.field_hr_textures):
+            raise ConfigError(
+                "recon_hr_face_weight fits the full-size face of a field_hr_textures model in stage 1; set it only "
+                "with stage=1 and generator.field_hr_textures=true"
             )
         if self.face_textures and (self.stage != 1 or not self.generator.field_hr_textures):
             raise ConfigError(
@@ -318,6 +328,7 @@ RANGES = {
     "recon_face_weight": (0.0, 1000.0, False, False),
     "recon_window": (0, 4096, False, False),
     "recon_window_weight": (0.0, 1000.0, False, False),
+    "recon_hr_face_weight": (0.0, 1000.0, False, False),
     "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),

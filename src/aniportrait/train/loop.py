@@ -429,12 +429,15 @@ class Trainer:
     def reconstruction_images(self) -> dict[str, torch.Tensor]:
         """The reconstruction warm-up's images (``recon_images`` rows chosen with the run's seed, not mirrored), at
         the renders' sizes, with their labels under the generator's names; with ``recon_window`` also ``full``, the
-        images at the full-size frame's side (float16)."""
+        images at the full-size frame's side, and with ``recon_hr_face_weight`` ``hr_face``, the face images at the
+        side of stage 2's face view (both float16)."""
         rows = reconstruction_rows(self.cfg.seed, self.cfg.recon_images, len(self.dataset))
         stacked = self.dataset.rows(rows, ("image", "face", "id", "betas", "expression", "camera", "pose"))
         batch = {("z_id" if key == "id" else key): value.to(self.device) for key, value in stacked.items()}
         if self.cfg.recon_window:  # the full-size frame's window targets; half precision halves their memory
             batch["full"] = resample_grid(batch["image"], self.G.config.hr_img_size).half()
+        if self.cfg.recon_hr_face_weight:  # the face at the side evaluation renders it
+            batch["hr_face"] = resample_grid(batch["face"], self.G.default_face_size(2)).half()
         batch["image"] = resample_grid(batch["image"], self.portrait_size)
         batch["face"] = resample_grid(batch["face"], self.face_size)
         return batch
@@ -472,6 +475,7 @@ class Trainer:
             texel_offset=labels.get("texel_offset"),
             hr_window=labels.get("hr_window"),
             face_textures=self.cfg.face_textures,
+            hr_face_size=labels.get("hr_face_size"),
         )
 
     # -- one step ---------------------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def fit_generator_to_images(
 ) -> list[float]:
     """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step (the
     portrait's plus ``recon_face_weight`` times the face view's, plus ``recon_window_weight`` times the full-size
-    window's with ``recon_window``).
+    window's with ``recon_window``, plus ``recon_hr_face_weight`` times the full-size face's).
 
     Args:
         G: the generator (for ``z_noise_dim``).
@@ -248,12 +248,16 @@ def fit_generator_to_images(
         render: ``labels -> render_train``'s output (``image`` and ``face`` in [-1, 1]).
         images: the images to fit and their labels, row i of each from one image: ``image`` [N, 3, P, P] and
             ``face`` [N, 3, F, F] at the renders' sizes, ``z_id`` [N, 80], ``betas``, ``expression``, ``camera``,
-            ``pose``; with ``recon_window``, ``full`` [N, 3, 4P, 4P], the image at the full-size frame's side (any
-            float dtype).
+            ``pose``; with ``recon_window``, ``full`` [N, 3, 4P, 4P], the image at the full-size frame's side, and
+            with ``recon_hr_face_weight``, ``hr_face`` [N, 3, Q, Q], the face at the side of stage 2's face view
+            (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
-            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, the deformation weights). With
+            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, the deformation
+            weights). With
             ``recon_window`` each step draws one window position for its batch (:func:`window_corner`) and passes it
-            to ``render`` as ``labels["hr_window"]``; ``render`` must return it as ``window``.
+            to ``render`` as ``labels["hr_window"]``; ``render`` must return it as ``window``. With
+            ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render`` must return that
+            face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
     """
     n = images["image"].shape[0]
@@ -283,12 +287,17 @@ def fit_generator_to_images(
             side = cfg.recon_window
             top, left = window_corner(images["full"][rows], side, cfg.recon_window_on, rng)
             labels["hr_window"] = (top, left, side)
+        if cfg.recon_hr_face_weight:
+            labels["hr_face_size"] = images["hr_face"].shape[-1]
         out = render(labels)
         face_error = (out["face"] - images["face"][rows]).abs().mean()
         error = (out["image"] - images["image"][rows]).abs().mean() + cfg.recon_face_weight * face_error
         if cfg.recon_window:
             target = images["full"][rows, :, top : top + side, left : left + side].to(out["window"].dtype)
             error = error + cfg.recon_window_weight * (out["window"] - target).abs().mean()
+        if cfg.recon_hr_face_weight:
+            target = images["hr_face"][rows].to(out["hr_face"].dtype)
+            error = error + cfg.recon_hr_face_weight * (out["hr_face"] - target).abs().mean()
         terms = regularisers(labels, out, rng)
         loss = error + sum(terms.values())
         if learned:
