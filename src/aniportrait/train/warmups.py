@@ -253,11 +253,10 @@ def fit_generator_to_images(
             (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
             ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, the deformation
-            weights). With
-            ``recon_window`` each step draws one window position for its batch (:func:`window_corner`) and passes it
-            to ``render`` as ``labels["hr_window"]``; ``render`` must return it as ``window``. With
-            ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render`` must return that
-            face as ``hr_face``.
+            weights). With ``recon_window`` each step draws one window position for its batch
+            (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``; ``render`` must return it
+            as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
+            must return that face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
     """
     n = images["image"].shape[0]
