@@ -205,25 +205,21 @@ def test_reconstruction_fit_lowers_the_image_error_and_trains_the_stage_networks
 
 
 def fit_recording(trainer, config, steps, key):
-    """The reconstruction fit of ``trainer`` (seed 0, no regularisers): its errors, and ``labels.get(key)`` of each
-    render."""
-    seen = []
+    """The reconstruction fit of ``trainer`` (seed 0, no regularisers): its errors, ``labels.get(key)`` of each
+    render, each render's output (detached) and the images fitted."""
+    seen, outputs = [], []
 
     def render(labels):
         seen.append(labels.get(key))
-        return trainer.render(trainer.G, labels)
+        out = trainer.render(trainer.G, labels)
+        outputs.append({name: value.detach() for name, value in out.items()})
+        return out
 
+    images = trainer.reconstruction_images()
     errors = fit_generator_to_images(
-        trainer.G,
-        trainer.g_params,
-        render,
-        trainer.reconstruction_images(),
-        steps,
-        seed=0,
-        cfg=config,
-        regularisers=lambda labels, out, rng: {},
+        trainer.G, trainer.g_params, render, images, steps, seed=0, cfg=config, regularisers=lambda *a: {}
     )
-    return errors, seen
+    return errors, seen, outputs, images
 
 
 def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, tmp_path):
@@ -233,7 +229,7 @@ def test_reconstruction_with_prior_codes_gives_each_render_fresh_noise(dataset, 
 
     def fit(run, steps):
         trainer = Trainer(config, dataset, tmp_path / run, progress=False)
-        errors, noises = fit_recording(trainer, config, steps, "z_noise")
+        errors, noises = fit_recording(trainer, config, steps, "z_noise")[:2]
         return errors, torch.stack([noise.detach().clone() for noise in noises])
 
     errors, noises = fit("a", 60)
@@ -294,19 +290,7 @@ def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(datase
 
     def first_error(run, **settings):
         config = TrainConfig(total_steps=1, recon_codes="prior", generator=generator, **settings, **FAST)
-        trainer = Trainer(config, dataset, tmp_path / run, progress=False)
-        windows, outputs = [], []
-
-        def render(labels):
-            windows.append(labels.get("hr_window"))
-            outputs.append(trainer.render(trainer.G, labels))
-            return outputs[-1]
-
-        images = trainer.reconstruction_images()
-        errors = fit_generator_to_images(
-            trainer.G, trainer.g_params, render, images, 3, seed=0, cfg=config, regularisers=lambda *a: {}
-        )
-        return errors, windows, outputs, images
+        return fit_recording(Trainer(config, dataset, tmp_path / run, progress=False), config, 3, "hr_window")
 
     plain, none, _, images = first_error("plain")
     assert none == [None] * 3 and "full" not in images
@@ -340,18 +324,7 @@ def test_the_full_size_face_adds_its_error_against_the_face_image(dataset, tmp_p
     def fit(run, **settings):
         config = TrainConfig(total_steps=1, recon_codes="prior", generator=generator, **settings, **FAST)
         trainer = Trainer(config, dataset, tmp_path / run, progress=False)
-        sizes, outputs = [], []
-
-        def render(labels):
-            sizes.append(labels.get("hr_face_size"))
-            outputs.append(trainer.render(trainer.G, labels))
-            return outputs[-1]
-
-        images = trainer.reconstruction_images()
-        errors = fit_generator_to_images(
-            trainer.G, trainer.g_params, render, images, 1, seed=0, cfg=config, regularisers=lambda *a: {}
-        )
-        return errors, sizes, outputs, images, trainer
+        return *fit_recording(trainer, config, 1, "hr_face_size"), trainer
 
     plain, none, plain_out, images, _ = fit("plain")
     assert none == [None] and "hr_face" not in images and "hr_face" not in plain_out[0]
