@@ -3,10 +3,11 @@
 The head error of ``eval --metrics control`` averages six angles: the neck (joint 12) and the head (joint 15), each
 about x, y and z. Two parts:
 
-1. ``readings``: on held-out rows (the rows ``eval`` renders, seed 0), for the data's own images and for a model's
-   full-size frames, each angle's mean absolute error (all six pose joints: the shoulders' too), and the slope and correlation of the estimate against the
-   truth (degrees); ``neck+head`` adds the two joints' angles about each axis: the head's whole turn, which the
-   estimator need not split between the joints.
+1. ``readings``: for the data's own images (the held-out set's first rows) and for a model's full-size frames (the
+   held-out label rows ``eval`` renders, seed 0), each angle's mean absolute error, and the slope and correlation
+   of the estimate against the truth (degrees), for all six pose joints (the collars' and shoulders' too);
+   ``neck+head`` adds the two joints' angles about each axis: the head's whole turn, which the estimator need not
+   split between the joints.
 2. ``silhouette``: whether the model's head moves as the world's does. Eight held-out figures from one camera at
    zero pose and expression, one of the neck's or head's angles about x (a nod) or z (a tilt) swept over
    -20..20 degrees; per angle the centroid of the figure's pixels in the top 35% of the frame (the head), in
@@ -34,9 +35,9 @@ from aniportrait.eval import control, report
 from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.pretrained import body_for_checkpoint
 
-# Rows of the six pose joints (12, 13, 14, 15, 16, 17); the head's two are swept for the silhouette.
+# Rows of the six pose joints (12, 13, 14, 15, 16, 17); the head's two are summed in the readings and swept.
 POSE_ROWS = {"neck": 0, "left_collar": 1, "right_collar": 2, "head": 3, "left_shoulder": 4, "right_shoulder": 5}
-JOINTS = {"neck": 0, "head": 3}
+JOINTS = {name: POSE_ROWS[name] for name in ("neck", "head")}
 SWEEP = (-20, -10, 0, 10, 20)  # degrees
 FIGURES = 8
 HEAD_ROWS = 0.35  # the top share of the frame's rows taken as the head
