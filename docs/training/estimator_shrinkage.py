@@ -5,7 +5,10 @@ the true one is 0.83-0.84 (``camera_bias/``), where the data's own images read 0
 an image answers nearer the training mean, which also lowers the slope. This script reads the first N held-out rows
 as stored and degraded four ways (the coarser ray grids blurred first, a 9x9 box blur, pixel noise, grey) and
 reports the slopes of pitch and yaw and the mean absolute camera error, so that a model's slope can be compared with
-what mere degradation does.
+what mere degradation does; and for the head (neck and head joints) the mean absolute error of its six angles, the
+slopes of the two joints' angles summed about x, y and z (the head's whole nod, turn and tilt), and the correlation
+of the neck's tilt alone with its truth (how well the estimator splits the tilt between neck and head; see
+``head_reading.py``).
 
     OMP_NUM_THREADS=1 python docs/training/estimator_shrinkage.py --data HELDOUT [--num 256] [--json OUT]
 """
@@ -24,6 +27,8 @@ import torch.nn.functional as F
 from aniportrait.data.dataset import PortraitDataset
 from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.images import resample_grid
+
+HEAD_ROWS = [0, 3]  # the neck (joint 12) and the head (joint 15) among the six pose joints
 
 
 def slope(truth: torch.Tensor, estimate: torch.Tensor) -> float:
@@ -51,9 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = PortraitDataset(args.data)
-    rows = dataset.rows(range(min(args.num, len(dataset))), ("image", "face", "camera"))
+    rows = dataset.rows(range(min(args.num, len(dataset))), ("image", "face", "camera", "pose"))
     images, faces = rows["image"], rows["face"]
     truth = rows["camera"].double() * (180 / math.pi)
+    head_truth = rows["pose"][:, HEAD_ROWS].double() * (180 / math.pi)
     noise = torch.Generator().manual_seed(0)
     variants = {
         "stored": (images, faces),
@@ -66,11 +72,16 @@ def main() -> None:
     estimator = builtin_estimator()
     reads = {}
     for name, (portraits, crops) in variants.items():
-        estimate = estimator(portraits, crops)["camera"].double() * (180 / math.pi)
+        read = estimator(portraits, crops)
+        estimate = read["camera"].double() * (180 / math.pi)
+        head = read["pose"][:, HEAD_ROWS].double() * (180 / math.pi)
         reads[name] = {
             "pitch_slope": round(slope(truth[:, 0], estimate[:, 0]), 3),
             "yaw_slope": round(slope(truth[:, 1], estimate[:, 1]), 3),
             "camera_abs_deg": round((estimate - truth).abs().mean().item(), 3),
+            "head_abs_deg": round((head - head_truth).abs().mean().item(), 3),
+            "head_turn_slope_xyz": [round(slope(head_truth.sum(1)[:, a], head.sum(1)[:, a]), 3) for a in range(3)],
+            "neck_tilt_corr": round(torch.corrcoef(torch.stack([head_truth[:, 0, 2], head[:, 0, 2]]))[0, 1].item(), 3),
         }
     result = {
         "command": f"OMP_NUM_THREADS=1 python docs/training/estimator_shrinkage.py --data {args.data} --num {len(images)}",

@@ -3,11 +3,12 @@
 The head error of ``eval --metrics control`` averages six angles: the neck (joint 12) and the head (joint 15), each
 about x, y and z. Two parts:
 
-1. ``readings``: for the data's own images (the held-out set's first rows) and for a model's full-size frames (the
-   held-out label rows ``eval`` renders, seed 0), each angle's mean absolute error, and the slope and correlation
+1. ``readings``: on the held-out set's first rows, each angle's mean absolute error, and the slope and correlation
    of the estimate against the truth (degrees), for all six pose joints (the collars' and shoulders' too);
    ``neck+head`` adds the two joints' angles about each axis: the head's whole turn, which the estimator need not
-   split between the joints.
+   split between the joints. Read from four pairs of the estimator's two inputs (portrait, face crop): the data's
+   own, the model's (its full-size frame and face crop rendered at each row's labels, as ``eval`` renders them),
+   and the two mixed ones, which say from which input a model's error comes.
 2. ``silhouette``: whether the model's head moves as the world's does. Eight held-out figures from one camera at
    zero pose and expression, one of the neck's or head's angles about x (a nod) or z (a tilt) swept over
    -20..20 degrees; per angle the centroid of the figure's pixels in the top 35% of the frame (the head), in
@@ -29,9 +30,8 @@ import torch
 
 from aniportrait.checkpoint import load_generator
 from aniportrait.data.dataset import PortraitDataset
-from aniportrait.data.samplers import LabelBank
 from aniportrait.data.synth import render_figures, sample_figures
-from aniportrait.eval import control, report
+from aniportrait.eval import control
 from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.pretrained import body_for_checkpoint
 
@@ -124,8 +124,22 @@ def main() -> None:
     dataset = PortraitDataset(args.data)
     num = min(args.num, len(dataset))
     estimator = builtin_estimator()
-    data = dataset.rows(range(num), ("image", "face", "pose"))
-    true = report.control_labels(LabelBank.from_dataset(dataset), num, torch.Generator().manual_seed(0))
+    data = dataset.rows(range(num), ("image", "face", "id", "betas", "camera", "pose", "expression"))
+    renders: dict[str, list[torch.Tensor]] = {"image": [], "face": []}
+
+    def keep_renders(images: torch.Tensor, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        renders["image"].append(images)
+        renders["face"].append(faces)
+        return estimator(images, faces)
+
+    control.estimate_labels(generator, body, data, keep_renders, stage=2)
+    model = {key: torch.cat(value) for key, value in renders.items()}
+    inputs = {
+        "data": (data["image"], data["face"]),
+        "model": (model["image"], model["face"]),
+        "model_portrait+data_face": (model["image"], data["face"]),
+        "data_portrait+model_face": (data["image"], model["face"]),
+    }
     figures = dataset.rows(range(FIGURES), ("id", "betas", "camera", "expression"))
     if not np.allclose(sample_figures(202, FIGURES).betas, figures["betas"].numpy()):
         raise SystemExit("the first rows of --data are not figures 0-7 of seed 202: pass the held-out set")
@@ -133,16 +147,17 @@ def main() -> None:
         "checkpoint": args.checkpoint,
         "data": args.data,
         "num": num,
-        "readings": {
-            "data": readings(estimator(data["image"], data["face"])["pose"], data["pose"]),
-            "model": readings(control.estimate_labels(generator, body, true, estimator, stage=2)["pose"], true["pose"]),
-        },
+        "readings": {name: readings(estimator(*pair)["pose"], data["pose"]) for name, pair in inputs.items()},
         "silhouette": silhouette(generator, body, figures),
     }
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
     for source, table in result["readings"].items():
-        print(source, " ".join(f"{k} {v['abs_deg']}/{v['slope']}/{v['corr']}" for k, v in table.items()))
+        head = sum(table[f"{joint}_{axis}"]["abs_deg"] for joint in JOINTS for axis in "xyz") / 6
+        turn = [table[f"neck+head_{axis}"]["slope"] for axis in "xyz"]
+        print(
+            f"{source}: head error {head:.2f}, whole-turn slopes x/y/z {turn}, neck tilt corr {table['neck_z']['corr']}"
+        )
     print("silhouette model/world", {k: v["model_over_world"] for k, v in result["silhouette"].items()})
 
 
