@@ -40,7 +40,7 @@ POSE_ROWS = {"neck": 0, "left_collar": 1, "right_collar": 2, "head": 3, "left_sh
 JOINTS = {name: POSE_ROWS[name] for name in ("neck", "head")}
 SWEEP = (-20, -10, 0, 10, 20)  # degrees
 FIGURES = 8
-HEAD_ROWS = 0.35  # the top share of the frame's rows taken as the head
+HEAD_SHARE = 0.35  # the top share of the frame's rows taken as the head
 FIGURE_LEVEL = 0.7  # a pixel is figure when a channel lies below this ([-1, 1]; the background is white)
 
 
@@ -72,13 +72,13 @@ def readings(estimated_pose: torch.Tensor, true_pose: torch.Tensor) -> dict:
 
 def head_centroid(frame: np.ndarray) -> tuple[float, float]:
     """(row, column) of the figure's pixels in the head rows of ``frame`` [H, W, 3] in [-1, 1]."""
-    head = frame[: int(HEAD_ROWS * frame.shape[0])].min(-1) < FIGURE_LEVEL
+    head = frame[: int(HEAD_SHARE * frame.shape[0])].min(-1) < FIGURE_LEVEL
     rows, cols = np.nonzero(head)
     return float(rows.mean()), float(cols.mean())
 
 
 def silhouette(generator, body, rows: dict) -> dict:
-    """Centroid slopes of the world's and the model's heads for each swept angle (see the module docstring)."""
+    """The head centroids of the world's and the model's frames for each swept angle, and their shift ratio."""
     n = rows["id"].shape[0]
     noise = torch.randn(n, generator.config.z_noise_dim, generator=torch.Generator().manual_seed(0))
     identity = generator.prepare_identity(rows["id"], noise, rows["betas"])
