@@ -19,13 +19,11 @@ import math
 from pathlib import Path
 
 import torch
+from checkpoint_on_data import checkpoint_on_data
 
-from aniportrait.checkpoint import load_generator
-from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.samplers import LabelBank
 from aniportrait.eval import control, report
 from aniportrait.eval.estimator import builtin_estimator
-from aniportrait.pretrained import body_for_checkpoint
 
 
 def signed_degrees(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -45,17 +43,9 @@ def line(truth: torch.Tensor, estimate: torch.Tensor) -> dict:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--stage", type=int, choices=(1, 2), default=2)
     parser.add_argument("--num", type=int, default=128)
-    parser.add_argument("--json", required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    generator, metadata, valid_index = load_generator(args.checkpoint)
-    body = body_for_checkpoint(metadata, valid_index, None)
-    dataset = PortraitDataset(args.data)
-    num = min(args.num, len(dataset))
+    args, generator, body, dataset, num = checkpoint_on_data(parser)
     # The rows `aniportrait eval --metrics control` renders (seed 0).
     true = report.control_labels(LabelBank.from_dataset(dataset), num, torch.Generator().manual_seed(0))
     estimated = control.estimate_labels(generator, body, true, builtin_estimator(), stage=args.stage)

@@ -17,11 +17,9 @@ import json
 
 import torch
 import torch.nn.functional as F
+from checkpoint_on_data import checkpoint_on_data
 
-from aniportrait.checkpoint import load_generator
-from aniportrait.data.dataset import PortraitDataset
 from aniportrait.images import resample_grid
-from aniportrait.pretrained import body_for_checkpoint
 
 SEARCH = 3  # pixels each way
 UP = 4  # quarter-pixel steps
@@ -45,16 +43,8 @@ def band_shifts(render: torch.Tensor, target: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--num", type=int, default=64)
-    parser.add_argument("--json", required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    generator, metadata, valid_index = load_generator(args.checkpoint)
-    body = body_for_checkpoint(metadata, valid_index, None)
-    dataset = PortraitDataset(args.data)
-    num = min(args.num, len(dataset))
+    args, generator, body, dataset, num = checkpoint_on_data(parser)
     rows = dataset.rows(range(num), ("id", "betas", "expression", "camera", "pose", "image"))
     full, low = [], []
     for start in range(0, num, 8):

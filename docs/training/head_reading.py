@@ -27,13 +27,11 @@ import math
 
 import numpy as np
 import torch
+from checkpoint_on_data import checkpoint_on_data
 
-from aniportrait.checkpoint import load_generator
-from aniportrait.data.dataset import PortraitDataset
 from aniportrait.data.synth import render_figures, sample_figures
 from aniportrait.eval import control
 from aniportrait.eval.estimator import builtin_estimator
-from aniportrait.pretrained import body_for_checkpoint
 
 # Rows of the six pose joints (12, 13, 14, 15, 16, 17); the head's two are summed in the readings and swept.
 POSE_ROWS = {"neck": 0, "left_collar": 1, "right_collar": 2, "head": 3, "left_shoulder": 4, "right_shoulder": 5}
@@ -113,16 +111,8 @@ def silhouette(generator, body, rows: dict) -> dict:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="the held-out set (data synth ... --seed 202)")
-    parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--num", type=int, default=128)
-    parser.add_argument("--json", required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    generator, metadata, valid_index = load_generator(args.checkpoint)
-    body = body_for_checkpoint(metadata, valid_index, None)
-    dataset = PortraitDataset(args.data)
-    num = min(args.num, len(dataset))
+    args, generator, body, dataset, num = checkpoint_on_data(parser, "the held-out set (data synth ... --seed 202)")
     estimator = builtin_estimator()
     data = dataset.rows(range(num), ("image", "face", "id", "betas", "camera", "pose", "expression"))
     renders: dict[str, list[torch.Tensor]] = {"image": [], "face": []}
