@@ -70,8 +70,8 @@ class TrainConfig:
     # at full size, weighted by recon_window_weight (0 = off; docs/training/README.md, section 20)
     recon_window: int = 0
     recon_window_weight: float = 1.0
-    # [ours] where the window is drawn: "frame" (uniformly) or "figure" (in proportion to the figure's share of its pixels,
-    # so that the fit spends no window on white background; docs/training/README.md, section 21)
+    # [ours] where the window is drawn: "frame" (uniformly) or "figure" (in proportion to the figure's share of its
+    # pixels, so that the fit spends no window on white background; docs/training/README.md, section 21)
     recon_window_on: str = "frame"
     # [ours] stage 1, generator.field_hr_textures: the reconstruction also fits the face view as evaluation renders it
     # from the full-size model (stage 2's face: traced at a quarter of its side, upsampled, looked up in the fine
