@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The recipe of the built-in default shipped at 99cd587, as it was run (the default since then: ../train.sh): the
-# synthetic data, stage 1, a continuation with colour
-# modulation, a continuation with the sloped neck gate and the field's own high-resolution textures, one with the
-# depth gate that keeps the expression off the back and sides of the head, and a last one that also fits a window of
-# the full-size frame at every step.
+# synthetic data, stage 1, a continuation with colour modulation, a continuation with the sloped neck gate and the
+# field's own high-resolution textures, one with the depth gate that keeps the expression off the back and sides of
+# the head, and a last one that also fits a window of the full-size frame at every step.
 #
-#   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
+#   bash docs/default_model/99cd587/train.sh [OUT]      # OUT defaults to runs/default
 #
-# About 3 hours on a 2-core CPU (the model card gives the measured times). Each run can be stopped and
-# continued with `aniportrait train --data OUT/data --out OUT/RUN --resume`. The result is
-# OUT/s1e/generator.safetensors.
+# About 3 hours on a 2-core CPU (the logs in this folder give the times). Each run is almost all warm-up, which
+# saves no state on the way: a run stopped part-way is started again (delete its folder, then run its line and the
+# ones after it). The result is OUT/s1e/generator.safetensors.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
