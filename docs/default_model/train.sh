@@ -6,9 +6,10 @@
 #
 #   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
 #
-# About 3 hours on a 2-core CPU (3 h 10 min as measured, with the data; the model card gives the times). Each run
-# is almost all warm-up, which saves no state on the way: a run stopped part-way is started again (delete its
-# folder, then run its line and the ones after it). The result is OUT/s1e/generator.safetensors.
+# About 3 hours on a 2-core CPU (3 h 10 min as measured, with the data; the model card gives the times). Stopped at
+# any point, the same command continues: finished runs are skipped and a stopped run resumes (--resume) from its
+# last checkpoint (every 200 steps, within the warm-ups too), ending as if it had not stopped. The result is
+# OUT/s1e/generator.safetensors.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
@@ -21,21 +22,35 @@ GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=
 --set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025"
 CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
 
-aniportrait data synth "$OUT/data" --n 20000 --res 128 --seed 0 --quiet
+# train RUN OPTIONS...: skip a finished run, resume a stopped one, else start it with OPTIONS.
+train() {
+    local run="$OUT/$1"
+    shift
+    if grep -qs "^done at step" "$run/log.txt"; then
+        return
+    elif [ -f "$run/state.safetensors" ]; then
+        aniportrait train --data "$OUT/data" --out "$run" --resume --quiet
+    else
+        rm -rf "$run"  # stopped before its first checkpoint: nothing to keep
+        aniportrait train --data "$OUT/data" --out "$run" "$@" --quiet
+    fi
+}
+
+[ -f "$OUT/data/dataset.json" ] || aniportrait data synth "$OUT/data" --n 20000 --res 128 --seed 0 --quiet
 # Stage 1: the shape, deformation and reconstruction warm-ups, then one adversarial step (the small preset).
-aniportrait train --data "$OUT/data" --out "$OUT/s1" --config small $GEN --quiet
+train s1 --config small $GEN
 # 2,500 more reconstruction steps at half the first learning rate (this run and the next three were made with
 # data_workers=0: the real images of their single adversarial step decoded on the training thread).
-aniportrait train --data "$OUT/data" --out "$OUT/s1b" --config small $GEN $CONTINUE \
-    --set deform_prior_steps=0 --set recon_steps=2500 --init-from "$OUT/s1" --quiet
+train s1b --config small $GEN $CONTINUE \
+    --set deform_prior_steps=0 --set recon_steps=2500 --init-from "$OUT/s1"
 # Two more continuations, each a short deformation warm-up (500, then 300 steps) and 1,000 reconstruction steps.
-aniportrait train --data "$OUT/data" --out "$OUT/s1c" --config small $GEN $CONTINUE \
-    --set deform_prior_steps=500 --set recon_steps=1000 --init-from "$OUT/s1b" --quiet
-aniportrait train --data "$OUT/data" --out "$OUT/s1d" --config small $GEN $CONTINUE \
-    --set deform_prior_steps=300 --set recon_steps=1000 --init-from "$OUT/s1c" --quiet
+train s1c --config small $GEN $CONTINUE \
+    --set deform_prior_steps=500 --set recon_steps=1000 --init-from "$OUT/s1b"
+train s1d --config small $GEN $CONTINUE \
+    --set deform_prior_steps=300 --set recon_steps=1000 --init-from "$OUT/s1c"
 # 1,000 more reconstruction steps with a 32x32 window of the full-size (128x128) frame fitted at every step against
 # the image at full size (recon_window), no warm-up. It starts from s1d's generator file (its EMA), not from its
 # training state.
-aniportrait train --data "$OUT/data" --out "$OUT/s1e" --config small $GEN $CONTINUE \
+train s1e --config small $GEN $CONTINUE \
     --set deform_prior_steps=0 --set recon_window=32 --set recon_steps=1000 \
-    --init-from "$OUT/s1d/generator.safetensors" --quiet
+    --init-from "$OUT/s1d/generator.safetensors"

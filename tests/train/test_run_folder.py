@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from aniportrait.train.config import TrainConfig
 from aniportrait.train.loop import Trainer
@@ -136,3 +137,78 @@ def test_check_creatable_and_resume_config_directly(tmp_path):
     check_creatable(tmp_path / "a" / "b")  # nothing in the way
     with pytest.raises(RunFolderError, match="no state.safetensors"):
         RunFolder(tmp_path).resume_config(None, {})
+
+
+WARM = {**FAST, "total_steps": 1, "checkpoint_every": 2, "shape_prior_steps": 3, "deform_prior_steps": 3}
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    """Stage 1's three warm-ups (learned codes) and one step, never stopped: what a resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("warm") / "run"
+    Trainer(TrainConfig(**WARM, recon_steps=4, recon_images=2), dataset, out, progress=False).run()
+    return out
+
+
+# The run saves its state after step 2 of each warm-up (checkpoint_every=2), after the shape and the deformation
+# warm-ups, after the last (with the EMA) and at step 1: seven saves. Stopping at save k loses everything since
+# save k - 1: 2 = in the shape warm-up, 5 = between the deformation and reconstruction warm-ups, 6 = in the
+# reconstruction warm-up with its whole curve already logged, 7 = after the warm-ups, before step 1.
+@pytest.mark.parametrize("stop_at", [2, 5, 6, 7])
+def test_a_run_stopped_in_its_warm_ups_resumes_exactly(uninterrupted, dataset, tmp_path, stop_at):
+    out = tmp_path / "run"
+    trainer = Trainer(TrainConfig(**WARM, recon_steps=4, recon_images=2), dataset, out, progress=False)
+    save_state, calls = trainer._save_state, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        save_state(*args, **kwargs)
+
+    trainer._save_state = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert not (out / "generator.safetensors").exists()
+    result = train("--data", dataset, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    expected, resumed = _tensors(uninterrupted / "generator.safetensors"), _tensors(out / "generator.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected), "the resumed run differs"
+    state, resumed_state = _tensors(uninterrupted / "state.safetensors"), _tensors(out / "state.safetensors")
+    assert all(torch.equal(state[k], resumed_state[k]) for k in state if k.startswith(("module/", "optim/")))
+    for name in ("warmups.jsonl", "stats.jsonl"):
+        lines = [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (out / name).open()]
+        assert lines == [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (uninterrupted / name).open()
+        ], name
+    if stop_at in (2, 6):
+        assert "resume the" in (out / "log.txt").read_text()
+
+
+def test_a_new_run_refuses_a_folder_stopped_in_its_warm_ups_and_init_from_refuses_it(dataset, tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(TrainConfig(**WARM), dataset, out, progress=False)
+    save_state, calls = trainer._save_state, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        save_state(*args, **kwargs)
+
+    trainer._save_state = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    result = train("--data", dataset, "--out", out)
+    assert result.exit_code == 2 and "--resume" in result.output
+    result = train("--data", dataset, "--out", tmp_path / "next", "--init-from", out)
+    assert result.exit_code == 2, result.output
+    assert "stopped during its warm-ups" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "next").exists()

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from aniportrait.checkpoint import CheckpointError
-from aniportrait.train.state import FORMAT, VERSION, load_training_state, save_training_state
+from aniportrait.train.state import FORMAT, VERSION, load_saved_extras, load_training_state, save_training_state
 
 
 class _Net(torch.nn.Module):
@@ -165,3 +165,32 @@ def test_refuses_missing_and_unreadable_files(tmp_path):
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_training_state(junk, modules={}, optimizers={})
+
+
+def test_extras_built_later_come_back_by_name_and_stay_out_of_the_main_load(tmp_path):
+    """A warm-up's optimiser and tensors (saved under a prefix) are read back by name; the main load ignores them."""
+    modules, optimizers = _setup()
+    _train(modules, optimizers, 2)
+    late = torch.nn.Parameter(torch.randn(3, 4))
+    late_opt = torch.optim.Adam([late], lr=0.1)
+    late.sum().backward()
+    late_opt.step()
+    path = tmp_path / "state.safetensors"
+    save_training_state(
+        path,
+        modules=modules,
+        optimizers={**optimizers, "warmup.adam": late_opt},
+        step=0,
+        rng=torch.get_rng_state(),
+        others={"warmup.codes": late},
+    )
+    states, tensors = load_saved_extras(path, "warmup.")
+    assert states.keys() == {"adam"} and tensors.keys() == {"codes"}
+    assert torch.equal(tensors["codes"], late.detach())
+    fresh = torch.nn.Parameter(torch.zeros(3, 4))
+    fresh_opt = torch.optim.Adam([fresh], lr=0.1)
+    fresh_opt.load_state_dict(states["adam"])
+    for key, value in late_opt.state_dict()["state"][0].items():
+        assert torch.equal(fresh_opt.state_dict()["state"][0][key], value), key
+    fresh_modules, fresh_optimizers = _setup(seed=5)
+    assert load_training_state(path, modules=fresh_modules, optimizers=fresh_optimizers)[0] == 0

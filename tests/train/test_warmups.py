@@ -1,6 +1,7 @@
 """The warm-ups of short runs: body occupancy, the density, deformation and reconstruction fits (stage 1), the
 upsampling fit (stage 2), and the shape regulariser."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from aniportrait.train.warmups import (
     BOX,
     SHELL,
     CanonicalBody,
+    WarmupProgress,
     box_points,
     density_prior_loss,
     fit_deformation_to_3dmm,
@@ -520,3 +522,53 @@ def test_run_starts_with_the_warm_up_and_the_ema_takes_it(dataset, tmp_path):
     labels = np.load(dataset / "labels.npz")
     expected = torch.from_numpy(np.concatenate([labels["id"], labels["betas"]], axis=1))
     torch.testing.assert_close(generator.id_bank, expected)
+
+
+def test_progress_saves_every_few_steps_and_a_resumed_fit_continues_exactly(dataset, tmp_path):
+    """Two steps, saved; a new generator given the saved weights and progress takes the last two: the same result as
+    four steps in one go. Saves come every `every` steps but never after the last."""
+    trainer = Trainer(TrainConfig(total_steps=1, **FAST), dataset, tmp_path / "run", progress=False)
+    G, body, draw = trainer.G, trainer.canonical_body, trainer.fake_labels
+    start = {k: v.clone() for k, v in G.state_dict().items()}
+    whole = fit_density_to_body(G, body, draw, 4, seed=0)
+    expected = {k: v.clone() for k, v in G.state_dict().items()}
+
+    G.load_state_dict(start)
+    saves = []
+
+    def save(done, losses, optimizers, tensors):
+        saves.append(done)
+        if done == 2:
+            saved["weights"] = {k: v.clone() for k, v in G.state_dict().items()}
+            state = copy.deepcopy(optimizers["adam"].state_dict())  # Adam updates its state in place
+            saved["progress"] = {"step": done, "losses": list(losses), "optimizer_states": state}
+
+    saved = {}
+    fit_density_to_body(G, body, draw, 4, seed=0, progress=WarmupProgress(save, every=2))
+    assert saves == [2]
+    G.load_state_dict(saved["weights"])
+    progress = saved["progress"]
+    resumed = WarmupProgress(
+        step=progress["step"], losses=progress["losses"], optimizer_states={"adam": progress["optimizer_states"]}
+    )
+    assert fit_density_to_body(G, body, draw, 4, seed=0, progress=resumed) == whole
+    assert all(torch.equal(G.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_progress_refuses_saved_states_that_do_not_fit():
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    with pytest.raises(ValueError, match="lacks adam"):
+        WarmupProgress(step=1, losses=[0.5]).begin({"adam": optimizer})
+    with pytest.raises(ValueError, match="lacks its losses"):
+        WarmupProgress(step=2, losses=[0.5], optimizer_states={"adam": optimizer.state_dict()}).begin(
+            {"adam": optimizer}
+        )
+    codes = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="shape"):
+        WarmupProgress(
+            step=1,
+            losses=[0.5],
+            optimizer_states={"adam": optimizer.state_dict()},
+            tensors={"codes": torch.zeros(2, 4)},
+        ).begin({"adam": optimizer}, {"codes": codes})

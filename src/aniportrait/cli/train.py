@@ -42,8 +42,9 @@ class TrainingFailed(click.ClickException):
 @click.option(
     "--resume",
     is_flag=True,
-    help="Continue the run in --out exactly where it stopped, with the settings in its config.json; only total_steps "
-    "and the logging, sample, snapshot and checkpoint intervals may be changed with --set.",
+    help="Continue the run in --out exactly where it stopped (in a warm-up too), with the settings in its "
+    "config.json; only total_steps, the logging, sample, snapshot and checkpoint intervals, data_workers, impl and "
+    "the rendering settings may be changed with --set.",
 )
 @click.option(
     "--init-from",
@@ -76,10 +77,10 @@ def train(
     """Train AniPortraitGAN (stage 1 or 2, see --set stage=2) on a dataset; multi-GPU with torchrun.
 
     The run folder gets config.json, log.txt, stats.jsonl, snapshots.jsonl, warmups.jsonl (the warm-ups' loss
-    curves), samples/*.png, state.safetensors (every state, for --resume) and generator.safetensors (the EMA
-    generator, for `aniportrait render --checkpoint`). The small preset holds the built-in default's settings (its
-    model card gives the three runs of its recipe): its warm-ups, then one adversarial step (give --set
-    total_steps=N for more).
+    curves), samples/*.png, state.safetensors (every state, for --resume; written every checkpoint_every steps, in
+    the warm-ups too) and generator.safetensors (the EMA generator, for `aniportrait render --checkpoint`). The
+    small preset holds the built-in default's settings (its model card gives the five runs of its recipe): its
+    warm-ups, then one adversarial step (give --set total_steps=N for more).
     """
 
     from aniportrait.train.config import load_preset, parse_overrides

@@ -65,9 +65,10 @@ from aniportrait.train.run_folder import (
     RunFolderError,
 )
 from aniportrait.train.state import FORMAT as STATE_FORMAT
-from aniportrait.train.state import load_training_state, save_training_state
+from aniportrait.train.state import load_saved_extras, load_training_state, save_training_state
 from aniportrait.train.warmups import (
     CanonicalBody,
+    WarmupProgress,
     deformation_losses,
     fit_deformation_to_3dmm,
     fit_density_to_body,
@@ -96,6 +97,9 @@ TAG_FAKE, TAG_REGULARISERS, TAG_SAMPLES, TAG_SHAPE_PRIOR, TAG_DEFORM_PRIOR, TAG_
     0xDEF,
     0x5A9F,
 )
+
+
+WARMUP_PREFIX = "warmup."  # names of the running warm-up's optimisers and tensors in a saved state
 
 
 class TrainingError(RuntimeError):
@@ -279,6 +283,7 @@ class Trainer:
         self.step = 0
         self.G_ema: AniPortraitGenerator | None = None  # set by init_from when the source has an EMA
         self._init_d_state, self._init_note = None, None
+        self._resumed_warmup: dict | None = None  # set by resume() from a state saved during the warm-ups
         if init_from is not None:
             self._init_from(init_from)
         self.G.id_bank = self._checkpoint_id_bank()
@@ -367,6 +372,12 @@ class Trainer:
             self._init_note = f"init from {path}: generator" + _settings_note(source.config, self.G.config)
             return
         extra = json.loads(metadata.get("extra", "{}"))
+        warmup = extra.get("warmup")
+        if warmup is not None and warmup.get("index", 0) < warmup.get("total", 0):
+            raise RunFolderError(
+                f"--init-from {path}: that run stopped during its warm-ups; finish it first (aniportrait train "
+                f"--resume --out {path.parent} --data ...)"
+            )
         saved = extra.get("config", {})
         source_stage = int(saved.get("training", saved).get("stage", 1))
         modules = {
@@ -543,14 +554,7 @@ class Trainer:
         """Write the resumable state and the EMA generator (both atomic); rank 0 only."""
         if self.world.rank != 0:
             return
-        save_training_state(
-            self.folder.state,
-            modules=self._modules(),
-            optimizers={"G": self.opt_G, "D": self.opt_D},
-            step=self.step,
-            rng=torch.get_rng_state(),
-            extra={"config": json.loads(self.cfg.to_json()), "scaler": self.scaler.state_dict()},
-        )
+        self._save_state()
         valid_index = self.body.valid_index.cpu() if self.body_kind == "smpl" else None
         save_generator(
             self.folder.generator,
@@ -562,8 +566,36 @@ class Trainer:
             note=f"step {self.step}",
         )
 
+    def _save_state(
+        self,
+        warmup: dict | None = None,
+        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Write the resumable state (rank 0 only); during the warm-ups also their progress (``warmup``: see
+        :meth:`_warm_up`) and the running warm-up's optimisers and learned tensors."""
+        if self.world.rank != 0:
+            return
+        extra = {"config": json.loads(self.cfg.to_json()), "scaler": self.scaler.state_dict()}
+        if warmup is not None:
+            extra["warmup"] = warmup
+        save_training_state(
+            self.folder.state,
+            modules=self._modules(),
+            optimizers={
+                "G": self.opt_G,
+                "D": self.opt_D,
+                **{WARMUP_PREFIX + k: v for k, v in (optimizers or {}).items()},
+            },
+            step=self.step,
+            rng=torch.get_rng_state(),
+            extra=extra,
+            others={WARMUP_PREFIX + k: v for k, v in (tensors or {}).items()},
+        )
+
     def resume(self) -> None:
-        """Load the run folder's state (the config was taken from the folder: see :class:`RunFolder`)."""
+        """Load the run folder's state (the config was taken from the folder: see :class:`RunFolder`); a state saved
+        during the warm-ups also gives the running warm-up's progress, which :meth:`_warm_up` continues."""
         if not self.folder.has_state():
             raise RunFolderError(f"--resume: no {STATE_FILE} in {self.run_dir}; start without --resume")
         step, rng, extra = load_training_state(
@@ -580,18 +612,26 @@ class Trainer:
         if extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
         self.step = step
+        if extra.get("warmup") is not None:
+            optimizer_states, tensors = load_saved_extras(self.folder.state, WARMUP_PREFIX)
+            self._resumed_warmup = {**extra["warmup"], "optimizer_states": optimizer_states, "tensors": tensors}
 
     # -- warm-ups, samples, snapshots -------------------------------------------------------------------------------
 
     def _warm_up(self) -> None:
         """The stage's warm-ups before step 0 (train/warmups.py); the EMA starts from their result. Without a
-        warm-up the EMA stays as it is (a run started ``--init-from`` a same-stage run keeps that run's EMA)."""
+        warm-up the EMA stays as it is (a run started ``--init-from`` a same-stage run keeps that run's EMA).
+
+        Every ``checkpoint_every`` steps of a warm-up, and after each, the run's state is saved with the warm-ups'
+        progress (``warmup`` in its metadata: the finished warm-ups, the running one's index, step, losses and
+        seconds so far), so that ``--resume`` continues the warm-ups exactly where they stopped.
+        """
         cfg = self.cfg
 
         def draw(tag):
             return lambda step: self.fake_labels(step, tag)
 
-        def reconstruct(steps, regularisers):
+        def reconstruct(steps, regularisers, progress):
             return fit_generator_to_images(
                 self.G,
                 self.g_params,
@@ -601,6 +641,7 @@ class Trainer:
                 cfg.seed,
                 cfg,
                 regularisers,
+                progress,
             )
 
         recon_what = f"reconstruction warm-up on {min(cfg.recon_images, len(self.dataset))} images, L1"
@@ -610,21 +651,26 @@ class Trainer:
                 (
                     "shape warm-up, occupancy",
                     cfg.shape_prior_steps,
-                    lambda n: fit_density_to_body(self.G, self.canonical_body, draw(TAG_SHAPE_PRIOR), n, cfg.seed),
+                    lambda n, p: fit_density_to_body(
+                        self.G, self.canonical_body, draw(TAG_SHAPE_PRIOR), n, cfg.seed, p
+                    ),
                 ),
                 (
                     "deformation warm-up, imitation",
                     cfg.deform_prior_steps,
-                    lambda n: fit_deformation_to_3dmm(self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg),
+                    lambda n, p: fit_deformation_to_3dmm(
+                        self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg, p
+                    ),
                 ),
                 (
                     recon_what,
                     cfg.recon_steps,
-                    lambda n: reconstruct(
+                    lambda n, p: reconstruct(
                         n,
                         lambda labels, out, rng: deformation_losses(
                             self.G, self.teacher, labels, out["x"].flatten(1, 2).detach(), rng, cfg
                         ),
+                        p,
                     ),
                 ),
             ]
@@ -633,24 +679,53 @@ class Trainer:
                 (
                     "upsampling warm-up, texture",
                     cfg.sr_prior_steps,
-                    lambda n: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl),
+                    lambda n, p: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl, p),
                 ),
                 # The deformation is frozen in stage 2: no regularisers, only the image error at full resolution.
-                (recon_what, cfg.sr_recon_steps, lambda n: reconstruct(n, lambda labels, out, rng: {})),
+                (recon_what, cfg.sr_recon_steps, lambda n, p: reconstruct(n, lambda labels, out, rng: {}, p)),
             ]
         fits = [(what, steps, fit) for what, steps, fit in fits if steps]
-        for what, steps, fit in fits:
+        names = [what.split(",")[0] for what, _, _ in fits]
+        resumed = self._resumed_warmup or {"index": 0}
+        for index, (what, steps, fit) in enumerate(fits):
+            if index < resumed["index"]:
+                continue
+            done_before = resumed.get("step", 0) if index == resumed["index"] else 0
+            seconds_before = resumed.get("seconds", 0.0) if done_before else 0.0
             start = time.perf_counter()
-            losses = fit(steps)
-            self.folder.log(
-                f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {time.perf_counter() - start:.1f} s"
-            )
-            name = what.split(",")[0]
+
+            def save_progress(done, losses, optimizers, tensors, index=index, start=start, before=seconds_before):
+                record = {"index": index, "step": done, "losses": losses, "total": len(fits)}
+                record.update(names=names, seconds=round(before + time.perf_counter() - start, 1))
+                self._save_state(record, optimizers, tensors)
+
+            if done_before:
+                progress = WarmupProgress(
+                    save_progress,
+                    cfg.checkpoint_every,
+                    step=done_before,
+                    losses=resumed["losses"],
+                    optimizer_states=resumed["optimizer_states"],
+                    tensors=resumed["tensors"],
+                )
+                self.folder.log(f"resume the {names[index]} at step {done_before} of {steps}")
+            else:
+                progress = WarmupProgress(save_progress, cfg.checkpoint_every)
+            try:
+                losses = fit(steps, progress)
+            except ValueError as err:
+                raise RunFolderError(f"--resume: {self.folder.state} cannot be resumed ({err})") from None
+            seconds = seconds_before + time.perf_counter() - start
+            self.folder.log(f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {seconds:.1f} s")
             for i in sorted({*range(0, steps, cfg.log_every), steps - 1}):
-                self.folder.stats({"warmup": name, "step": i, "loss": losses[i]}, WARMUPS_FILE)
+                self.folder.stats({"warmup": names[index], "step": i, "loss": losses[i]}, WARMUPS_FILE)
+            if index + 1 < len(fits):
+                self._save_state({"index": index + 1, "step": 0, "total": len(fits), "names": names})
+        self._resumed_warmup = None
         self.world.broadcast(self.G)  # ranks drew different labels: every replica takes rank 0's result
         if fits:
             self.G_ema.load_state_dict(self.G.state_dict())
+            self._save_state({"index": len(fits), "step": 0, "total": len(fits), "names": names})
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
@@ -698,7 +773,12 @@ class Trainer:
         cfg = self.cfg
         if resume:
             self.resume()
-            self.folder.truncate_logs(self.step)
+            if self._resumed_warmup is None:
+                self.folder.truncate_logs(self.step)
+            else:  # stopped in or right after the warm-ups: keep only the finished warm-ups' curves
+                self.folder.truncate_logs(-1)
+                record = self._resumed_warmup
+                self.folder.truncate_warmups(record["names"][: record["index"]])
         self.folder.start(cfg)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not self.progress or self.world.rank != 0)
         self.folder.log(f"start at step {self.step}: stage {cfg.stage}, model {cfg.model}, world {self.world.size}")

@@ -6,13 +6,16 @@ A run folder holds
 - ``log.txt`` (events) and ``stats.jsonl`` (one line per logged step; ``snapshots.jsonl``, one per snapshot;
   ``warmups.jsonl``, the loss of every ``log_every``-th step of each warm-up and of its last);
 - ``samples/step_*.png``;
-- ``state.safetensors``: every state (networks, EMA, optimisers, step, RNG), for ``--resume``;
+- ``state.safetensors``: every state (networks, EMA, optimisers, step, RNG), for ``--resume``; it is also written
+  every ``checkpoint_every`` steps of each warm-up and after each (with the running warm-up's optimisers and
+  progress), so a run stopped in its warm-ups resumes there;
 - ``generator.safetensors``: the EMA generator, for ``aniportrait render --checkpoint``.
 
 Resuming reads the settings from ``config.json``: only the settings in ``RESUMABLE_CHANGES`` may be given again
 with new values, and any other that differs is refused with one line naming the key, the run's value and the new
 one. A refused resume changes nothing in the folder, and resuming a folder without a state creates nothing. Lines
-of ``stats.jsonl`` and ``snapshots.jsonl`` after the resumed step are dropped, so each step appears once.
+of ``stats.jsonl`` and ``snapshots.jsonl`` after the resumed step are dropped, so each step appears once; a run
+resumed in its warm-ups also keeps only the finished warm-ups' lines of ``warmups.jsonl``.
 """
 
 from __future__ import annotations
@@ -148,6 +151,14 @@ class RunFolder:
             kept = [line for line in path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
             _atomic_text(path, "".join(line + "\n" for line in kept))
 
+    def truncate_warmups(self, finished: list[str]) -> None:
+        """Keep only the warm-up curve lines of the ``finished`` warm-ups (a run resumed in its warm-ups)."""
+        path = self.path / WARMUPS_FILE
+        if not self.writer or not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and _warmup_of(line) in finished]
+        _atomic_text(path, "".join(line + "\n" for line in kept))
+
     # -- writing
 
     def log(self, line: str) -> None:
@@ -166,6 +177,13 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 0
+
+
+def _warmup_of(line: str) -> str | None:
+    try:
+        return json.loads(line).get("warmup")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _atomic_text(path: Path, text: str) -> None:

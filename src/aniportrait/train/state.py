@@ -1,7 +1,8 @@
 """Training checkpoints: every state (networks, EMA, optimisers, step, RNG) in one safetensors file, written atomically.
 
-Tensors are stored under ``{name}/...``: ``module/<module name>/<param>`` for networks and
-``optim/<optimiser name>/<param index>/<state key>`` for optimiser states. Everything else (optimiser param groups,
+Tensors are stored under ``{name}/...``: ``module/<module name>/<param>`` for networks,
+``optim/<optimiser name>/<param index>/<state key>`` for optimiser states and ``tensor/<name>`` for other learned
+tensors (a warm-up's noise codes). Everything else (optimiser param groups,
 scalar state, the step, the run config) goes into the JSON metadata. No pickle anywhere, so resuming never runs
 code from the file.
 """
@@ -39,9 +40,12 @@ def save_training_state(
     step: int,
     rng: torch.Tensor,
     extra: dict | None = None,
+    others: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a resumable training state to ``path`` (atomic: a temporary file, then a rename)."""
+    """Write a resumable training state to ``path`` (atomic: a temporary file, then a rename); ``others`` are learned
+    tensors that belong to no module."""
     tensors: dict[str, torch.Tensor] = {"rng/torch": rng}
+    tensors.update({f"tensor/{k}": v.detach() for k, v in (others or {}).items()})
     for name, module in modules.items():
         tensors.update({f"module/{name}/{k}": v for k, v in module.state_dict().items()})
     optim_meta = {}
@@ -71,9 +75,7 @@ def load_training_state(
         (step, torch RNG state, extra metadata).
     """
     path = os.fspath(path)
-    tensors, metadata = read_safetensors(path, "training state")
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise CheckpointError(f"{path}: not an aniportrait training state (format {metadata.get('format')!r})")
+    tensors, metadata = _read(path)
     for name, module in modules.items():
         prefix = f"module/{name}/"
         own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -86,15 +88,46 @@ def load_training_state(
     for name, optimizer in optimizers.items():
         if name not in optim_meta:
             raise CheckpointError(f"{path}: no state for optimiser {name!r}")
-        meta = optim_meta[name]
-        state: dict[int, dict] = {}
-        prefix = f"optim/{name}/"
-        for key, value in tensors.items():
-            if key.startswith(prefix):
-                index, sub = key[len(prefix) :].split("/", 1)
-                state.setdefault(int(index), {})[sub] = value
-        for key, value in meta["scalars"].items():
-            index, sub = key.split("/", 1)
-            state.setdefault(int(index), {})[sub] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        optimizer.load_state_dict(_optimizer_state(tensors, optim_meta, name))
     return int(metadata["step"]), tensors["rng/torch"], json.loads(metadata["extra"])
+
+
+def load_saved_extras(path: str | os.PathLike, prefix: str) -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
+    """The optimiser state dicts and the ``others`` tensors of a saved state whose names start with ``prefix``, by
+    name without it: for optimisers and tensors that are built after the state is read (a warm-up's)."""
+    path = os.fspath(path)
+    tensors, metadata = _read(path)
+    optim_meta = json.loads(metadata["optimizers"])
+    states = {
+        name[len(prefix) :]: _optimizer_state(tensors, optim_meta, name)
+        for name in optim_meta
+        if name.startswith(prefix)
+    }
+    others = {
+        key[len("tensor/") + len(prefix) :]: value
+        for key, value in tensors.items()
+        if key.startswith(f"tensor/{prefix}")
+    }
+    return states, others
+
+
+def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors, metadata = read_safetensors(path, "training state")
+    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+        raise CheckpointError(f"{path}: not an aniportrait training state (format {metadata.get('format')!r})")
+    return tensors, metadata
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], optim_meta: dict, name: str) -> dict:
+    """The state dict of optimiser ``name`` from a state's tensors and its optimiser metadata."""
+    meta = optim_meta[name]
+    state: dict[int, dict] = {}
+    prefix = f"optim/{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, sub = key[len(prefix) :].split("/", 1)
+            state.setdefault(int(index), {})[sub] = value
+    for key, value in meta["scalars"].items():
+        index, sub = key.split("/", 1)
+        state.setdefault(int(index), {})[sub] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -44,7 +44,10 @@ Upsampling (stage 2, ``sr_prior_steps``): fit super-resolution to x4 upsampling.
     have to teach it to upsample at all. The warm-up regresses its output onto the x4 bilinear upsampling of the
     low-resolution RGBA textures; the reconstruction (above) or the GAN then adds detail.
 
-Each fit takes a ``draw_labels(step) -> labels`` function (the trainer's label sampler) and is deterministic for it.
+Each fit takes a ``draw_labels(step) -> labels`` function (the trainer's label sampler) and is deterministic for it:
+its step t depends only on (seed, t) and on what the fit updates (the networks it trains, its Adam states and the
+reconstruction's learned codes). A :class:`WarmupProgress` saves those every few steps and hands them back to a
+resumed fit, which then continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -87,6 +90,59 @@ BOX = (
 )
 
 DrawLabels = Callable[[int], dict[str, Tensor]]
+SaveProgress = Callable[[int, list[float], dict[str, torch.optim.Optimizer], dict[str, Tensor]], None]
+
+
+class WarmupProgress:
+    """Where a fit starts and how it checkpoints on the way.
+
+    A fit calls :meth:`begin` with its optimisers and learned tensors (before its first step) and :meth:`after` after
+    each step. Every ``every`` steps but the last, ``save(steps done, losses so far, optimisers, tensors)`` is called
+    (the trainer writes them into the run's state with the networks). A resumed fit gets a progress built from that
+    save: :meth:`begin` loads the saved optimiser states and tensors into the new ones and returns the step to start
+    at and the losses so far. Without arguments it neither saves nor resumes.
+    """
+
+    def __init__(
+        self,
+        save: SaveProgress | None = None,
+        every: int = 0,
+        *,
+        step: int = 0,
+        losses: list[float] | None = None,
+        optimizer_states: dict[str, dict] | None = None,
+        tensors: dict[str, Tensor] | None = None,
+    ) -> None:
+        self.save, self.every, self.step = save, every, step
+        self.losses = list(losses or [])
+        self.optimizer_states, self.saved_tensors = optimizer_states or {}, tensors or {}
+        self._optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._tensors: dict[str, Tensor] = {}
+
+    def begin(
+        self, optimizers: dict[str, torch.optim.Optimizer], tensors: dict[str, Tensor] | None = None
+    ) -> tuple[int, list[float]]:
+        """Load a resumed fit's saved states into ``optimizers`` and ``tensors`` (in place); returns (first step, the
+        losses of the steps before it). Raises ValueError if the saved states do not fit them."""
+        self._optimizers, self._tensors = optimizers, tensors or {}
+        if self.step:
+            missing = sorted({*optimizers, *self._tensors} - {*self.optimizer_states, *self.saved_tensors})
+            if missing or len(self.losses) != self.step:
+                raise ValueError(f"the saved warm-up lacks {', '.join(missing) or 'its losses'}")
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(self.optimizer_states[name])
+            with torch.no_grad():
+                for name, tensor in self._tensors.items():
+                    saved = self.saved_tensors[name]
+                    if saved.shape != tensor.shape:
+                        raise ValueError(f"the saved warm-up's {name} has shape {tuple(saved.shape)}")
+                    tensor.copy_(saved)
+        return self.step, list(self.losses)
+
+    def after(self, done: int, steps: int, losses: list[float]) -> None:
+        """Called with the number of steps ``done`` of ``steps``; saves every ``every`` steps but the last."""
+        if self.save is not None and self.every and done % self.every == 0 and done < steps:
+            self.save(done, losses, self._optimizers, self._tensors)
 
 
 def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
@@ -165,22 +221,26 @@ def density_prior_loss(
     return (error * weight).sum() / (batch * weight.sum()).clamp_min(1.0)
 
 
-def fit_density_to_body(G, body: CanonicalBody, draw_labels: DrawLabels, steps: int, seed: int) -> list[float]:
+def fit_density_to_body(
+    G, body: CanonicalBody, draw_labels: DrawLabels, steps: int, seed: int, progress: WarmupProgress | None = None
+) -> list[float]:
     """The shape warm-up on ``G.radiance_net`` (stage 1, before step 0); returns the loss of each step.
 
     Each step draws identities with ``draw_labels(step)`` and ``SHAPE_PRIOR_POINTS`` canonical points
     (deterministically from ``seed``) and regresses RadianceNet's alpha there onto the body's occupancy, with Adam
-    on RadianceNet only.
+    on RadianceNet only. ``progress`` checkpoints and resumes the fit (:class:`WarmupProgress`).
     """
+    progress = progress or WarmupProgress()
     optimizer = torch.optim.Adam(G.radiance_net.parameters(), lr=SHAPE_PRIOR_LR, betas=WARMUP_BETAS)
-    history = []
-    for step in range(steps):
+    start, history = progress.begin({"adam": optimizer})
+    for step in range(start, steps):
         points_rng = torch.Generator().manual_seed(seed * 100_003 + step)
         loss = density_prior_loss(G, body, draw_labels(step), points_rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         history.append(float(loss.detach()))
+        progress.after(step + 1, steps, history)
     return history
 
 
@@ -208,14 +268,18 @@ def deformation_losses(
     }
 
 
-def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, seed: int, cfg) -> list[float]:
+def fit_deformation_to_3dmm(
+    G, teacher, draw_labels: DrawLabels, steps: int, seed: int, cfg, progress: WarmupProgress | None = None
+) -> list[float]:
     """The deformation warm-up on ``G.deform_net`` (stage 1, before step 0); returns the imitation loss per step.
 
-    Far points are uniform points of the canonical box (the region every ray sample maps into).
+    Far points are uniform points of the canonical box (the region every ray sample maps into). ``progress``
+    checkpoints and resumes the fit (:class:`WarmupProgress`).
     """
+    progress = progress or WarmupProgress()
     optimizer = torch.optim.Adam(G.deform_net.parameters(), lr=DEFORM_PRIOR_LR, betas=WARMUP_BETAS)
-    history = []
-    for step in range(steps):
+    start, history = progress.begin({"adam": optimizer})
+    for step in range(start, steps):
         labels = draw_labels(step)
         rng = torch.Generator().manual_seed(seed * 100_019 + step)
         batch = labels["z_id"].shape[0]
@@ -225,6 +289,7 @@ def fit_deformation_to_3dmm(G, teacher, draw_labels: DrawLabels, steps: int, see
         sum(terms.values()).backward()
         optimizer.step()
         history.append(float(terms["imitation"].detach()) / max(cfg.imitation_lambda, 1e-30))
+        progress.after(step + 1, steps, history)
     return history
 
 
@@ -237,6 +302,7 @@ def fit_generator_to_images(
     seed: int,
     cfg,
     regularisers: Callable[[dict[str, Tensor], dict[str, Tensor], torch.Generator], dict[str, Tensor]],
+    progress: WarmupProgress | None = None,
 ) -> list[float]:
     """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step (the
     portrait's plus ``recon_face_weight`` times the face view's, plus ``recon_window_weight`` times the full-size
@@ -258,7 +324,9 @@ def fit_generator_to_images(
             as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
             must return that face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
+        progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too).
     """
+    progress = progress or WarmupProgress()
     n = images["image"].shape[0]
     device = images["image"].device
     dim = G.config.z_noise_dim
@@ -272,9 +340,12 @@ def fit_generator_to_images(
         codes = torch.nn.Parameter(start.to(device))
         code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
+    if learned:
+        start, history = progress.begin({"adam": optimizer, "codes_adam": code_optimizer}, {"codes": codes})
+    else:
+        start, history = progress.begin({"adam": optimizer})
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
-    history = []
-    for step in range(steps):
+    for step in range(start, steps):
         rng = torch.Generator().manual_seed(seed * 100_057 + step)
         rows = torch.randint(n, (min(cfg.batch_size, n),), generator=rng).to(device)
         labels = {k: images[k][rows] for k in label_keys}
@@ -311,6 +382,7 @@ def fit_generator_to_images(
                 with torch.no_grad():
                     codes[rows] = onto_code_sphere(codes[rows])
         history.append(float(error.detach()))
+        progress.after(step + 1, steps, history)
     return history
 
 
@@ -370,14 +442,18 @@ def upsampling_loss(output: Tensor, target: Tensor) -> Tensor:
     return colour + (output[:, 3] - target[:, 3]).square().mean()
 
 
-def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "auto") -> list[float]:
+def fit_sr_to_upsampling(
+    G, draw_labels: DrawLabels, steps: int, impl: Impl = "auto", progress: WarmupProgress | None = None
+) -> list[float]:
     """The stage-2 warm-up on ``G.sr_net`` (before step 0); returns the loss of each step.
 
     The targets are the frozen stage-1 textures of random identities, upsampled x4 (bilinear, clamped to [0, 1]).
+    ``progress`` checkpoints and resumes the fit (:class:`WarmupProgress`).
     """
+    progress = progress or WarmupProgress()
     optimizer = torch.optim.Adam(G.sr_net.parameters(), lr=SR_PRIOR_LR, betas=WARMUP_BETAS)
-    history = []
-    for step in range(steps):
+    start, history = progress.begin({"adam": optimizer})
+    for step in range(start, steps):
         labels = draw_labels(step)
         with torch.no_grad():
             lr_features, _ = G.manifold_textures(labels["z_id"], labels["z_noise"], impl=impl)
@@ -389,4 +465,5 @@ def fit_sr_to_upsampling(G, draw_labels: DrawLabels, steps: int, impl: Impl = "a
         loss.backward()
         optimizer.step()
         history.append(float(loss.detach()))
+        progress.after(step + 1, steps, history)
     return history
