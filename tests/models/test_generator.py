@@ -328,6 +328,14 @@ def test_a_face_view_through_the_textures_shows_the_field_where_the_lookups_do(b
     expected = generator.render_train(*args, face_size=16, impl="ref")["face"]
     assert_close(read, expected, atol=1e-4, rtol=0)
     assert float((read - plain).abs().max()) > 5e-3
+    # face_at_lookup evaluates the field at the points so moved: the same face as the fine textures show.
+    monkeypatch.setattr(generator.radiance_net, "features", _ramp_field)
+    moved = generator.render_train(*args, face_size=16, impl="ref", face_at_lookup=True)["face"]
+    assert_close(moved, read, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="face_at_lookup"):
+        generator.render_train(*args, face_size=16, impl="ref", face_textures=True, face_at_lookup=True)
+    with pytest.raises(ValueError, match="face_at_lookup"):
+        generator.render_train(*args, face_size=64, stage=2, impl="ref", face_at_lookup=True)
     with pytest.raises(ValueError, match="stage 1"):
         generator.render_train(*args, face_size=64, stage=2, impl="ref", face_textures=True)
     with pytest.raises(ValueError, match="field_hr_textures"):

@@ -83,6 +83,11 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
         (("recon_window=-1",), "recon_window=-1 is out of range"),
         (("face_textures=true",), "face_textures makes the stage-1 face view read"),
         (("face_textures=true", "stage=2", "generator.field_hr_textures=true"), "face_textures makes the stage-1"),
+        (("face_at_lookup=true", "stage=2"), "face_at_lookup moves the points"),
+        (
+            ("face_at_lookup=true", "face_textures=true", "generator.field_hr_textures=true"),
+            "face_at_lookup moves the points",
+        ),
         (("recon_window_weight=-1",), "recon_window_weight=-1.0 is out of range"),
         (("recon_window_on=face",), "recon_window_on='face' is not allowed; use one of frame, figure"),
         (("recon_hr_face_weight=1",), "recon_hr_face_weight fits the full-size face of a field_hr_textures model"),

@@ -373,13 +373,15 @@ def test_figure_windows_are_drawn_in_proportion_to_the_figure_they_hold():
     assert len(set(frame)) > 600 and np.mean([t for t, _ in frame]) == pytest.approx(16, abs=1)
 
 
-def test_face_textures_reach_the_face_view_of_every_training_render(dataset, tmp_path):
-    """``face_textures``: the trainer's renders read the face from the fine textures (render_train's
-    ``face_textures``), which differs from the face view that evaluates the field at its intersections."""
+@pytest.mark.parametrize("setting", ["face_textures", "face_at_lookup"])
+def test_face_settings_reach_the_face_view_of_every_training_render(dataset, tmp_path, setting):
+    """``face_textures`` (the face read from the fine textures) and ``face_at_lookup`` (the field evaluated where the
+    lookups show it) reach the trainer's renders (render_train's settings of the same names), whose face differs
+    from the face view that evaluates the field at its own intersections."""
     generator = dataclasses.replace(TINY, field_hr_textures=True)
     faces = {}
     for flag in (False, True):
-        config = TrainConfig(total_steps=1, generator=generator, face_textures=flag, **FAST)
+        config = TrainConfig(total_steps=1, generator=generator, **{setting: flag}, **FAST)
         trainer = Trainer(config, dataset, tmp_path / f"run{flag}", progress=False)
         labels = trainer.fake_labels(0)
         with torch.no_grad():
@@ -389,7 +391,7 @@ def test_face_textures_reach_the_face_view_of_every_training_render(dataset, tmp
                 *(labels[k] for k in ("z_id", "z_noise", "betas", "expression", "camera", "pose")),
                 face_size=trainer.face_size,
                 impl="ref",
-                face_textures=flag,
+                **{setting: flag},
             )["face"]
         assert torch.equal(faces[flag], expected)
     assert float((faces[True] - faces[False]).abs().max()) > 1e-3

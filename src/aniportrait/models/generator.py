@@ -140,6 +140,16 @@ def texture_uv(hits: Tensor) -> Tensor:
     return torch.stack([hits[..., 0], hits[..., 1] - constants.SAMPLE_CENTER], dim=-1) / constants.SAMPLE_SCALE
 
 
+def lookup_points(points: Tensor, side: int) -> Tensor:
+    """Canonical points [..., 3] moved to where a lookup of ``side``-texel textures (:func:`texture_uv`) shows the
+    field: x and y scaled by side / (side - 1) about the texture box's centre, z kept. A lookup with
+    ``align_corners=False`` at texture coordinate u reads texel index ((u + 1) side - 1) / 2, and the texels were
+    laid out at u' = -1 + 2 index / (side - 1): u' = u side / (side - 1)."""
+    k = side / (side - 1)
+    centre = points.new_tensor([0.0, constants.SAMPLE_CENTER])
+    return torch.cat([centre + k * (points[..., :2] - centre), points[..., 2:]], dim=-1)
+
+
 def selected_first(mask: Tensor) -> Tensor:
     """Indices [B, K] that gather each row's selected entries of ``mask`` [B, N] first (in order), padded with
     unselected ones to the largest row's count K."""
@@ -725,6 +735,7 @@ class AniPortraitGenerator(nn.Module):
         texel_offset: Tensor | None = None,
         hr_window: tuple[int, int, int] | None = None,
         face_textures: bool = False,
+        face_at_lookup: bool = False,
         hr_face_size: int | None = None,
     ) -> dict[str, Tensor]:
         """Differentiable dual-camera rendering for training (paper section 3.4).
@@ -750,7 +761,11 @@ class AniPortraitGenerator(nn.Module):
         instead of evaluating the field there: textures are looked up with ``align_corners=False`` over texels laid
         out on a linspace (the release's quirk), so a lookup shows the field at N / (N - 1) times the point's offset
         from the box's centre (3.2% at 32 texels), and a face view evaluated at its own intersections puts the face
-        that much farther out than the portrait and the full-size frames show it. ``hr_face_size`` (stage 1,
+        that much farther out than the portrait and the full-size frames show it. ``face_at_lookup`` (stage 1) puts
+        the face there at the cost of the plain face view: the field is evaluated at its intersections moved to where
+        the portrait's lookups show them (:func:`lookup_points`; depth and compositing order stay the
+        intersections'); it equals the ``face_textures`` view for a field linear in x and y and differs from it by
+        the fine textures' bilinear blur and by the manifolds' slope over the shift. ``hr_face_size`` (stage 1,
         ``field_hr_textures`` only) also renders the face view as stage 2 renders it at that side (its intersections
         traced at a quarter of the side, upsampled x4 and looked up in the fine textures, again only the texels read):
         the face crop that evaluation renders from the full-size model.
@@ -776,6 +791,8 @@ class AniPortraitGenerator(nn.Module):
             raise ValueError("texel_offset is for stage 1 (the low-resolution textures) only")
         if face_textures and (stage != 1 or not cfg.field_hr_textures):
             raise ValueError("face_textures reads the fine textures of a field_hr_textures model in stage 1 only")
+        if face_at_lookup and (stage != 1 or face_textures):
+            raise ValueError("face_at_lookup is for the stage-1 face view that evaluates the field (no face_textures)")
         if hr_window is not None:
             top, left, side = hr_window
             if stage != 1 or not cfg.field_hr_textures:
@@ -798,7 +815,7 @@ class AniPortraitGenerator(nn.Module):
             if direct and face_textures:
                 color, _, _ = self._composite(self._textures_read(codes, hits, valid, impl), hits, valid, origin, impl)
             elif direct:
-                color, _ = self._composite_field(codes, hits, valid, origin, impl)
+                color, _ = self._composite_field(codes, hits, valid, origin, impl, lookup=face_at_lookup)
             else:
                 if stage == 2:
                     hits, valid = upsample_hits(hits, valid)
@@ -883,10 +900,18 @@ class AniPortraitGenerator(nn.Module):
         return textures
 
     def _composite_field(
-        self, codes: tuple[Tensor, Tensor, Tensor], hits: Tensor, valid: Tensor, origin: Tensor, impl: Impl
+        self,
+        codes: tuple[Tensor, Tensor, Tensor],
+        hits: Tensor,
+        valid: Tensor,
+        origin: Tensor,
+        impl: Impl,
+        *,
+        lookup: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """Evaluate RadianceNet at the intersections (view direction locked to (0, 0, -1) as for the textures) and
-        composite: pixels [B, P, 3], depth [B, P]."""
+        """Evaluate RadianceNet at the intersections (view direction locked to (0, 0, -1) as for the textures; with
+        ``lookup`` where the low-resolution textures' lookups show them, :func:`lookup_points`) and composite:
+        pixels [B, P, 3], depth [B, P] (the intersections')."""
         freq, phase, _ = codes
         B, P, M, _ = hits.shape
         view_dir = torch.tensor([0.0, 0.0, -1.0], device=hits.device, dtype=hits.dtype).expand(B, 1, 3)
@@ -895,6 +920,8 @@ class AniPortraitGenerator(nn.Module):
         flat_valid = valid.reshape(B, P * M)
         order = selected_first(flat_valid)
         points = torch.gather(hits.reshape(B, P * M, 3), 1, order[..., None].expand(-1, -1, 3))
+        if lookup:
+            points = lookup_points(points, self.config.lr_img_size)
         rgb_valid, sigma_valid, _ = self.radiance_net.features(points, freq, phase, view_dir)
         rgb = hits.new_zeros(B, P * M, 3).scatter(1, order[..., None].expand(-1, -1, 3), rgb_valid)
         sigma = hits.new_zeros(B, P * M).scatter(1, order, sigma_valid[..., 0])

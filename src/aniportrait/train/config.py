@@ -82,6 +82,10 @@ class TrainConfig:
     # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
     # lookups and the full-size frames show it (docs/training/README.md, section 20)
     face_textures: bool = False
+    # [ours] stage 1: the face view evaluates the field where the portrait's texture lookups show its intersections
+    # (x and y scaled by N / (N - 1) about the box's centre), which puts the face where face_textures does at the
+    # cost of the plain face view (docs/training/README.md, section 24)
+    face_at_lookup: bool = False
     # -- optimisation
     lr_g: float = 2e-5  # [G][A] generator learning rate (stage 1)
     radiance_lr_scale: float = 1.0  # [ours] factor on lr_g for RadianceNet's SIREN layers and heads (not its mapping)
@@ -163,6 +167,11 @@ class TrainConfig:
             raise ConfigError(
                 "face_textures makes the stage-1 face view read a field_hr_textures model's fine textures; set it "
                 "only with stage=1 and generator.field_hr_textures=true"
+            )
+        if self.face_at_lookup and (self.stage != 1 or self.face_textures):
+            raise ConfigError(
+                "face_at_lookup moves the points at which the stage-1 face view evaluates the field; set it only with "
+                "stage=1 and without face_textures (which reads the fine textures instead)"
             )
         if self.recon_window > self.generator.hr_img_size:
             raise ConfigError(

@@ -486,6 +486,7 @@ class Trainer:
             texel_offset=labels.get("texel_offset"),
             hr_window=labels.get("hr_window"),
             face_textures=self.cfg.face_textures,
+            face_at_lookup=self.cfg.face_at_lookup,
             hr_face_size=labels.get("hr_face_size"),
         )
 
