@@ -8,7 +8,7 @@
 #
 # About 3 hours on a 2-core CPU (3 h 10 min as measured, with the data; the model card gives the times). Stopped at
 # any point, the same command continues: finished runs are skipped and a stopped run resumes (--resume) from its
-# last checkpoint (every 200 steps, within the warm-ups too), ending as if it had not stopped. The result is
+# last checkpoint (every 250 steps, within the warm-ups too), ending as if it had not stopped. The result is
 # OUT/s1e/generator.safetensors.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
