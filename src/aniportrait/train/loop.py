@@ -23,9 +23,10 @@ change, and the run's log names each one that did; a run with colour modulation 
 without it: the modulation starts at zero, so the generator renders as its source did.
 
 Determinism and resume: the real batch and the sampled labels/noise of step t depend only on (seed, t, rank), so a
-resumed run continues exactly where it stopped. Multi-process training (torchrun) averages gradients with an
-all-reduce after each backward, the scheme of StyleGAN2/EG3D: R1's double backward does not go through PyTorch's
-DDP wrapper, whose reducer hooks would fire in the middle of it.
+resumed run continues exactly where it stopped; so do the warm-ups, whose progress the state also holds (a fit's step
+t depends on (seed, t) and the state it updates, :class:`~aniportrait.train.warmups.WarmupProgress`). Multi-process
+training (torchrun) averages gradients with an all-reduce after each backward, the scheme of StyleGAN2/EG3D: R1's
+double backward does not go through PyTorch's DDP wrapper, whose reducer hooks would fire in the middle of it.
 """
 
 from __future__ import annotations
