@@ -212,3 +212,17 @@ def test_a_new_run_refuses_a_folder_stopped_in_its_warm_ups_and_init_from_refuse
     assert result.exit_code == 2, result.output
     assert "stopped during its warm-ups" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "next").exists()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_named_as_such(dataset, tmp_path):
+    """config.json without a state: neither --resume nor a new run goes on; both say to delete the folder."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(TrainConfig(**FAST).to_json())
+    before = snapshot(out)
+    for extra in ([], ["--resume"]):
+        result = train("--data", dataset, "--out", out, *extra)
+        assert result.exit_code == 2, result.output
+        line = result.output.strip()
+        assert "stopped before its first checkpoint" in line and "delete the folder" in line and "\n" not in line
+    assert snapshot(out) == before

@@ -91,14 +91,18 @@ class RunFolder:
     def check_new(self) -> None:
         """Refuse to start a new run in a folder that holds one."""
         check_creatable(self.path)
-        if self.has_state() or self.config_file.exists():
+        if self.has_state():
             raise RunFolderError(
                 f"{self.path} already holds a run; add --resume to continue it, or choose another --out"
             )
+        if self.config_file.exists():
+            raise RunFolderError(self._stopped_early())
 
     def saved_config(self) -> TrainConfig:
         """The run's config (``config.json``); refuses a folder without a resumable state."""
         if not self.has_state():
+            if self.config_file.exists():
+                raise RunFolderError(f"--resume: {self._stopped_early()}")
             raise RunFolderError(f"--resume: no {STATE_FILE} in {self.path}; start the run without --resume")
         if not self.config_file.is_file():
             raise RunFolderError(f"--resume: {self.path} has a state but no {CONFIG_FILE}; it cannot be resumed")
@@ -106,6 +110,12 @@ class RunFolder:
             return TrainConfig.from_json(self.config_file.read_text())
         except (ConfigError, TypeError, OSError) as err:
             raise RunFolderError(f"--resume: {self.config_file} cannot be read ({err})") from None
+
+    def _stopped_early(self) -> str:
+        return (
+            f"{self.path} holds a run that stopped before its first checkpoint ({CONFIG_FILE}, no {STATE_FILE}): "
+            "there is nothing to resume; delete the folder and start again, or choose another --out"
+        )
 
     def resume_config(self, requested: TrainConfig | None, overrides: dict) -> TrainConfig:
         """The config of a resumed run: the saved one with the given changes, if each is allowed.
