@@ -424,3 +424,14 @@ def test_loader_workers_match_main_process(tmp_path):
     for a, b in zip(main, workers, strict=True):
         for key in a:
             assert torch.equal(a[key], b[key]), key
+
+
+def test_label_digest_tells_datasets_apart_by_their_labels(tmp_path):
+    from tests.train.train_helpers import write_dataset
+
+    first, same = write_dataset(tmp_path / "a", seed=0), write_dataset(tmp_path / "b", seed=0)
+    other = write_dataset(tmp_path / "c", seed=1)
+    digest = PortraitDataset(first).label_digest()
+    assert digest == PortraitDataset(same).label_digest()
+    assert digest != PortraitDataset(other).label_digest()
+    assert len(digest) == 64

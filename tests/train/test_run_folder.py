@@ -226,3 +226,13 @@ def test_a_run_stopped_before_its_first_checkpoint_is_named_as_such(dataset, tmp
         line = result.output.strip()
         assert "stopped before its first checkpoint" in line and "delete the folder" in line and "\n" not in line
     assert snapshot(out) == before
+
+
+def test_resume_refuses_another_dataset_and_changes_nothing(run, tmp_path):
+    other = write_dataset(tmp_path / "other", seed=1)
+    before = snapshot(run)
+    result = train("--data", other, "--out", run, "--resume", "--set", "total_steps=3")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "is not the dataset" in line and "give that run's --data" in line and "\n" not in line
+    assert snapshot(run) == before

@@ -35,6 +35,7 @@ depend on worker count, worker seeds or the order the sampler visits items. Call
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -452,6 +453,17 @@ class PortraitDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def label_digest(self) -> str:
+        """SHA-256 of the ids and labels (their values, not the file's bytes): what a resumed training run checks to
+        know it was given the dataset it started on."""
+        digest = hashlib.sha256()
+        digest.update("\n".join(self.ids).encode())
+        for key in sorted(self.labels):
+            array = np.ascontiguousarray(self.labels[key], dtype=np.float32)
+            digest.update(f"{key}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the flips of ``epoch`` (see :func:`flip_decision`)."""

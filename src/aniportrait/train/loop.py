@@ -285,6 +285,7 @@ class Trainer:
         self.G_ema: AniPortraitGenerator | None = None  # set by init_from when the source has an EMA
         self._init_d_state, self._init_note = None, None
         self._resumed_warmup: dict | None = None  # set by resume() from a state saved during the warm-ups
+        self._data_identity: dict | None = None
         if init_from is not None:
             self._init_from(init_from)
         self.G.id_bank = self._checkpoint_id_bank()
@@ -549,6 +550,12 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
 
+    def _data_id(self) -> dict:
+        """What identifies the dataset in a saved state: its row count and the digest of its labels (cached)."""
+        if self._data_identity is None:
+            self._data_identity = {"count": len(self.dataset), "labels_sha256": self.dataset.label_digest()}
+        return self._data_identity
+
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"G": self.G, "G_ema": self.G_ema, "D": self.D}
 
@@ -578,7 +585,7 @@ class Trainer:
         :meth:`_warm_up`) and the running warm-up's optimisers and learned tensors."""
         if self.world.rank != 0:
             return
-        extra = {"config": json.loads(self.cfg.to_json()), "scaler": self.scaler.state_dict()}
+        extra = {"config": json.loads(self.cfg.to_json()), "scaler": self.scaler.state_dict(), "data": self._data_id()}
         if warmup is not None:
             extra["warmup"] = warmup
         save_training_state(
@@ -609,6 +616,13 @@ class Trainer:
             raise RunFolderError(
                 f"--resume: {self.run_dir} was started with other values of {', '.join(changed)}; only "
                 f"{', '.join(RESUMABLE_CHANGES)} may change on resume"
+            )
+        data = extra.get("data")  # states written before the check have none
+        if data is not None and data != self._data_id():
+            raise RunFolderError(
+                f"--resume: {self.dataset.path} is not the dataset {self.run_dir} was started on ({data['count']} "
+                f"rows, labels {data['labels_sha256'][:12]}...; this one: {len(self.dataset)} rows, labels "
+                f"{self._data_id()['labels_sha256'][:12]}...); give that run's --data"
             )
         torch.set_rng_state(rng)
         if extra.get("scaler"):
