@@ -715,6 +715,17 @@ class Trainer:
                 record.update(names=names, seconds=round(before + time.perf_counter() - start, 1))
                 self._save_state(record, optimizers, tensors)
 
+            bar = tqdm(
+                total=steps,
+                initial=done_before,
+                desc=names[index],
+                disable=not self.progress or self.world.rank != 0,
+            )
+
+            def on_step(done, losses, bar=bar):
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{losses[-1]:.3g}", refresh=False)
+
             if done_before:
                 progress = WarmupProgress(
                     save_progress,
@@ -723,14 +734,17 @@ class Trainer:
                     losses=resumed["losses"],
                     optimizer_states=resumed["optimizer_states"],
                     tensors=resumed["tensors"],
+                    on_step=on_step,
                 )
                 self.folder.log(f"resume the {names[index]} at step {done_before} of {steps}")
             else:
-                progress = WarmupProgress(save_progress, cfg.checkpoint_every)
+                progress = WarmupProgress(save_progress, cfg.checkpoint_every, on_step=on_step)
             try:
                 losses = fit(steps, progress)
             except ValueError as err:
                 raise RunFolderError(f"--resume: {self.folder.state} cannot be resumed ({err})") from None
+            finally:
+                bar.close()
             seconds = seconds_before + time.perf_counter() - start
             self.folder.log(f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {seconds:.1f} s")
             for i in sorted({*range(0, steps, cfg.log_every), steps - 1}):
@@ -796,7 +810,6 @@ class Trainer:
                 record = self._resumed_warmup
                 self.folder.truncate_warmups(record["names"][: record["index"]])
         self.folder.start(cfg)
-        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not self.progress or self.world.rank != 0)
         self.folder.log(f"start at step {self.step}: stage {cfg.stage}, model {cfg.model}, world {self.world.size}")
         if self._init_note and self.step == 0:
             self.folder.log(self._init_note)
@@ -804,6 +817,7 @@ class Trainer:
             self._warm_up()
             if self.world.rank == 0:
                 self.snapshot()
+        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not self.progress or self.world.rank != 0)
         for real in self._real_batches(self.step):
             start = time.perf_counter()
             stats = self.train_step(self.step, real)

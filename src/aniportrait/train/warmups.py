@@ -100,7 +100,8 @@ class WarmupProgress:
     each step. Every ``every`` steps but the last, ``save(steps done, losses so far, optimisers, tensors)`` is called
     (the trainer writes them into the run's state with the networks). A resumed fit gets a progress built from that
     save: :meth:`begin` loads the saved optimiser states and tensors into the new ones and returns the step to start
-    at and the losses so far. Without arguments it neither saves nor resumes.
+    at and the losses so far. ``on_step(steps done, losses)`` is called after every step (a progress bar). Without
+    arguments it neither saves nor resumes.
     """
 
     def __init__(
@@ -112,8 +113,9 @@ class WarmupProgress:
         losses: list[float] | None = None,
         optimizer_states: dict[str, dict] | None = None,
         tensors: dict[str, Tensor] | None = None,
+        on_step: Callable[[int, list[float]], None] | None = None,
     ) -> None:
-        self.save, self.every, self.step = save, every, step
+        self.save, self.every, self.step, self.on_step = save, every, step, on_step
         self.losses = list(losses or [])
         self.optimizer_states, self.saved_tensors = optimizer_states or {}, tensors or {}
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -141,6 +143,8 @@ class WarmupProgress:
 
     def after(self, done: int, steps: int, losses: list[float]) -> None:
         """Called with the number of steps ``done`` of ``steps``; saves every ``every`` steps but the last."""
+        if self.on_step is not None:
+            self.on_step(done, losses)
         if self.save is not None and self.every and done % self.every == 0 and done < steps:
             self.save(done, losses, self._optimizers, self._tensors)
 
