@@ -120,7 +120,7 @@ class TrainConfig:
     seed: int = 0  # [ours] seeds the model init, the label sampling and the data order
     log_every: int = 10  # [ours] steps between stats lines
     sample_every: int = 200  # [ours] steps between sample grids (and snapshot metrics where they apply)
-    checkpoint_every: int = 200  # [ours] steps between checkpoints
+    checkpoint_every: int = 200  # [ours] steps between checkpoints, in the adversarial phase and in each warm-up
     snapshot_metrics: int = 0  # [ours] renders per snapshot for the control and fidelity metrics (0 = off)
     impl: str = "auto"  # [ours] kernel implementation: auto, ref or triton
 
