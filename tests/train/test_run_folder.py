@@ -236,3 +236,30 @@ def test_resume_refuses_another_dataset_and_changes_nothing(run, tmp_path):
     line = result.output.strip()
     assert "is not the dataset" in line and "give that run's --data" in line and "\n" not in line
     assert snapshot(run) == before
+
+
+def _stopped_at(trainer, stop_at, **run):
+    """Run ``trainer`` and stop it at its ``stop_at``-th state save (the save not made)."""
+    save_state, calls = trainer._save_state, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        save_state(*args, **kwargs)
+
+    trainer._save_state = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(**run)
+
+
+def test_a_run_stopped_twice_in_its_warm_ups_still_resumes_exactly(uninterrupted, dataset, tmp_path):
+    """Stopped in the deformation warm-up, then again (on resume) before its first save past that: no save of the
+    resumed run may record less progress than the state it resumed from."""
+    out, config = tmp_path / "run", TrainConfig(**WARM, recon_steps=4, recon_images=2)
+    _stopped_at(Trainer(config, dataset, out, progress=False), 4)
+    _stopped_at(Trainer(config, dataset, out, progress=False), 2, resume=True)
+    result = train("--data", dataset, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    expected, resumed = _tensors(uninterrupted / "generator.safetensors"), _tensors(out / "generator.safetensors")
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected), "the resumed run differs"

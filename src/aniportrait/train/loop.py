@@ -70,6 +70,7 @@ from aniportrait.train.state import load_saved_extras, load_training_state, save
 from aniportrait.train.warmups import (
     CanonicalBody,
     WarmupProgress,
+    WarmupStateError,
     deformation_losses,
     fit_deformation_to_3dmm,
     fit_density_to_body,
@@ -704,51 +705,9 @@ class Trainer:
         names = [what.split(",")[0] for what, _, _ in fits]
         resumed = self._resumed_warmup or {"index": 0}
         for index, (what, steps, fit) in enumerate(fits):
-            if index < resumed["index"]:
+            if index < resumed["index"]:  # finished before the stop
                 continue
-            done_before = resumed.get("step", 0) if index == resumed["index"] else 0
-            seconds_before = resumed.get("seconds", 0.0) if done_before else 0.0
-            start = time.perf_counter()
-
-            def save_progress(done, losses, optimizers, tensors, index=index, start=start, before=seconds_before):
-                record = {"index": index, "step": done, "losses": losses, "total": len(fits)}
-                record.update(names=names, seconds=round(before + time.perf_counter() - start, 1))
-                self._save_state(record, optimizers, tensors)
-
-            bar = tqdm(
-                total=steps,
-                initial=done_before,
-                desc=names[index],
-                disable=not self.progress or self.world.rank != 0,
-            )
-
-            def on_step(done, losses, bar=bar):
-                bar.update(done - bar.n)
-                bar.set_postfix(loss=f"{losses[-1]:.3g}", refresh=False)
-
-            if done_before:
-                progress = WarmupProgress(
-                    save_progress,
-                    cfg.checkpoint_every,
-                    step=done_before,
-                    losses=resumed["losses"],
-                    optimizer_states=resumed["optimizer_states"],
-                    tensors=resumed["tensors"],
-                    on_step=on_step,
-                )
-                self.folder.log(f"resume the {names[index]} at step {done_before} of {steps}")
-            else:
-                progress = WarmupProgress(save_progress, cfg.checkpoint_every, on_step=on_step)
-            try:
-                losses = fit(steps, progress)
-            except ValueError as err:
-                raise RunFolderError(f"--resume: {self.folder.state} cannot be resumed ({err})") from None
-            finally:
-                bar.close()
-            seconds = seconds_before + time.perf_counter() - start
-            self.folder.log(f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {seconds:.1f} s")
-            for i in sorted({*range(0, steps, cfg.log_every), steps - 1}):
-                self.folder.stats({"warmup": names[index], "step": i, "loss": losses[i]}, WARMUPS_FILE)
+            self._run_warmup(index, names, what, steps, fit, resumed if index == resumed["index"] else None)
             if index + 1 < len(fits):
                 self._save_state({"index": index + 1, "step": 0, "total": len(fits), "names": names})
         self._resumed_warmup = None
@@ -756,6 +715,41 @@ class Trainer:
         if fits:
             self.G_ema.load_state_dict(self.G.state_dict())
             self._save_state({"index": len(fits), "step": 0, "total": len(fits), "names": names})
+
+    def _run_warmup(self, index: int, names: list[str], what: str, steps: int, fit, resumed: dict | None) -> None:
+        """Run warm-up ``index`` of ``names`` (``fit(steps, progress)``), from ``resumed``'s saved progress if it
+        holds any, with a progress bar and a checkpoint every ``checkpoint_every`` steps; log its loss curve."""
+        done_before = (resumed or {}).get("step", 0)
+        seconds_before = resumed.get("seconds", 0.0) if done_before else 0.0
+        start = time.perf_counter()
+        bar = tqdm(
+            total=steps, initial=done_before, desc=names[index], disable=not self.progress or self.world.rank != 0
+        )
+
+        def save(done, losses, optimizers, tensors):
+            record = {"index": index, "step": done, "losses": losses, "total": len(names), "names": names}
+            record["seconds"] = round(seconds_before + time.perf_counter() - start, 1)
+            self._save_state(record, optimizers, tensors)
+
+        def on_step(done, losses):
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{losses[-1]:.3g}", refresh=False)
+
+        saved = {}
+        if done_before:
+            saved = {k: resumed[k] for k in ("losses", "optimizer_states", "tensors")}
+            self.folder.log(f"resume the {names[index]} at step {done_before} of {steps}")
+        progress = WarmupProgress(save, self.cfg.checkpoint_every, step=done_before, on_step=on_step, **saved)
+        try:
+            losses = fit(steps, progress)
+        except WarmupStateError as err:
+            raise RunFolderError(f"--resume: {self.folder.state} cannot be resumed ({err})") from None
+        finally:
+            bar.close()
+        seconds = seconds_before + time.perf_counter() - start
+        self.folder.log(f"{what} loss {losses[0]:.4g} -> {losses[-1]:.4g} in {steps} steps, {seconds:.1f} s")
+        for i in sorted({*range(0, steps, self.cfg.log_every), steps - 1}):
+            self.folder.stats({"warmup": names[index], "step": i, "loss": losses[i]}, WARMUPS_FILE)
 
     @torch.no_grad()
     def sample_grid(self) -> Path:

@@ -93,6 +93,10 @@ DrawLabels = Callable[[int], dict[str, Tensor]]
 SaveProgress = Callable[[int, list[float], dict[str, torch.optim.Optimizer], dict[str, Tensor]], None]
 
 
+class WarmupStateError(ValueError):
+    """A resumed warm-up's saved states do not fit the fit's optimisers or tensors."""
+
+
 class WarmupProgress:
     """Where a fit starts and how it checkpoints on the way.
 
@@ -130,14 +134,17 @@ class WarmupProgress:
         if self.step:
             missing = sorted({*optimizers, *self._tensors} - {*self.optimizer_states, *self.saved_tensors})
             if missing or len(self.losses) != self.step:
-                raise ValueError(f"the saved warm-up lacks {', '.join(missing) or 'its losses'}")
+                raise WarmupStateError(f"the saved warm-up lacks {', '.join(missing) or 'its losses'}")
             for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(self.optimizer_states[name])
+                try:
+                    optimizer.load_state_dict(self.optimizer_states[name])
+                except ValueError as err:  # another parameter layout
+                    raise WarmupStateError(f"the saved warm-up's {name} does not fit ({err})") from None
             with torch.no_grad():
                 for name, tensor in self._tensors.items():
                     saved = self.saved_tensors[name]
                     if saved.shape != tensor.shape:
-                        raise ValueError(f"the saved warm-up's {name} has shape {tuple(saved.shape)}")
+                        raise WarmupStateError(f"the saved warm-up's {name} has shape {tuple(saved.shape)}")
                     tensor.copy_(saved)
         return self.step, list(self.losses)
 
