@@ -21,6 +21,7 @@ INPUT_ERRORS = {
     "aniportrait.checkpoint": "CheckpointError",
     "aniportrait.data.dataset": "DatasetError",
     "aniportrait.eval.errors": "EvalError",
+    "aniportrait.train.warmups": "WarmupStateError",
 }
 
 

@@ -63,6 +63,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from aniportrait import constants
+from aniportrait.errors import UserInputError
 from aniportrait.kernels._registry import Impl
 from aniportrait.models.generator import texture_alpha
 from aniportrait.train import losses
@@ -93,7 +94,7 @@ DrawLabels = Callable[[int], dict[str, Tensor]]
 SaveProgress = Callable[[int, list[float], dict[str, torch.optim.Optimizer], dict[str, Tensor]], None]
 
 
-class WarmupStateError(ValueError):
+class WarmupStateError(UserInputError):
     """A resumed warm-up's saved states do not fit the fit's optimisers or tensors."""
 
 
