@@ -156,14 +156,8 @@ def uninterrupted(dataset, tmp_path_factory):
     return out
 
 
-# The run saves its state after step 2 of each warm-up (checkpoint_every=2), after the shape and the deformation
-# warm-ups, after the last (with the EMA) and at step 1: seven saves. Stopping at save k loses everything since
-# save k - 1: 2 = in the shape warm-up, 5 = between the deformation and reconstruction warm-ups, 6 = in the
-# reconstruction warm-up with its whole curve already logged, 7 = after the warm-ups, before step 1.
-@pytest.mark.parametrize("stop_at", [2, 5, 6, 7])
-def test_a_run_stopped_in_its_warm_ups_resumes_exactly(uninterrupted, dataset, tmp_path, stop_at):
-    out = tmp_path / "run"
-    trainer = Trainer(TrainConfig(**WARM, recon_steps=4, recon_images=2), dataset, out, progress=False)
+def _stopped_at(trainer, stop_at, **run):
+    """Run ``trainer`` and stop it at its ``stop_at``-th state save (the save not made)."""
     save_state, calls = trainer._save_state, []
 
     def killed(*args, **kwargs):
@@ -174,7 +168,17 @@ def test_a_run_stopped_in_its_warm_ups_resumes_exactly(uninterrupted, dataset, t
 
     trainer._save_state = killed
     with pytest.raises(KeyboardInterrupt):
-        trainer.run()
+        trainer.run(**run)
+
+
+# The run saves its state after step 2 of each warm-up (checkpoint_every=2), after the shape and the deformation
+# warm-ups, after the last (with the EMA) and at step 1: seven saves. Stopping at save k loses everything since
+# save k - 1: 2 = in the shape warm-up, 5 = between the deformation and reconstruction warm-ups, 6 = in the
+# reconstruction warm-up with its whole curve already logged, 7 = after the warm-ups, before step 1.
+@pytest.mark.parametrize("stop_at", [2, 5, 6, 7])
+def test_a_run_stopped_in_its_warm_ups_resumes_exactly(uninterrupted, dataset, tmp_path, stop_at):
+    out = tmp_path / "run"
+    _stopped_at(Trainer(TrainConfig(**WARM, recon_steps=4, recon_images=2), dataset, out, progress=False), stop_at)
     assert not (out / "generator.safetensors").exists()
     result = train("--data", dataset, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
@@ -194,18 +198,7 @@ def test_a_run_stopped_in_its_warm_ups_resumes_exactly(uninterrupted, dataset, t
 
 def test_a_new_run_refuses_a_folder_stopped_in_its_warm_ups_and_init_from_refuses_it(dataset, tmp_path):
     out = tmp_path / "run"
-    trainer = Trainer(TrainConfig(**WARM), dataset, out, progress=False)
-    save_state, calls = trainer._save_state, []
-
-    def killed(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        save_state(*args, **kwargs)
-
-    trainer._save_state = killed
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run()
+    _stopped_at(Trainer(TrainConfig(**WARM), dataset, out, progress=False), 2)
     result = train("--data", dataset, "--out", out)
     assert result.exit_code == 2 and "--resume" in result.output
     result = train("--data", dataset, "--out", tmp_path / "next", "--init-from", out)
@@ -236,21 +229,6 @@ def test_resume_refuses_another_dataset_and_changes_nothing(run, tmp_path):
     line = result.output.strip()
     assert "is not the dataset" in line and "give that run's --data" in line and "\n" not in line
     assert snapshot(run) == before
-
-
-def _stopped_at(trainer, stop_at, **run):
-    """Run ``trainer`` and stop it at its ``stop_at``-th state save (the save not made)."""
-    save_state, calls = trainer._save_state, []
-
-    def killed(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        save_state(*args, **kwargs)
-
-    trainer._save_state = killed
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run(**run)
 
 
 def test_a_run_stopped_twice_in_its_warm_ups_still_resumes_exactly(uninterrupted, dataset, tmp_path):
