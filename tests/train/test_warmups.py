@@ -206,6 +206,70 @@ def test_reconstruction_fit_lowers_the_image_error_and_trains_the_stage_networks
     assert again == errors and all(torch.equal(weights[k], weights_again[k]) for k in weights)
 
 
+def test_recon_ema_ends_the_fit_at_the_moving_average_of_its_iterates(dataset, tmp_path):
+    """``recon_ema``: the fit takes the same steps (the same errors), then its parameters take the exponential moving
+    average of their values after each step, started from their values before the first; a fit stopped after two of
+    four steps and resumed from its saved progress (the averages among its tensors) ends at the same values."""
+    decay, steps = 0.6, 4
+
+    def trainer_and_fit(run, **settings):
+        config = TrainConfig(total_steps=1, recon_lr=1e-2, recon_codes="prior", **settings, **FAST)
+        trainer = Trainer(config, dataset, tmp_path / run, progress=False)
+        images = trainer.reconstruction_images()
+
+        def fit(progress=None):
+            return fit_generator_to_images(
+                trainer.G,
+                trainer.g_params,
+                lambda labels: trainer.render(trainer.G, labels),
+                images,
+                steps,
+                seed=0,
+                cfg=config,
+                regularisers=lambda *a: {},
+                progress=progress,
+            )
+
+        return trainer, fit
+
+    trainer, fit = trainer_and_fit("plain")
+    average = [p.detach().clone() for p in trainer.g_params]
+    iterates = []
+
+    def record(done, losses):
+        iterates.append([p.detach().clone() for p in trainer.g_params])
+        for a, p in zip(average, trainer.g_params):
+            a.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    plain_errors = fit(WarmupProgress(on_step=record))
+    assert len(iterates) == steps
+    trainer, fit = trainer_and_fit("ema", recon_ema=decay)
+    assert fit() == plain_errors
+    for p, a in zip(trainer.g_params, average):
+        torch.testing.assert_close(p.detach(), a, rtol=1e-5, atol=1e-7)
+    assert max(float((p.detach() - last).abs().max()) for p, last in zip(trainer.g_params, iterates[-1])) > 1e-4
+    averaged = [p.detach().clone() for p in trainer.g_params]
+
+    trainer, fit = trainer_and_fit("stopped", recon_ema=decay)
+    saved = {}
+
+    def save(done, losses, optimizers, tensors):
+        saved["weights"] = copy.deepcopy(trainer.G.state_dict())
+        saved["progress"] = {
+            "step": done,
+            "losses": list(losses),
+            "optimizer_states": {k: copy.deepcopy(o.state_dict()) for k, o in optimizers.items()},
+            "tensors": {k: t.detach().clone() for k, t in tensors.items()},
+        }
+
+    fit(WarmupProgress(save, every=2))
+    assert saved["progress"]["step"] == 2 and len(saved["progress"]["tensors"]) == len(trainer.g_params)
+    trainer, fit = trainer_and_fit("resumed", recon_ema=decay)
+    trainer.G.load_state_dict(saved["weights"])
+    assert fit(WarmupProgress(**saved["progress"])) == plain_errors
+    assert all(torch.equal(p, a) for p, a in zip(trainer.g_params, averaged))
+
+
 def fit_recording(trainer, config, steps, key):
     """The reconstruction fit of ``trainer`` (seed 0, no regularisers): its errors, ``labels.get(key)`` of each
     render, each render's output (detached) and the images fitted."""

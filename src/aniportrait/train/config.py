@@ -78,6 +78,9 @@ class TrainConfig:
     # textures) against the face image at that side, weighted by recon_hr_face_weight (0 = off; docs/training/README.md,
     # section 21)
     recon_hr_face_weight: float = 0.0
+    # [ours] both fits end at an exponential moving average of their iterates with this decay instead of their last
+    # iterate (0 = off, the last iterate; docs/training/README.md, section 25)
+    recon_ema: float = 0.0
     # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a
     # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
     # lookups and the full-size frames show it (docs/training/README.md, section 20)
@@ -338,6 +341,7 @@ RANGES = {
     "recon_window": (0, 4096, False, False),
     "recon_window_weight": (0.0, 1000.0, False, False),
     "recon_hr_face_weight": (0.0, 1000.0, False, False),
+    "recon_ema": (0.0, 1.0, False, True),
     "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),
     "lr_sr": (0.0, 1.0, True, False),

@@ -330,13 +330,18 @@ def fit_generator_to_images(
             with ``recon_hr_face_weight``, ``hr_face`` [N, 3, Q, Q], the face at the side of stage 2's face view
             (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
-            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, the deformation
-            weights). With ``recon_window`` each step draws one window position for its batch
+            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, ``recon_ema``,
+            the deformation weights). With ``recon_window`` each step draws one window position for its batch
             (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``; ``render`` must return it
             as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
             must return that face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
-        progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too).
+        progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too,
+            with ``recon_ema`` the averages).
+
+    With ``cfg.recon_ema`` (a decay in (0, 1)) an exponential moving average of ``params`` is kept from their values
+    at the start, and the fit ends with ``params`` set to it rather than to the last step's values (Polyak averaging:
+    at a constant learning rate the last iterate carries the noise of its last few batches).
     """
     progress = progress or WarmupProgress()
     n = images["image"].shape[0]
@@ -352,10 +357,12 @@ def fit_generator_to_images(
         codes = torch.nn.Parameter(start.to(device))
         code_optimizer = torch.optim.Adam([codes], lr=cfg.recon_code_lr, betas=WARMUP_BETAS)
     optimizer = torch.optim.Adam(params, lr=cfg.recon_lr, betas=WARMUP_BETAS)
+    optimizers, tensors = {"adam": optimizer}, {}
     if learned:
-        start, history = progress.begin({"adam": optimizer, "codes_adam": code_optimizer}, {"codes": codes})
-    else:
-        start, history = progress.begin({"adam": optimizer})
+        optimizers["codes_adam"], tensors["codes"] = code_optimizer, codes
+    averages = [p.detach().clone() for p in params] if cfg.recon_ema else []
+    tensors.update({f"ema.{i}": average for i, average in enumerate(averages)})
+    start, history = progress.begin(optimizers, tensors)
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
     for step in range(start, steps):
         rng = torch.Generator().manual_seed(seed * 100_057 + step)
@@ -388,6 +395,8 @@ def fit_generator_to_images(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averages:
+            update_ema(averages, params, cfg.recon_ema)
         if learned:
             code_optimizer.step()
             if cfg.recon_code_sphere:
@@ -395,7 +404,18 @@ def fit_generator_to_images(
                     codes[rows] = onto_code_sphere(codes[rows])
         history.append(float(error.detach()))
         progress.after(step + 1, steps, history)
+    with torch.no_grad():
+        for param, average in zip(params, averages):
+            param.copy_(average)
     return history
+
+
+@torch.no_grad()
+def update_ema(averages: list[Tensor], params: list[Tensor], decay: float) -> None:
+    """One step of an exponential moving average: each of ``averages`` (in place) moves ``1 - decay`` of the way to
+    its parameter in ``params``."""
+    for average, param in zip(averages, params):
+        average.lerp_(param.detach(), 1.0 - decay)
 
 
 def window_corner(full: Tensor, side: int, on: str, rng: torch.Generator) -> tuple[int, int]:
