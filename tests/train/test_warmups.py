@@ -29,6 +29,7 @@ from aniportrait.train.warmups import (
     fit_sr_to_upsampling,
     onto_code_sphere,
     pca_codes,
+    scheduled_lr,
     vertex_normals,
     window_corner,
 )
@@ -268,6 +269,34 @@ def test_recon_ema_ends_the_fit_at_the_moving_average_of_its_iterates(dataset, t
     trainer.G.load_state_dict(saved["weights"])
     assert fit(WarmupProgress(**saved["progress"])) == plain_errors
     assert all(torch.equal(p, a) for p, a in zip(trainer.g_params, averaged))
+
+
+def test_scheduled_lr_is_constant_or_a_half_cosine_to_zero():
+    assert [scheduled_lr(0.1, s, 4, "constant") for s in range(4)] == [0.1] * 4
+    cosine = [scheduled_lr(0.1, s, 4, "cosine") for s in range(5)]
+    expected = [0.1, 0.1 * (1 + 2**-0.5) / 2, 0.05, 0.1 * (1 - 2**-0.5) / 2, 0.0]
+    assert all(abs(a - b) < 1e-12 for a, b in zip(cosine, expected))
+    with pytest.raises(ValueError, match="unknown"):
+        scheduled_lr(0.1, 0, 4, "linear")
+
+
+def test_the_cosine_schedule_sets_each_step_of_the_reconstruction_fit(dataset, tmp_path, monkeypatch):
+    """``recon_lr_schedule="cosine"``: the generator's Adam steps at ``scheduled_lr`` of its step; the codes' Adam
+    (learned codes) keeps ``recon_code_lr``."""
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    config = TrainConfig(total_steps=1, recon_lr=1e-3, recon_lr_schedule="cosine", recon_code_lr=0.3, **FAST)
+    fit_recording(Trainer(config, dataset, tmp_path / "run", progress=False), config, 3, "z_noise")
+    generator_lrs = [lrs for lrs in seen if lrs != [0.3]]
+    assert len(generator_lrs) == 3 and seen.count([0.3]) == 3
+    for s, lrs in enumerate(generator_lrs):
+        assert lrs == [scheduled_lr(1e-3, s, 3, "cosine")] * len(lrs)
 
 
 def fit_recording(trainer, config, steps, key):

@@ -81,6 +81,9 @@ class TrainConfig:
     # [ours] both fits end at an exponential moving average of their iterates with this decay instead of their last
     # iterate (0 = off, the last iterate; docs/training/README.md, section 25)
     recon_ema: float = 0.0
+    # [ours] their generator learning rate over the fit: "constant" (recon_lr throughout) or "cosine" (from recon_lr at
+    # the first step to 0 after the last; docs/training/README.md, section 25)
+    recon_lr_schedule: str = "constant"
     # [ours] stage 1, generator.field_hr_textures: the face view reads the fine textures at its intersections (as a
     # full-size frame does) instead of evaluating the field there, so that it puts the face where the portrait's
     # lookups and the full-size frames show it (docs/training/README.md, section 20)
@@ -134,6 +137,7 @@ class TrainConfig:
             "recon_codes": ("learned", "prior"),
             "recon_code_init": ("random", "pca"),
             "recon_window_on": ("frame", "figure"),
+            "recon_lr_schedule": ("constant", "cosine"),
             "impl": ("auto", "ref", "triton"),
         }
         for key, allowed in choices.items():

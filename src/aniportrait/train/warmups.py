@@ -331,9 +331,9 @@ def fit_generator_to_images(
             (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
             ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, ``recon_ema``,
-            the deformation weights). With ``recon_window`` each step draws one window position for its batch
-            (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``; ``render`` must return it
-            as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
+            ``recon_lr_schedule``, the deformation weights). With ``recon_window`` each step draws one window
+            position for its batch (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``;
+            ``render`` must return it as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
             must return that face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
         progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too,
@@ -341,7 +341,9 @@ def fit_generator_to_images(
 
     With ``cfg.recon_ema`` (a decay in (0, 1)) an exponential moving average of ``params`` is kept from their values
     at the start, and the fit ends with ``params`` set to it rather than to the last step's values (Polyak averaging:
-    at a constant learning rate the last iterate carries the noise of its last few batches).
+    at a constant learning rate the last iterate carries the noise of its last few batches). With
+    ``cfg.recon_lr_schedule="cosine"`` the generator's learning rate falls from ``recon_lr`` towards 0 over the fit
+    (:func:`scheduled_lr`; the codes keep ``recon_code_lr``).
     """
     progress = progress or WarmupProgress()
     n = images["image"].shape[0]
@@ -394,6 +396,8 @@ def fit_generator_to_images(
             code_optimizer.zero_grad(set_to_none=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(cfg.recon_lr, step, steps, cfg.recon_lr_schedule)
         optimizer.step()
         if averages:
             update_ema(averages, params, cfg.recon_ema)
@@ -408,6 +412,16 @@ def fit_generator_to_images(
         for param, average in zip(params, averages):
             param.copy_(average)
     return history
+
+
+def scheduled_lr(base: float, step: int, steps: int, schedule: str) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps``: ``base`` throughout ("constant"), or ``base`` at
+    step 0 falling along a half cosine towards 0, which it would reach at step ``steps`` ("cosine")."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
 @torch.no_grad()
