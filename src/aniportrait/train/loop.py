@@ -76,6 +76,7 @@ from aniportrait.train.warmups import (
     fit_density_to_body,
     fit_generator_to_images,
     fit_sr_to_upsampling,
+    update_ema,
 )
 
 __all__ = [
@@ -544,10 +545,8 @@ class Trainer:
                 f"{kept if kept.exists() else 'none yet'}; lower the learning rates or check the data, then --resume"
             )
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p, 1 - self.cfg.ema_decay)
+        update_ema(list(self.G_ema.parameters()), list(self.G.parameters()), self.cfg.ema_decay)
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
 

@@ -333,8 +333,8 @@ def fit_generator_to_images(
             ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, ``recon_ema``,
             ``recon_lr_schedule``, the deformation weights). With ``recon_window`` each step draws one window
             position for its batch (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``;
-            ``render`` must return it as ``window``. With ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render``
-            must return that face as ``hr_face``.
+            ``render`` must return it as ``window``. With ``recon_hr_face_weight`` it passes Q as
+            ``labels["hr_face_size"]``, and ``render`` must return that face as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
         progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too,
             with ``recon_ema`` the averages).
