@@ -22,7 +22,6 @@ import torch
 from aniportrait.machine import cpu_name
 from aniportrait.train.config import load_preset
 from aniportrait.train.loop import Trainer
-from aniportrait.train.warmups import deformation_losses, fit_generator_to_images
 
 # docs/default_model/train.sh's generator settings
 GEN = [
@@ -52,20 +51,8 @@ def main() -> None:
         trainer = Trainer(config, args.data, tempfile.mkdtemp(), progress=False)
         images = trainer.reconstruction_images()
 
-        def fit(steps, trainer=trainer, images=images, config=config):
-            regularisers = lambda labels, out, rng: deformation_losses(  # noqa: E731
-                trainer.G, trainer.teacher, labels, out["x"].flatten(1, 2).detach(), rng, config
-            )
-            return fit_generator_to_images(
-                trainer.G,
-                trainer.g_params,
-                lambda labels: trainer.render(trainer.G, labels),
-                images,
-                steps,
-                config.seed,
-                config,
-                regularisers,
-            )
+        def fit(steps, trainer=trainer, images=images):
+            return trainer.reconstruct(steps, images=images)
 
         fit(1)  # warm
         fits[name] = fit

@@ -216,22 +216,7 @@ def test_recon_ema_ends_the_fit_at_the_moving_average_of_its_iterates(dataset, t
     def trainer_and_fit(run, **settings):
         config = TrainConfig(total_steps=1, recon_lr=1e-2, recon_codes="prior", **settings, **FAST)
         trainer = Trainer(config, dataset, tmp_path / run, progress=False)
-        images = trainer.reconstruction_images()
-
-        def fit(progress=None):
-            return fit_generator_to_images(
-                trainer.G,
-                trainer.g_params,
-                lambda labels: trainer.render(trainer.G, labels),
-                images,
-                steps,
-                seed=0,
-                cfg=config,
-                regularisers=lambda *a: {},
-                progress=progress,
-            )
-
-        return trainer, fit
+        return trainer, lambda progress=None: fit_recording(trainer, config, steps, "z_noise", progress)[0]
 
     trainer, fit = trainer_and_fit("plain")
     average = [p.detach().clone() for p in trainer.g_params]
@@ -299,9 +284,9 @@ def test_the_cosine_schedule_sets_each_step_of_the_reconstruction_fit(dataset, t
         assert lrs == [scheduled_lr(1e-3, s, 3, "cosine")] * len(lrs)
 
 
-def fit_recording(trainer, config, steps, key):
-    """The reconstruction fit of ``trainer`` (seed 0, no regularisers): its errors, ``labels.get(key)`` of each
-    render, each render's output (detached) and the images fitted."""
+def fit_recording(trainer, config, steps, key, progress=None):
+    """The reconstruction fit of ``trainer`` (seed 0, no regularisers; ``progress`` as the fit takes it): its errors,
+    ``labels.get(key)`` of each render, each render's output (detached) and the images fitted."""
     seen, outputs = [], []
 
     def render(labels):
@@ -312,7 +297,15 @@ def fit_recording(trainer, config, steps, key):
 
     images = trainer.reconstruction_images()
     errors = fit_generator_to_images(
-        trainer.G, trainer.g_params, render, images, steps, seed=0, cfg=config, regularisers=lambda *a: {}
+        trainer.G,
+        trainer.g_params,
+        render,
+        images,
+        steps,
+        seed=0,
+        cfg=config,
+        regularisers=lambda *a: {},
+        progress=progress,
     )
     return errors, seen, outputs, images
 

@@ -647,19 +647,6 @@ class Trainer:
         def draw(tag):
             return lambda step: self.fake_labels(step, tag)
 
-        def reconstruct(steps, regularisers, progress):
-            return fit_generator_to_images(
-                self.G,
-                self.g_params,
-                lambda labels: self.render(self.G, labels),
-                self.reconstruction_images(),
-                steps,
-                cfg.seed,
-                cfg,
-                regularisers,
-                progress,
-            )
-
         recon_what = f"reconstruction warm-up on {min(cfg.recon_images, len(self.dataset))} images, L1"
 
         if cfg.stage == 1:
@@ -678,17 +665,7 @@ class Trainer:
                         self.G, self.teacher, draw(TAG_DEFORM_PRIOR), n, cfg.seed, cfg, p
                     ),
                 ),
-                (
-                    recon_what,
-                    cfg.recon_steps,
-                    lambda n, p: reconstruct(
-                        n,
-                        lambda labels, out, rng: deformation_losses(
-                            self.G, self.teacher, labels, out["x"].flatten(1, 2).detach(), rng, cfg
-                        ),
-                        p,
-                    ),
-                ),
+                (recon_what, cfg.recon_steps, lambda n, p: self.reconstruct(n, p)),
             ]
         else:
             fits = [
@@ -697,8 +674,7 @@ class Trainer:
                     cfg.sr_prior_steps,
                     lambda n, p: fit_sr_to_upsampling(self.G, draw(TAG_SR_PRIOR), n, cfg.impl, p),
                 ),
-                # The deformation is frozen in stage 2: no regularisers, only the image error at full resolution.
-                (recon_what, cfg.sr_recon_steps, lambda n, p: reconstruct(n, lambda labels, out, rng: {}, p)),
+                (recon_what, cfg.sr_recon_steps, lambda n, p: self.reconstruct(n, p)),
             ]
         fits = [(what, steps, fit) for what, steps, fit in fits if steps]
         names = [what.split(",")[0] for what, _, _ in fits]
@@ -714,6 +690,36 @@ class Trainer:
         if fits:
             self.G_ema.load_state_dict(self.G.state_dict())
             self._save_state({"index": len(fits), "step": 0, "total": len(fits), "names": names})
+
+    def reconstruct(
+        self, steps: int, progress: WarmupProgress | None = None, images: dict[str, torch.Tensor] | None = None
+    ) -> list[float]:
+        """The stage's reconstruction warm-up (``fit_generator_to_images``): ``steps`` steps on ``images`` (default
+        :meth:`reconstruction_images`) from the run's seed; returns the L1 error of each step. Stage 1 keeps the
+        deformation losses on; the deformation is frozen in stage 2, which fits the image error alone."""
+        cfg = self.cfg
+        if cfg.stage == 1:
+
+            def regularisers(labels, out, rng):
+                x = out["x"].flatten(1, 2).detach()
+                return deformation_losses(self.G, self.teacher, labels, x, rng, cfg)
+
+        else:
+
+            def regularisers(labels, out, rng):
+                return {}
+
+        return fit_generator_to_images(
+            self.G,
+            self.g_params,
+            lambda labels: self.render(self.G, labels),
+            self.reconstruction_images() if images is None else images,
+            steps,
+            cfg.seed,
+            cfg,
+            regularisers,
+            progress,
+        )
 
     def _run_warmup(self, index: int, names: list[str], what: str, steps: int, fit, resumed: dict | None) -> None:
         """Run warm-up ``index`` of ``names`` (``fit(steps, progress)``), from ``resumed``'s saved progress if it
