@@ -30,7 +30,7 @@ Identity consistency
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +121,26 @@ def _render(generator, body, latents, expression, camera, pose, face_size, stage
     return out["image"].clamp(-1, 1).cpu(), out["face"].clamp(-1, 1).cpu()
 
 
+def _render_rows(
+    generator, body, labels: dict, face_size: int | None, stage: int, batch_size: int, seed: int, impl: Impl
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Render ``labels`` (camera, pose, expression and the identity, see :func:`control_errors`) ``batch_size`` rows
+    at a time: yields (images, faces) on the CPU, clamped to [-1, 1]."""
+    camera = torch.as_tensor(labels["camera"]).float()
+    pose = torch.as_tensor(labels["pose"]).float()
+    expression = torch.as_tensor(labels["expression"]).float()
+    n = camera.shape[0]
+    if pose.shape[0] != n or expression.shape[0] != n or n == 0:
+        raise EvalError(f"labels disagree on N: camera {n}, pose {pose.shape[0]}, expression {expression.shape[0]}")
+    latents = _identity_latents(generator, labels, n, seed)
+    face_size = face_size or generator.default_face_size(stage)
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        yield _render(
+            generator, body, [t[sl] for t in latents], expression[sl], camera[sl], pose[sl], face_size, stage, impl
+        )
+
+
 @torch.no_grad()
 def estimate_labels(
     generator,
@@ -136,20 +156,8 @@ def estimate_labels(
 ) -> dict[str, Tensor]:
     """Render ``labels`` and read them back: the estimator's ``camera`` [N, 2], ``pose`` [N, 6, 3] and
     ``expression`` [N, 64] (arguments as :func:`control_errors`)."""
-    camera = torch.as_tensor(labels["camera"]).float()
-    pose = torch.as_tensor(labels["pose"]).float()
-    expression = torch.as_tensor(labels["expression"]).float()
-    n = camera.shape[0]
-    if pose.shape[0] != n or expression.shape[0] != n or n == 0:
-        raise EvalError(f"labels disagree on N: camera {n}, pose {pose.shape[0]}, expression {expression.shape[0]}")
-    latents = _identity_latents(generator, labels, n, seed)
-    face_size = face_size or generator.default_face_size(stage)
     estimates: dict[str, list[Tensor]] = {}
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        images, faces = _render(
-            generator, body, [t[sl] for t in latents], expression[sl], camera[sl], pose[sl], face_size, stage, impl
-        )
+    for images, faces in _render_rows(generator, body, labels, face_size, stage, batch_size, seed, impl):
         for key, value in estimator(images, faces).items():
             if key in ("camera", "pose", "expression"):
                 estimates.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())

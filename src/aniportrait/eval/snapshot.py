@@ -70,17 +70,7 @@ def snapshot_metrics(
     labels = dataset.rows(rows, ("camera", "pose", "expression", "id", "betas", "image", "face"))
     data_images, data_faces = labels.pop("image"), labels.pop("face")
     labels["z_noise"] = torch.randn(n, generator.config.z_noise_dim, generator=g)
-    face_size = face_size or generator.default_face_size(stage)
-    latents = control._identity_latents(generator, labels, n, seed)
-    images, faces = [], []
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        image, face = control._render(
-            generator, body, [t[sl] for t in latents], labels["expression"][sl], labels["camera"][sl],
-            labels["pose"][sl], face_size, stage, impl,
-        )  # fmt: skip
-        images.append(image)
-        faces.append(face)
+    images, faces = zip(*control._render_rows(generator, body, labels, face_size, stage, batch_size, seed, impl))
     images, faces = torch.cat(images), torch.cat(faces)
     device = next(estimator.parameters()).device
     estimated: dict[str, list] = {}
