@@ -14,12 +14,15 @@
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
 OUT=${1:-runs/default}
-export OMP_NUM_THREADS=1  # one thread for the training process, one core left for its data worker
+# one thread for the training process, one core left for its data worker; RECIPE_THREADS and RECIPE_SETTINGS (more
+# --set options for every run) let a variant of the recipe reuse this script (docs/training/wide_ema_recipe/)
+export OMP_NUM_THREADS=${RECIPE_THREADS:-1}
 # The generator settings, the same in every run. The depth gate: the expression's displacement is 0 behind
 # canonical z = -0.04 and 1 in front of -0.025, where the 3DMM face lies.
 GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=true \
 --set generator.field_hr_textures=true --set generator.expression_gate_slope=0.5 \
---set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025"
+--set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
+${RECIPE_SETTINGS:-}"
 CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
 
 # train RUN OPTIONS...: skip a finished run, resume a stopped one, else start it with OPTIONS.

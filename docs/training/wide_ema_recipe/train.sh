@@ -1,52 +1,13 @@
 #!/usr/bin/env bash
 # docs/training section 26: the built-in default's recipe (docs/default_model/train.sh) as it was run with two
 # changes: RadianceNet's hidden width 96 instead of 64 and the reconstruction fits ending at a moving average of
-# their iterates (recon_ema=0.998), in every run, and two threads instead of one.
+# their iterates (recon_ema=0.998), in every run, and two threads instead of one (the fits read preloaded images, so
+# both cores step the model).
 #
 #   bash docs/training/wide_ema_recipe/train.sh [OUT]      # OUT defaults to runs/default
 #
 # Stopped at any point, the same command continues (finished runs are skipped, a stopped one resumes). The result is
 # OUT/s1e/generator.safetensors.
 set -euo pipefail
-OUT=${1:-runs/default}
-export OMP_NUM_THREADS=2  # the fits read preloaded images: both cores step the model
-# The generator settings, the same in every run. The depth gate: the expression's displacement is 0 behind
-# canonical z = -0.04 and 1 in front of -0.025, where the 3DMM face lies.
-GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=true \
---set generator.field_hr_textures=true --set generator.expression_gate_slope=0.5 \
---set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
---set generator.hidden_dim=96 --set recon_ema=0.998"
-CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
-
-# train RUN OPTIONS...: skip a finished run, resume a stopped one, else start it with OPTIONS.
-train() {
-    local run="$OUT/$1"
-    shift
-    if grep -qs "^done at step" "$run/log.txt"; then
-        return
-    elif [ -f "$run/state.safetensors" ]; then
-        aniportrait train --data "$OUT/data" --out "$run" --resume --quiet
-    else
-        rm -rf "$run"  # stopped before its first checkpoint: nothing to keep
-        aniportrait train --data "$OUT/data" --out "$run" "$@" --quiet
-    fi
-}
-
-[ -f "$OUT/data/dataset.json" ] || aniportrait data synth "$OUT/data" --n 20000 --res 128 --seed 0 --quiet
-# Stage 1: the shape, deformation and reconstruction warm-ups, then one adversarial step (the small preset).
-train s1 --config small $GEN
-# 2,500 more reconstruction steps at half the first learning rate (this run and the next three were made with
-# data_workers=0: the real images of their single adversarial step decoded on the training thread).
-train s1b --config small $GEN $CONTINUE \
-    --set deform_prior_steps=0 --set recon_steps=2500 --init-from "$OUT/s1"
-# Two more continuations, each a short deformation warm-up (500, then 300 steps) and 1,000 reconstruction steps.
-train s1c --config small $GEN $CONTINUE \
-    --set deform_prior_steps=500 --set recon_steps=1000 --init-from "$OUT/s1b"
-train s1d --config small $GEN $CONTINUE \
-    --set deform_prior_steps=300 --set recon_steps=1000 --init-from "$OUT/s1c"
-# 1,000 more reconstruction steps with a 32x32 window of the full-size (128x128) frame fitted at every step against
-# the image at full size (recon_window), no warm-up. It starts from s1d's generator file (its EMA), not from its
-# training state.
-train s1e --config small $GEN $CONTINUE \
-    --set deform_prior_steps=0 --set recon_window=32 --set recon_steps=1000 \
-    --init-from "$OUT/s1d/generator.safetensors"
+RECIPE_THREADS=2 RECIPE_SETTINGS="--set generator.hidden_dim=96 --set recon_ema=0.998" \
+    exec bash "$(dirname "$0")/../../default_model/train.sh" "$@"
