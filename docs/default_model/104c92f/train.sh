@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The recipe of the built-in default shipped at 104c92f, as it was run (the default since then: ../train.sh): the
+# synthetic data, stage 1, then four continuations of the reconstruction fit, the last of which also fits a window of
+# the full-size frame at every step, with the five generator settings from the first run on (canonical space at the
+# mean shape, colour modulation, the field's own high-resolution textures, the sloped neck gate and the depth gate),
+# RadianceNet at the preset's width and one training thread.
+#
+#   bash docs/default_model/104c92f/train.sh [OUT]      # OUT defaults to runs/default
+#
+# 3 h 6 min for the five runs as measured (their logs: this folder's s1/ to s1e/). Stopped at any point, the same
+# command continues: finished runs are skipped and a stopped run resumes (--resume) from its last checkpoint. The
+# result is OUT/s1e/generator.safetensors.
+set -euo pipefail
+OUT=${1:-runs/default}
+# one thread for the training process, one core left for its data worker (RECIPE_THREADS overrides it);
+# RECIPE_SETTINGS adds --set options to every run
+export OMP_NUM_THREADS=${RECIPE_THREADS:-1}
+# The generator settings, the same in every run. The depth gate: the expression's displacement is 0 behind
+# canonical z = -0.04 and 1 in front of -0.025, where the 3DMM face lies.
+GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=true \
+--set generator.field_hr_textures=true --set generator.expression_gate_slope=0.5 \
+--set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
+${RECIPE_SETTINGS:-}"
+CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
+
+# train RUN OPTIONS...: skip a finished run, resume a stopped one, else start it with OPTIONS.
+train() {
+    local run="$OUT/$1"
+    shift
+    if grep -qs "^done at step" "$run/log.txt"; then
+        return
+    elif [ -f "$run/state.safetensors" ]; then
+        aniportrait train --data "$OUT/data" --out "$run" --resume --quiet
+    else
+        rm -rf "$run"  # stopped before its first checkpoint: nothing to keep
+        aniportrait train --data "$OUT/data" --out "$run" "$@" --quiet
+    fi
+}
+
+[ -f "$OUT/data/dataset.json" ] || aniportrait data synth "$OUT/data" --n 20000 --res 128 --seed 0 --quiet
+# Stage 1: the shape, deformation and reconstruction warm-ups, then one adversarial step (the small preset).
+train s1 --config small $GEN
+# 2,500 more reconstruction steps at half the first learning rate (this run and the next three were made with
+# data_workers=0: the real images of their single adversarial step decoded on the training thread).
+train s1b --config small $GEN $CONTINUE \
+    --set deform_prior_steps=0 --set recon_steps=2500 --init-from "$OUT/s1"
+# Two more continuations, each a short deformation warm-up (500, then 300 steps) and 1,000 reconstruction steps.
+train s1c --config small $GEN $CONTINUE \
+    --set deform_prior_steps=500 --set recon_steps=1000 --init-from "$OUT/s1b"
+train s1d --config small $GEN $CONTINUE \
+    --set deform_prior_steps=300 --set recon_steps=1000 --init-from "$OUT/s1c"
+# 1,000 more reconstruction steps with a 32x32 window of the full-size (128x128) frame fitted at every step against
+# the image at full size (recon_window), no warm-up. It starts from s1d's generator file (its EMA), not from its
+# training state.
+train s1e --config small $GEN $CONTINUE \
+    --set deform_prior_steps=0 --set recon_window=32 --set recon_steps=1000 \
+    --init-from "$OUT/s1d/generator.safetensors"
