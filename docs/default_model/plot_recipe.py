@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from plot_curves import read_jsonl  # docs/default_model/ is on the path when this script runs
 
 RUNS = ("s1", "s1b", "s1c", "s1d", "s1e")
 RECONSTRUCTION = "reconstruction warm-up"
@@ -39,8 +40,8 @@ def read_evaluation(path: Path) -> dict:
 
 
 def fit_curve(run: Path) -> list[tuple[int, float]]:
-    lines = (json.loads(line) for line in (run / "warmups.jsonl").read_text().splitlines() if line.strip())
-    return [(row["step"], row["loss"]) for row in lines if row["warmup"].startswith(RECONSTRUCTION)]
+    rows = read_jsonl(run / "warmups.jsonl")
+    return [(row["step"], row["loss"]) for row in rows if row["warmup"].startswith(RECONSTRUCTION)]
 
 
 def running_mean(values: list[float], width: int) -> list[float]:
@@ -58,8 +59,8 @@ def main() -> None:
 
     fig, grid = plt.subplots(2, 3, figsize=(14, 7.5))
     axes = list(grid.flat)
-    for name, folder in recipes.items():
-        offset, points = 0, []
+    for index, (name, folder) in enumerate(recipes.items()):
+        colour, offset, points = f"C{index}", 0, []
         for run_name in RUNS:
             run = Path(folder) / run_name
             if not (run / "warmups.jsonl").exists():
@@ -67,13 +68,11 @@ def main() -> None:
             curve = fit_curve(run)
             steps = [offset + step for step, _ in curve]
             label = name if run_name == RUNS[0] else None
-            colour = axes[0].lines[-1].get_color() if run_name != RUNS[0] else None
             axes[0].plot(steps, running_mean([loss for _, loss in curve], WINDOW), lw=0.8, label=label, c=colour)
             offset = steps[-1] + 10 if steps else offset
             report = extra.get((name, run_name), run / "evaluation.json")
             if report.exists():
                 points.append((offset, read_evaluation(report)))
-        colour = axes[0].lines[-1].get_color()
         for ax, (key, floor_key, title) in zip(axes[1:], HELD_OUT):
             ax.plot([step for step, _ in points], [report[key] for _, report in points], "o-", c=colour, label=name)
             if points:
