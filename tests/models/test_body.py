@@ -128,6 +128,16 @@ def test_joints_follow_the_neck(body):
     torch.testing.assert_close(joints[:, :12], joints[:1, :12].expand(2, -1, -1))
 
 
+def test_canonical_mesh_is_the_zero_pose_mesh_with_its_joints(body):
+    betas = torch.randn(3, 10)
+    verts, joints = body.canonical_mesh(betas)
+    assert verts.shape == (3, body.smpl_model.v_template.shape[0], 3) and joints.shape == (3, 24, 3)
+    torch.testing.assert_close(verts[:, body.valid_index], _canonical(body, betas))
+    torch.testing.assert_close(joints, body.joints(betas, torch.zeros(3, 6, 3)))
+    with pytest.raises(ValueError, match=r"betas must have shape \[B, 10\]"):
+        body.canonical_mesh(torch.zeros(2, 9))
+
+
 def test_inverse_skinning_gradients():
     body = BodyModel.procedural(dtype=torch.float64)
     betas = torch.randn(1, 10, dtype=torch.float64, requires_grad=True)

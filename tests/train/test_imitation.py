@@ -4,15 +4,20 @@ import pytest
 import torch
 
 from aniportrait.models.body import BodyModel
+from aniportrait.models.deformation import DeformNet
 from aniportrait.models.face_procedural import procedural_3dmm
 from aniportrait.models.face_registration import rig_landmark_bary, smpl_landmarks
-from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher
+from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher, follow_fractions
 from aniportrait.train.warmups import box_points
 
 
 @pytest.fixture(scope="module")
-def teacher():
-    body = BodyModel.procedural()
+def body():
+    return BodyModel.procedural()
+
+
+@pytest.fixture(scope="module")
+def teacher(body):
     bary = rig_landmark_bary(body)
     return ExpressionTeacher(procedural_3dmm(), lambda betas: smpl_landmarks(body, bary, betas))
 
@@ -59,3 +64,50 @@ def test_registration_follows_each_identitys_body_shape(teacher):
     both = teacher.register(torch.stack([torch.zeros(10), torch.full((10,), 1.0)]))
     assert both.per_identity and both.rotation.shape == (2, 3, 3)
     torch.testing.assert_close(both.to_canonical(base.expand(2, -1, -1))[1:], tall.to_canonical(base))
+
+
+@pytest.mark.parametrize("mean_shape", [False, True])
+def test_teacher_on_body_registers_where_canonical_space_puts_the_face(body, teacher, mean_shape):
+    """``on_body`` is the teacher the trainer builds: per identity's betas, or at the mean shape for every identity."""
+    built = ExpressionTeacher.on_body(procedural_3dmm(), body, rig_landmark_bary(body), mean_shape=mean_shape)
+    betas = torch.stack([torch.zeros(10), torch.full((10,), 1.0)])
+    landmarks = built.register(betas).canonical_landmarks()
+    if mean_shape:
+        torch.testing.assert_close(landmarks[1], landmarks[0])
+        torch.testing.assert_close(landmarks, teacher.register(torch.zeros_like(betas)).canonical_landmarks())
+    else:
+        assert (landmarks[1] - landmarks[0]).norm(dim=-1).mean() > 0.005
+        torch.testing.assert_close(landmarks, teacher.register(betas).canonical_landmarks())
+
+
+class _TeacherField(torch.nn.Module):
+    """A stand-in DeformNet whose displacement is the teacher's target at the nearest expressive 3DMM vertex."""
+
+    def __init__(self, teacher, scale=1.0):
+        super().__init__()
+        self.teacher, self.scale = teacher, scale
+
+    def mapping(self, code):
+        return code, code
+
+    def forward(self, points, code, _):
+        registered = self.teacher.register(torch.zeros(code.shape[0], 10))
+        vertices = registered.canonical_vertices(code[:, :80], code[:, 80:])
+        targets = -registered.canonical_expression_offsets(code[:, 80:])
+        nearest = torch.cdist(points, vertices).argmin(dim=-1)
+        d = self.scale * torch.gather(targets, 1, nearest[..., None].expand(-1, -1, 3))
+        return points + d, d
+
+
+def test_follow_fractions_measure_the_share_of_the_teacher_deformation(teacher):
+    z_id = torch.zeros(2, 80)
+    full = follow_fractions(_TeacherField(teacher), teacher, z_id, coefficients=[0, 2], values=[1.0])
+    assert set(full) == {(0, 1.0), (2, 1.0)}
+    for measured in full.values():
+        assert measured["fraction"] == pytest.approx(1.0, abs=1e-4) and measured["cosine"] == pytest.approx(
+            1.0, abs=1e-4
+        )
+    quarter = follow_fractions(_TeacherField(teacher, 0.25), teacher, z_id, coefficients=[1], values=[0.5])
+    assert quarter[(1, 0.5)]["fraction"] == pytest.approx(0.25, abs=1e-4)
+    still = DeformNet(hidden_dim=16, mapping_hidden_dim=16)  # zero final layer: no deformation
+    assert follow_fractions(still, teacher, z_id, coefficients=[3], values=[1.0])[(3, 1.0)]["fraction"] == 0.0

@@ -209,6 +209,18 @@ class BodyModel(nn.Module):
         betas, rotations = self._pose_rotations(betas, pose)
         return self._smpl(betas, rotations @ self.mean_pose, skin=0)[1]
 
+    def canonical_mesh(self, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """The whole mesh and its joints at the canonical mean pose, in canonical units.
+
+        Args:
+            betas: [B, 10] shape coefficients (zeros: the mean shape, where ``mean_shape`` canonical space lies).
+
+        Returns:
+            vertices [B, V, 3] (all of them, not only the valid ones) and joints [B, 24, 3], in the model dtype.
+        """
+        betas, _ = self._pose_rotations(betas, betas.new_zeros(len(betas), len(POSE_JOINTS), 3))
+        return self._smpl(betas, self.mean_pose.expand(len(betas), -1, -1, -1))
+
     def inverse_skinning(self, betas: Tensor, pose: Tensor, *, mean_shape: bool = False) -> tuple[Tensor, Tensor]:
         """Posed valid vertices and their inverse skinning transforms in canonical units (the release's inverse LBS).
 

@@ -21,11 +21,13 @@ centimetres off on a long or short neck.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from aniportrait.models import face_registration
 from aniportrait.models.face3dmm import Face3DMM
 from aniportrait.models.face_registration import RegisteredFace
 
@@ -46,6 +48,16 @@ class ExpressionTeacher:
     def __init__(self, face: Face3DMM, body_landmarks: Callable[[Tensor], Tensor]) -> None:
         self.face = face
         self.body_landmarks = body_landmarks
+
+    @classmethod
+    def on_body(cls, face: Face3DMM, body, bary: Tensor, *, mean_shape: bool) -> ExpressionTeacher:
+        """The teacher of a generator on ``body``: the 3DMM registered to the body's 68 face landmarks (``bary``,
+        their barycentrics on its mesh) at each identity's betas, or at the mean shape's for a generator whose
+        canonical space is the mean shape's (``mean_shape``, ``GeneratorConfig.mean_shape_canonical``)."""
+        landmarks = functools.partial(face_registration.smpl_landmarks, body, bary)
+        if mean_shape:
+            landmarks = functools.partial(_at_mean_shape, landmarks)
+        return cls(face, landmarks)
 
     def to(self, device) -> ExpressionTeacher:
         self.face = self.face.to(device)
@@ -91,3 +103,42 @@ class ExpressionTeacher:
         far_target = torch.gather(offsets, 1, nearest[..., None].expand(-1, -1, 3))
         far_target = far_target * (distance < max_distance)[..., None].to(far_target.dtype)
         return torch.cat([surface, far], dim=1), torch.cat([surface_target, far_target], dim=1)
+
+
+@torch.no_grad()
+def follow_fractions(
+    deform_net, teacher: ExpressionTeacher, z_id: Tensor, coefficients=range(4), values=(0.5, 1.0)
+) -> dict[tuple[int, float], dict[str, float]]:
+    """How much of the teacher's deformation ``deform_net`` follows, per expression coefficient and value.
+
+    For each coefficient k and value v (all other coefficients 0), at the vertices of the 3DMM registered at the mean
+    shape and placed at that expression: DeformNet's displacement change from the neutral expression projected onto
+    the imitation target (``-B_exp e``) as a fraction of it (1 = all of it; 0 = none), and the mean cosine between the
+    two, over the vertices where the target is at least half its largest. The identities are the rows of ``z_id``.
+
+    Returns:
+        ``{(k, v): {"fraction": ..., "cosine": ...}}``.
+    """
+    batch = z_id.shape[0]
+    registered = teacher.register(torch.zeros(batch, 10, dtype=z_id.dtype))
+    neutral = torch.zeros(batch, registered.face.exp_base.shape[1], dtype=z_id.dtype)
+    out = {}
+    for k in coefficients:
+        for v in values:
+            expression = neutral.clone()
+            expression[:, k] = v
+            at = registered.canonical_vertices(z_id, expression)
+            target = -registered.canonical_expression_offsets(expression)
+            change = deform_net(at, *deform_net.mapping(torch.cat([z_id, expression], dim=-1)))[1]
+            change = change - deform_net(at, *deform_net.mapping(torch.cat([z_id, neutral], dim=-1)))[1]
+            size = target.norm(dim=-1)
+            where = size >= 0.5 * size.max()
+            fraction = ((change * target).sum(-1)[where] / size[where] ** 2).mean()
+            cosine = torch.nn.functional.cosine_similarity(change[where], target[where], dim=-1).mean()
+            out[(k, v)] = {"fraction": float(fraction), "cosine": float(cosine)}
+    return out
+
+
+def _at_mean_shape(landmarks: Callable[[Tensor], Tensor], betas: Tensor) -> Tensor:
+    """``landmarks`` of the mean shape for every row of ``betas`` (a picklable wrapper)."""
+    return landmarks(torch.zeros_like(betas))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -167,11 +166,6 @@ class Phase:
         return [p for group in self.clip_groups for p in group]
 
 
-def _at_mean_shape(landmarks, betas: torch.Tensor) -> torch.Tensor:
-    """``landmarks`` of the mean shape for every row of ``betas`` (a picklable wrapper)."""
-    return landmarks(torch.zeros_like(betas))
-
-
 def _load_generator_weights(G: AniPortraitGenerator, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` into a freshly built ``G`` strictly, except that a source without colour modulation leaves
     ``G``'s at its zero start (the identity); any other missing or unexpected key raises."""
@@ -276,11 +270,10 @@ class Trainer:
             bary = face_registration.load_landmark_bary(smpl_landmarks)
         self.body = self.body.to(self.device)
         self.body_kind = "procedural" if smpl is None else "smpl"
-        landmarks = functools.partial(face_registration.smpl_landmarks, self.body, bary)
-        if config.generator.mean_shape_canonical:
-            # Canonical space is the mean shape's: the 3DMM sits on its face whatever the identity's betas.
-            landmarks = functools.partial(_at_mean_shape, landmarks)
-        self.teacher = ExpressionTeacher(bfm_file.build_face_model(bfm), landmarks).to(self.device)
+        # With canonical space at the mean shape, the 3DMM sits on its face whatever the identity's betas.
+        self.teacher = ExpressionTeacher.on_body(
+            bfm_file.build_face_model(bfm), self.body, bary, mean_shape=config.generator.mean_shape_canonical
+        ).to(self.device)
         self.face_model_kind = "procedural" if bfm_file.resolve_bfm_path(bfm) is None else "bfm"
         self.canonical_body = CanonicalBody.of(self.body)
         self.step = 0

@@ -181,7 +181,7 @@ class CanonicalBody:
     def of(cls, body) -> CanonicalBody:
         """From a :class:`aniportrait.models.body.BodyModel` (procedural rig or SMPL)."""
         dtype = body.mean_pose.dtype
-        verts, _ = body._smpl(torch.zeros(1, 10, dtype=dtype, device=body.mean_pose.device), body.mean_pose[None])
+        verts, _ = body.canonical_mesh(torch.zeros(1, 10, dtype=dtype, device=body.mean_pose.device))
         normals = vertex_normals(verts, body.smpl_model.faces_tensor.long().to(verts.device))
         verts, normals = verts[0].float(), normals[0].float()
         return cls(verts, normals, cKDTree(verts.cpu().double().numpy()))
@@ -281,15 +281,22 @@ def deformation_losses(
 
 
 def fit_deformation_to_3dmm(
-    G, teacher, draw_labels: DrawLabels, steps: int, seed: int, cfg, progress: WarmupProgress | None = None
+    G,
+    teacher,
+    draw_labels: DrawLabels,
+    steps: int,
+    seed: int,
+    cfg,
+    progress: WarmupProgress | None = None,
+    lr: float = DEFORM_PRIOR_LR,
 ) -> list[float]:
     """The deformation warm-up on ``G.deform_net`` (stage 1, before step 0); returns the imitation loss per step.
 
     Far points are uniform points of the canonical box (the region every ray sample maps into). ``progress``
-    checkpoints and resumes the fit (:class:`WarmupProgress`).
+    checkpoints and resumes the fit (:class:`WarmupProgress`); ``lr`` is Adam's learning rate.
     """
     progress = progress or WarmupProgress()
-    optimizer = torch.optim.Adam(G.deform_net.parameters(), lr=DEFORM_PRIOR_LR, betas=WARMUP_BETAS)
+    optimizer = torch.optim.Adam(G.deform_net.parameters(), lr=lr, betas=WARMUP_BETAS)
     start, history = progress.begin({"adam": optimizer})
     for step in range(start, steps):
         labels = draw_labels(step)
