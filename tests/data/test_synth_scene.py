@@ -1,7 +1,14 @@
-"""The scene of a synthetic figure: each pose label moves its own bones (the pose label is the figure's pose)."""
+"""The scene of a synthetic figure: each pose label moves its own bones (the pose label is the figure's pose), and
+the head takes the rig's shape map (a painted feature is one canonical point for every shape)."""
+
+import math
 
 import numpy as np
+import torch
 
+from aniportrait import cameras, ops
+from aniportrait.data import synth_labels
+from aniportrait.data.synth_scene import EYE, JAW, MOUTH, SKULL, _body, _build_scene
 from tests.data.synth_helpers import HEAD, centroid, in_parts, neutral, pose_offset, render, stack
 
 # -- pose ------------------------------------------------------------------------------------------------------------
@@ -36,3 +43,43 @@ def test_shoulder_labels_move_their_shoulder():
     assert (in_parts(labels[2], "trapezius_l") ^ in_parts(labels[0], "trapezius_l")).sum() > 20
     assert centroid(in_parts(labels[2], *left))[0] < centroid(in_parts(labels[0], *left))[0] - 1
     np.testing.assert_array_equal(in_parts(labels[2], *right), in_parts(labels[0], *right))
+
+
+# -- shape -----------------------------------------------------------------------------------------------------------
+
+
+def _on_front(x: float, y: float, ellipsoid) -> tuple[float, float, float]:
+    (cx, cy, cz), (rx, ry, rz) = ellipsoid
+    return (x, y, cz + rz * math.sqrt(1.0 - ((x - cx) / rx) ** 2 - ((y - cy) / ry) ** 2))
+
+
+def test_the_mean_shape_head_sits_at_the_face_camera_offset():
+    fig = stack(neutral(), neutral().with_(pose=pose_offset(0, 1, 0.4)))
+    scene = _build_scene(fig)
+    torch.testing.assert_close(scene.head_linear, torch.eye(3).expand(2, 3, 3), atol=1e-5, rtol=0)
+    offset = torch.tensor(cameras.FACE_CENTER_OFFSET, dtype=torch.float32).expand(2, 3)
+    torch.testing.assert_close(scene.head_offset, offset, atol=1e-5, rtol=0)
+
+
+def test_painted_features_go_back_to_one_canonical_point_for_every_shape():
+    """The generator's mean-shape canonical space takes a posed point back through its nearest rig vertex and that
+    vertex's shape offset. The world's head follows the rig's shape map, so an eye or a mouth lands at one canonical
+    point whatever the body shape, within the vertex spacing's share of the shape offset (well under the painted
+    eye's 0.0062 half height); with the head scaled about the face centre it spread by up to 0.018."""
+    figures = synth_labels.sample_figures(5, 12)
+    betas = np.zeros((12, 10), np.float32)
+    betas[:, [0, 2, 3, 6]] = np.linspace(-2.0, 2.0, 12)[:, None] * np.array([1.0, -1.0, 1.0, 1.0])
+    figures = figures.with_(betas=betas)
+    points = torch.tensor(
+        [_on_front(*EYE[0], SKULL), _on_front(-EYE[0][0], EYE[0][1], SKULL), _on_front(*MOUTH[0], JAW)]
+    )
+    scene = _build_scene(figures)
+    posed = scene.posed_head_points(points)  # [12, 3, 3]
+    relative = posed - scene.head_position[:, None]  # from the posed J15: the shapes must move the features
+    unposed = torch.einsum("bji,bpj->bpi", scene.head_rotation, relative)
+    assert (unposed - unposed.mean(0)).norm(dim=-1).max() > 0.01
+    verts, transforms = _body().inverse_skinning(
+        torch.from_numpy(figures.betas), torch.from_numpy(figures.pose), mean_shape=True
+    )
+    canonical = ops.inverse_lbs(posed, verts, transforms, k=1)[0]
+    assert (canonical - canonical.median(0).values).norm(dim=-1).max() < 0.002

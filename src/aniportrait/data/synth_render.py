@@ -9,8 +9,8 @@ Cameras
     ``look_at_rotation``, 12 degree fov, pixel centres at NDC +-1, row 0 at the top. Face crops use
     :func:`~aniportrait.cameras.face_camera` attached to the posed head, looking at the face centre from the
     portrait camera's direction (an aligned crop of the portrait's face, without head roll), with the constant
-    ``FACE_CENTER_OFFSET`` that the generator's training face camera uses too (exact here for every shape, as the
-    head scales about the face centre).
+    ``FACE_CENTER_OFFSET`` that the generator's training face camera uses too (exact for the mean shape; a shaped
+    head moves its face a little off the crop's centre, as the rig moves the generator's).
 
 Rendering
     Analytic ray casting, vectorised over a batch of images in torch. The ray ``o + t (x e_x + y e_y + e_z)`` through
@@ -45,7 +45,6 @@ from aniportrait.data.synth_scene import (
     HAIRLINE_FRONT,
     HAIRLINE_FRONT_Z,
     HAIRLINE_SIDE,
-    HEAD_JOINT_NOMINAL,
     JAW_DROP,
     LASH,
     MOUTH,
@@ -287,36 +286,37 @@ def _decals(scene: _Scene, point: torch.Tensor, image: torch.Tensor, part: torch
 
         return paint, commit
 
-    # Face: the point in the head's nominal frame (undo the pose, the placement at J15 and the head scale).
+    # Face: the point in the head's nominal frame (undo the pose, the placement at J15 and the head's shape map).
     index = ((label == PART["skull"]) | (label == PART["jaw"])).nonzero(as_tuple=True)[0]
     n = len(scene.head_position)
     per_image = torch.cat(
         [
             scene.head_rotation.reshape(n, 9),
             scene.head_position,
-            scene.head_scale,  # 0:9, 9:12, 12:15
+            torch.linalg.inv(scene.head_linear).reshape(n, 9),
+            scene.head_offset,  # 0:9, 9:12, 12:21, 21:24
             feat["hair"] * 0.6,
             feat["iris"],
-            feat["lips"],  # 15:18 brow colour, 18:21, 21:24
-            torch.stack([feat["brow"], feat["eye_open"], feat["smile"], feat["mouth_open"]], dim=1),  # 24:28
+            feat["lips"],  # 24:27 brow colour, 27:30, 30:33
+            torch.stack([feat["brow"], feat["eye_open"], feat["smile"], feat["mouth_open"]], dim=1),  # 33:37
         ],
         dim=1,
     )
     row = _take(per_image, image.index_select(0, index))
     rel = point.index_select(0, index) - row[:, 9:12]
-    rel = (row[:, :9].view(-1, 3, 3) * rel[:, :, None]).sum(1)  # R^T (p - J15')
-    nominal = (rel + _t(HEAD_JOINT_NOMINAL, point)) / row[:, 12:15]
+    rel = (row[:, :9].view(-1, 3, 3) * rel[:, :, None]).sum(1) - row[:, 21:24]  # R^T (p - J15') - offset
+    nominal = (row[:, 12:21].view(-1, 3, 3) @ rel[:, :, None])[..., 0]
     front = (nominal[:, 2] > DECAL_MIN_Z).nonzero(as_tuple=True)[0]
     index, row, nominal = index.index_select(0, front), row.index_select(0, front), nominal.index_select(0, front)
     hx, hy = nominal[:, 0], nominal[:, 1]
     ax = hx.abs()  # eyes and brows are mirror-symmetric
-    brow, open_, smile, mouth_open = row[:, 24:28].unbind(1)
+    brow, open_, smile, mouth_open = row[:, 33:37].unbind(1)
     paint, commit = painter(index)
     # Brows: arched bands above the eyes, raised by e[3].
     (bx, by), b_half, b_thick, b_arch, b_raise = BROW
     s = (ax - bx) / b_half
     brow_y = by + b_raise * brow + b_arch * (1 - s * s)
-    paint((s.abs() < 1) & ((hy - brow_y).abs() < b_thick * (1 - 0.5 * s * s)), row[:, 15:18], PART["brow"])
+    paint((s.abs() < 1) & ((hy - brow_y).abs() < b_thick * (1 - 0.5 * s * s)), row[:, 24:27], PART["brow"])
     # Eyes: almond whites with iris and pupil; the aperture shrinks with e[2] down to a lash line.
     (ex, ey), (erx, ery), iris_r, pupil_r = EYE
     dx, dy = (ax - ex) / erx, hy - ey
@@ -324,7 +324,7 @@ def _decals(scene: _Scene, point: torch.Tensor, image: torch.Tensor, part: torch
     eye = (dx.abs() < 1) & (dy.abs() < lid)
     r2 = (ax - ex) ** 2 + dy**2
     paint(eye, (0.95, 0.95, 0.93), PART["eye"])
-    paint(eye & (r2 < iris_r**2), row[:, 18:21], PART["eye"])
+    paint(eye & (r2 < iris_r**2), row[:, 27:30], PART["eye"])
     paint(eye & (r2 < pupil_r**2), (0.03, 0.03, 0.03), PART["eye"])
     lash = (dx.abs() < 1) & ((dy.abs() - lid).abs() < LASH * (1 - 0.5 * dx * dx)) & (open_ < 1.2)
     paint(lash, (0.12, 0.08, 0.07), PART["eye"])
@@ -336,7 +336,7 @@ def _decals(scene: _Scene, point: torch.Tensor, image: torch.Tensor, part: torch
     envelope = (1 - s * s).clamp_min(0.0).sqrt()
     dy = (hy - centre_y).abs()
     inside = s.abs() < 1
-    lips = row[:, 21:24]
+    lips = row[:, 30:33]
     paint(inside & (dy < (lip + lip_open * mouth_open) * envelope + 0.0012), lips, PART["mouth"])
     paint(inside & (dy < cavity * mouth_open * envelope), (0.22, 0.05, 0.06), PART["mouth"])
     paint(inside & (dy < 0.0009) & (mouth_open < 0.15), lips * 0.55, PART["mouth"])

@@ -13,10 +13,15 @@ The figure
     (``R(E)`` about the joints, as in the release's ``run_model_lbs``). So the pose label is the figure's actual pose.
 
 Shape (``betas``)
-    The joints respond to betas through the rig (size, shoulder width and height, neck length move joints); part
-    sizes follow the rig's shape directions with its own scales (``RIG_BETA_SCALES``): beta 0 size scales every part,
-    2 head size and 6 face length (longer, narrower) scale the head about the face centre, 4 chest depth and 5 waist
-    width the torso, 7 the neck thickness, 8 the upper-arm thickness.
+    The joints respond to betas through the rig (size, shoulder width and height, neck length move joints). The head
+    takes the rig's own shape map: its parts are placed for the mean shape and moved by the affine map that takes the
+    rig's rigid head (the vertices skinned to J15 alone) from the mean shape to this one, fitted per figure by least
+    squares (exact for the rig, whose head shape directions are affine: size about the root, head size and face length
+    about the rig's head centre, the neck length's lift). So a painted eye or lip corner goes back to one point of the
+    generator's mean-shape canonical space for every figure. The other parts follow the rig's shape directions with
+    its scales (``RIG_BETA_SCALES``): beta 0 size scales every part, 4 chest depth and 5 waist width the torso, 7 the
+    neck thickness, 8 the upper-arm thickness. The face camera keeps its constant offset from J15 (as the
+    generator's does), so a shaped face sits a little off the crop's centre, where the generator's face view shows it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ SKIN_DARK = (0.36, 0.23, 0.16)
 # nominal rig, where the face centre is the origin and the face looks along +z.
 
 M = 1.0 / (constants.SMPL_SCALE * constants.FACE_RADIUS)  # canonical units per SMPL metre (1 unit = 1.177 m)
-HEAD_JOINT_NOMINAL = tuple(-c for c in cameras.FACE_CENTER_OFFSET)  # J15 in the head's nominal frame
+HEAD_JOINT = 15
+RIGID_HEAD_WEIGHT = 0.999  # rig vertices with at least this skinning weight on J15 move with the head alone
 SKULL = ((0.0, 0.012, -0.060), (0.068, 0.088, 0.082))  # (centre, radii)
 JAW = ((0.0, -0.036, -0.038), (0.056, 0.060, 0.062))
 JAW_DROP = 0.012  # jaw moves down by this at a fully open mouth
@@ -126,6 +132,37 @@ def _body() -> BodyModel:
     return BodyModel.procedural()
 
 
+@lru_cache(maxsize=1)
+def _rigid_head() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rig's rigid-head vertex ids [Vh], the float64 pseudo-inverse [4, Vh] of their mean-shape canonical
+    positions with a column of ones (``pinv @ positions`` is the least-squares affine map from the mean shape to the
+    shape of ``positions``), and the mean shape's face centre in the canonical mean pose [3]."""
+    body = _body()
+    ids = (body.smpl_model.lbs_weights[:, HEAD_JOINT] >= RIGID_HEAD_WEIGHT).nonzero(as_tuple=True)[0]
+    with torch.no_grad():
+        verts, joints = body.canonical_mesh(torch.zeros(1, 10))
+    design = torch.cat([verts[0, ids], torch.ones(len(ids), 1)], dim=1).double()
+    face_centre = joints[0, HEAD_JOINT] + torch.tensor(cameras.FACE_CENTER_OFFSET)
+    return ids, torch.linalg.pinv(design), face_centre
+
+
+def _head_shape_map(verts: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's map from its nominal frame to the figure's canonical mean pose, relative to J15.
+
+    Args:
+        verts, joints: [B, V, 3], [B, 24, 3] the figure's canonical mesh (``BodyModel.canonical_mesh``).
+
+    Returns:
+        linear [B, 3, 3] and offset [B, 3]: a nominal point c (face-centre origin, mean-shape size) lies at
+        ``linear c + offset`` from the figure's J15, in the mean pose's axes.
+    """
+    ids, pinv, face_centre = _rigid_head()
+    affine = (pinv @ verts[:, ids].double()).to(verts.dtype)  # [B, 4, 3]: row-vector x @ A[:3] + A[3]
+    linear = affine[:, :3].transpose(1, 2)
+    offset = linear @ face_centre.to(verts.dtype) + affine[:, 3] - joints[:, HEAD_JOINT]
+    return linear, offset
+
+
 def _t(value, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=like.dtype)
 
@@ -159,9 +196,16 @@ class _Scene:
     present: torch.Tensor  # [B, P] bool
     head_rotation: torch.Tensor  # [B, 3, 3] posed head (relative to the mean pose)
     head_position: torch.Tensor  # [B, 3] posed J15
-    head_scale: torch.Tensor  # [B, 3] nominal head frame -> scaled head frame, about the face centre
+    head_linear: torch.Tensor  # [B, 3, 3] and
+    head_offset: torch.Tensor  # [B, 3]: nominal head point c -> head_linear c + head_offset from J15, mean pose
     neck_joint: torch.Tensor  # [B, 3] J12 (static)
     features: dict  # expression amounts and decal colours, [B] / [B, 3]
+
+    def posed_head_points(self, nominal: torch.Tensor) -> torch.Tensor:
+        """[B, P, 3] posed positions of points [P, 3] or [B, P, 3] given in the head's nominal frame."""
+        local = torch.einsum("bij,bpj->bpi", self.head_linear, nominal.expand(len(self.head_offset), -1, -1))
+        local = local + self.head_offset[:, None]
+        return self.head_position[:, None] + torch.einsum("bij,bpj->bpi", self.head_rotation, local)
 
 
 def _build_scene(fig: Figures) -> _Scene:
@@ -171,7 +215,7 @@ def _build_scene(fig: Figures) -> _Scene:
     expression = torch.from_numpy(fig.expression).to(f32)
     n = len(fig)
     with torch.no_grad():
-        joints = _body().joints(betas, torch.zeros_like(pose))  # mean-pose joints for these betas
+        verts, joints = _body().canonical_mesh(betas)  # mean-pose mesh and joints for these betas
     scale = 1.0 + betas * _t(RIG_BETA_SCALES, betas)  # [B, 10] per-beta factors
     size = scale[:, 0]
     rot = euler_zyx_to_matrix(pose)  # [B, 6, 3, 3] for joints 12, 13, 14, 15, 16, 17
@@ -195,21 +239,13 @@ def _build_scene(fig: Figures) -> _Scene:
         "shoulder_r": moved(shoulder_r, j17, j17p),
     }
 
-    # Head: nominal frame -> per-identity scale about the face centre (the nominal origin, so the face centre stays at
-    # cameras.FACE_CENTER_OFFSET from J15 for every shape, as the training face camera assumes) -> mean pose at this
-    # J15 -> posed.
-    face_len = scale[:, 6]
-    head_scale = (size * scale[:, 2])[:, None] * torch.stack(
-        [2.0 - torch.sqrt(face_len), face_len, torch.ones_like(face_len)], dim=-1
-    )  # face length stretches y and narrows x a little (the rig's 0.5 narrowing, as a ratio)
+    # Head: nominal frame -> the rig's head shape map for these betas (relative to J15, mean pose) -> posed.
+    head_linear, head_offset = _head_shape_map(verts, joints)
     skull_c = _t(SKULL[0], betas)
-    j15_nom = _t(HEAD_JOINT_NOMINAL, betas)
 
     def head_part(c, L):
-        local_c = head_scale * c - j15_nom  # relative to J15, head's mean-pose frame
-        return head_position + torch.einsum("bij,bj->bi", head_rotation, local_c), head_rotation @ (
-            head_scale[:, :, None] * L
-        )
+        local_c = torch.einsum("bij,bj->bi", head_linear, c) + head_offset
+        return head_position + torch.einsum("bij,bj->bi", head_rotation, local_c), head_rotation @ head_linear @ L
 
     parts = {}
     # Trunk.
@@ -302,4 +338,6 @@ def _build_scene(fig: Figures) -> _Scene:
         "lips": skin * _t((1.0, 0.62, 0.62), betas) * torch.from_numpy(fig.lip_tint).to(f32)[:, None],
         "neckline": torch.from_numpy(fig.neckline),
     }
-    return _Scene(centre, inverse, albedo, present, head_rotation, head_position, head_scale, j12, features)
+    return _Scene(
+        centre, inverse, albedo, present, head_rotation, head_position, head_linear, head_offset, j12, features
+    )
