@@ -203,9 +203,14 @@ class _Scene:
 
     def posed_head_points(self, nominal: torch.Tensor) -> torch.Tensor:
         """[B, P, 3] posed positions of points [P, 3] or [B, P, 3] given in the head's nominal frame."""
-        local = torch.einsum("bij,bpj->bpi", self.head_linear, nominal.expand(len(self.head_offset), -1, -1))
-        local = local + self.head_offset[:, None]
-        return self.head_position[:, None] + torch.einsum("bij,bpj->bpi", self.head_rotation, local)
+        nominal = nominal.expand(len(self.head_offset), -1, -1)
+        return _posed_head(self.head_rotation, self.head_position, self.head_linear, self.head_offset, nominal)
+
+
+def _posed_head(rotation, position, linear, offset, nominal: torch.Tensor) -> torch.Tensor:
+    """[B, P, 3] posed positions of nominal head points [B, P, 3]: ``position + rotation (linear c + offset)``."""
+    local = torch.einsum("bij,bpj->bpi", linear, nominal) + offset[:, None]
+    return position[:, None] + torch.einsum("bij,bpj->bpi", rotation, local)
 
 
 def _build_scene(fig: Figures) -> _Scene:
@@ -244,8 +249,8 @@ def _build_scene(fig: Figures) -> _Scene:
     skull_c = _t(SKULL[0], betas)
 
     def head_part(c, L):
-        local_c = torch.einsum("bij,bj->bi", head_linear, c) + head_offset
-        return head_position + torch.einsum("bij,bj->bi", head_rotation, local_c), head_rotation @ head_linear @ L
+        centre = _posed_head(head_rotation, head_position, head_linear, head_offset, c[:, None])[:, 0]
+        return centre, head_rotation @ head_linear @ L
 
     parts = {}
     # Trunk.
