@@ -28,7 +28,7 @@ from aniportrait.data.dataset import PortraitDataset
 from aniportrait.eval.estimator import builtin_estimator
 from aniportrait.models import bfm_file, face_registration
 from aniportrait.pretrained import body_for_checkpoint, builtin_checkpoint_path
-from aniportrait.train.imitation import ExpressionTeacher
+from aniportrait.train.imitation import ExpressionTeacher, nearest_vertex_targets
 
 REACH = 0.01  # canonical units: the imitation loss's max_distance
 CHUNK = 8192
@@ -65,8 +65,7 @@ class TeacherDeformation(nn.Module):
         added = torch.zeros_like(points)
         for start in range(0, points.shape[1], CHUNK):
             part = points[:, start : start + CHUNK]
-            distance, nearest = torch.cdist(part, vertices).min(dim=-1)
-            target = torch.gather(targets, 1, nearest[..., None].expand(-1, -1, 3))
+            distance, target = nearest_vertex_targets(part, vertices, targets)
             added[:, start : start + CHUNK] = target * (1.0 - distance / REACH).clamp(0.0, 1.0)[..., None]
         added = added.reshape(d.shape)
         return new_coords + added, d + added

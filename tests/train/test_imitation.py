@@ -1,5 +1,7 @@
 """The 3DMM teacher of the expression deformation: where its points lie, their targets, per-identity registration."""
 
+import math
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from aniportrait.models.body import BodyModel
 from aniportrait.models.deformation import DeformNet
 from aniportrait.models.face_procedural import procedural_3dmm
 from aniportrait.models.face_registration import rig_landmark_bary, smpl_landmarks
-from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher, follow_fractions
+from aniportrait.train.imitation import SURFACE_JITTER, ExpressionTeacher, follow_fractions, nearest_vertex_targets
 from aniportrait.train.warmups import box_points
 
 
@@ -94,8 +96,7 @@ class _TeacherField(torch.nn.Module):
         registered = self.teacher.register(torch.zeros(code.shape[0], 10))
         vertices = registered.canonical_vertices(code[:, :80], code[:, 80:])
         targets = -registered.canonical_expression_offsets(code[:, 80:])
-        nearest = torch.cdist(points, vertices).argmin(dim=-1)
-        d = self.scale * torch.gather(targets, 1, nearest[..., None].expand(-1, -1, 3))
+        d = self.scale * nearest_vertex_targets(points, vertices, targets)[1]
         return points + d, d
 
 
@@ -111,3 +112,12 @@ def test_follow_fractions_measure_the_share_of_the_teacher_deformation(teacher):
     assert quarter[(1, 0.5)]["fraction"] == pytest.approx(0.25, abs=1e-4)
     still = DeformNet(hidden_dim=16, mapping_hidden_dim=16)  # zero final layer: no deformation
     assert follow_fractions(still, teacher, z_id, coefficients=[3], values=[1.0])[(3, 1.0)]["fraction"] == 0.0
+
+
+def test_nearest_vertex_targets_take_each_points_nearest_vertex():
+    vertices = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    targets = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    points = torch.tensor([[[0.9, 0.1, 0.0], [0.1, 1.8, 0.0], [-0.2, 0.0, 0.0]]])
+    distance, target = nearest_vertex_targets(points, vertices, targets)
+    torch.testing.assert_close(target, targets[:, [1, 2, 0]])
+    torch.testing.assert_close(distance, torch.tensor([[math.hypot(0.1, 0.1), math.hypot(0.1, 0.2), 0.2]]))

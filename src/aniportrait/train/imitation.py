@@ -99,10 +99,15 @@ class ExpressionTeacher:
         surface_target = torch.gather(offsets, 1, pick[..., None].expand(-1, -1, 3))
         rows = torch.randperm(far_points.shape[1], generator=generator)[:count].to(far_points.device)
         far = far_points[:, rows].to(vertices.dtype)
-        distance, nearest = torch.cdist(far, vertices).min(dim=-1)
-        far_target = torch.gather(offsets, 1, nearest[..., None].expand(-1, -1, 3))
+        distance, far_target = nearest_vertex_targets(far, vertices, offsets)
         far_target = far_target * (distance < max_distance)[..., None].to(far_target.dtype)
         return torch.cat([surface, far], dim=1), torch.cat([surface_target, far_target], dim=1)
+
+
+def nearest_vertex_targets(points: Tensor, vertices: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Distance [B, P] from each point [B, P, 3] to its nearest vertex [B, N, 3], and that vertex's target [B, P, 3]."""
+    distance, nearest = torch.cdist(points, vertices).min(dim=-1)
+    return distance, torch.gather(targets, 1, nearest[..., None].expand(-1, -1, targets.shape[-1]))
 
 
 @torch.no_grad()
