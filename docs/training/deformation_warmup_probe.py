@@ -6,10 +6,11 @@ default's first run builds it (the ``small`` preset with the default's generator
 ``--data``), and every ``--every`` steps measures how much of the teacher's deformation DeformNet follows for each of
 the four animated coefficients at 0.5 and 1 (``aniportrait.train.imitation.follow_fractions``, identities 0-7 of the
 data's label bank). ``--only K`` keeps only coefficient K of the drawn expressions (the others at 0): the fit of one
-coefficient on its own.
+coefficient on its own. ``--set KEY=VALUE`` changes a training setting on top of the default's (for example
+``imitation_region_share=0.5``).
 
     OMP_NUM_THREADS=1 python docs/training/deformation_warmup_probe.py --data DATA [--steps 1500] [--lr 1e-3]
-        [--only K] [--json OUT]
+        [--only K] [--set KEY=VALUE ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=DEFORM_PRIOR_LR)
     parser.add_argument("--only", type=int, default=None, choices=range(ANIMATED))
     parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--set", action="append", default=[], help="a training setting KEY=VALUE (repeatable)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    config = load_preset("small").with_overrides(DEFAULT_SETTINGS)
+    config = load_preset("small").with_overrides(DEFAULT_SETTINGS + args.set)
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(config, args.data, Path(run) / "run", progress=False)
     G, teacher = trainer.G, trainer.teacher
@@ -88,6 +90,7 @@ def main() -> None:
         "steps": args.steps,
         "lr": args.lr,
         "only": None if args.only is None else EXPRESSION_MEANING[args.only],
+        "settings": args.set,
         "threads": torch.get_num_threads(),
         "fraction_of_the_teacher_followed": curve,
     }

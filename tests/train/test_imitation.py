@@ -121,3 +121,54 @@ def test_nearest_vertex_targets_take_each_points_nearest_vertex():
     distance, target = nearest_vertex_targets(points, vertices, targets)
     torch.testing.assert_close(target, targets[:, [1, 2, 0]])
     torch.testing.assert_close(distance, torch.tensor([[math.hypot(0.1, 0.1), math.hypot(0.1, 0.2), 0.2]]))
+
+
+def _share_in_region(teacher, coefficient, region_share, expression):
+    """The share of the surface points drawn for ``expression`` that land where ``coefficient`` moves the face by at
+    least half its largest displacement."""
+    count = 1024
+    batch = {"z_id": torch.zeros(1, 80), "betas": torch.zeros(1, 10), "expression": expression[None]}
+    far = box_points(count, torch.Generator().manual_seed(0))[None]
+    points, _ = teacher.samples(batch, far, count, torch.Generator().manual_seed(2), 0.01, region_share)
+    unit = torch.zeros(1, 64)
+    unit[0, coefficient] = 1.0
+    registered = teacher.register(batch["betas"])
+    size = registered.canonical_expression_offsets(unit)[0].norm(dim=-1)
+    region = registered.canonical_vertices(batch["z_id"], batch["expression"])[0][size >= 0.5 * size.max()]
+    near = torch.cdist(points[0, :count], region).min(dim=-1).values < 2 * SURFACE_JITTER
+    return near.float().mean().item()
+
+
+def test_region_share_gives_a_coefficient_that_moves_a_small_area_its_points(teacher):
+    """The smile moves about 1% of the procedural face by at least half its largest displacement, the raised brows a
+    quarter: drawn uniformly, the smile's region gets a few percent of the surface points; with half of them drawn
+    from the active coefficients' regions it gets seven times as many, and still four times as many beside the
+    brows at an equal value."""
+    smile, brows = torch.zeros(64), torch.zeros(64)
+    smile[1], brows[3] = 1.0, 1.0
+    uniform = _share_in_region(teacher, 1, 0.0, smile)
+    regional = _share_in_region(teacher, 1, 0.5, smile)
+    assert uniform < 0.08 and regional > 0.2 and regional > 5 * uniform  # measured: 0.04 and 0.28
+    both = smile + brows
+    assert _share_in_region(teacher, 1, 0.5, both) > 0.1  # measured: 0.15
+    weights = teacher.region_weights(torch.stack([smile, 2 * smile, both, torch.zeros(64)]))
+    assert (weights > 0).any(-1).all()
+    torch.testing.assert_close(weights[1], 2 * weights[0])
+    torch.testing.assert_close(weights[0].sum(), torch.tensor(1.0))
+    torch.testing.assert_close(weights[3], torch.ones_like(weights[3]), msg="a neutral face: uniform")
+    smile_mass = weights[2][weights[0] >= 0.5 * weights[0].max()].sum() / weights[2].sum()
+    assert smile_mass > 0.15, "at equal values the smile's region holds its share of the mixture"
+
+
+def test_region_share_zero_draws_the_uniform_points_as_before(teacher):
+    """Without a region share the surface points are the generator's first draws: uniform vertices, then jitter."""
+    count = 64
+    far = box_points(count, torch.Generator().manual_seed(0)).expand(2, -1, -1)
+    points, _ = teacher.samples(labels(), far, count, torch.Generator().manual_seed(5), 0.01, region_share=0.0)
+    registered = teacher.register(labels()["betas"])
+    vertices = registered.canonical_vertices(labels()["z_id"], labels()["expression"])
+    rng = torch.Generator().manual_seed(5)
+    pick = torch.randint(vertices.shape[1], (2, count), generator=rng)
+    jitter = SURFACE_JITTER * torch.randn(2, count, 3, generator=rng)
+    expected = torch.gather(vertices, 1, pick[..., None].expand(-1, -1, 3)) + jitter
+    torch.testing.assert_close(points[:, :count], expected, rtol=0, atol=0)

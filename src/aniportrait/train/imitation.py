@@ -14,6 +14,14 @@ contributes two sets of ``n`` points:
   the nearest vertex's within ``max_distance`` and zero beyond: they teach it to leave the torso, hair and the rest
   of the head alone.
 
+Drawn uniformly over the vertices, the surface points weigh each coefficient by the area it moves: the raised brows
+move a quarter of the procedural face by at least half their largest displacement, the smile 1.2% of it, so the
+smile's share of the squared error is a sixtieth of the brows' at equal coefficients, and DeformNet learns hardly any
+of it (docs/training/README.md). With ``region_share`` a part of the surface points is drawn instead from each active
+coefficient's own region: vertex v with probability ``sum_k |e_k| r_k(v) / sum_k |e_k|``, where ``r_k`` is the
+coefficient's displacement size ``|B_k(v)|`` normalised to sum 1 over the vertices. Every coefficient then gets
+points in proportion to its value, whatever the size of its region.
+
 The 3DMM is registered per identity, to the face landmarks of the body at that identity's shape (betas): canonical
 space follows each identity's body, and a registration at the mean shape would put the face's eyes and mouth
 centimetres off on a long or short neck.
@@ -77,6 +85,7 @@ class ExpressionTeacher:
         count: int,
         generator: torch.Generator,
         max_distance: float,
+        region_share: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
         """Surface and far points [B, 2 * count, 3] with their targets [B, 2 * count, 3], canonical units.
 
@@ -86,6 +95,8 @@ class ExpressionTeacher:
             count: surface points, and far points, per image.
             generator: the CPU generator that draws the vertices, the jitter and the far points.
             max_distance: far points at least this far from the face get a zero target.
+            region_share: the fraction of the surface points drawn from the active coefficients' regions
+                (:meth:`region_weights`) rather than uniformly over the vertices (rounded to whole points).
         """
         registered = self.register(labels["betas"])
         z_id, expression = labels["z_id"], labels["expression"]
@@ -93,7 +104,12 @@ class ExpressionTeacher:
         offsets = -registered.canonical_expression_offsets(expression)  # [B, N, 3], the Eq. 10 target per vertex
         B, N, _ = vertices.shape
         device = vertices.device
-        pick = torch.randint(N, (B, count), generator=generator).to(device)
+        in_regions = round(region_share * count)
+        pick = torch.randint(N, (B, count - in_regions), generator=generator)
+        if in_regions:
+            weights = self.region_weights(expression.cpu())
+            pick = torch.cat([pick, torch.multinomial(weights, in_regions, replacement=True, generator=generator)], 1)
+        pick = pick.to(device)
         jitter = SURFACE_JITTER * torch.randn(B, count, 3, generator=generator).to(device)
         surface = torch.gather(vertices, 1, pick[..., None].expand(-1, -1, 3)) + jitter
         surface_target = torch.gather(offsets, 1, pick[..., None].expand(-1, -1, 3))
@@ -102,6 +118,17 @@ class ExpressionTeacher:
         distance, far_target = nearest_vertex_targets(far, vertices, offsets)
         far_target = far_target * (distance < max_distance)[..., None].to(far_target.dtype)
         return torch.cat([surface, far], dim=1), torch.cat([surface_target, far_target], dim=1)
+
+    @torch.no_grad()
+    def region_weights(self, expression: Tensor) -> Tensor:
+        """[B, N] weights (unnormalised probabilities) of the 3DMM's vertices for expressions [B, 64]: each
+        coefficient's displacement size per vertex, normalised to sum 1, mixed by the coefficients' absolute values;
+        uniform for a neutral expression."""
+        size = self.face.exp_base.detach().cpu().unflatten(0, (-1, 3)).norm(dim=1).to(expression.dtype)  # [N, E]
+        regions = size / size.sum(0).clamp_min(torch.finfo(size.dtype).tiny)
+        weights = expression.abs() @ regions.T  # [B, N]
+        neutral = weights.sum(-1, keepdim=True) <= 0
+        return torch.where(neutral, torch.ones_like(weights), weights)
 
 
 def nearest_vertex_targets(points: Tensor, vertices: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

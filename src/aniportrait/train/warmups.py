@@ -267,7 +267,9 @@ def deformation_losses(
         far_points: [B, P, 3] candidate far points (portrait ray samples or canonical box points).
         cfg: the :class:`~aniportrait.train.config.TrainConfig` holding the weights.
     """
-    points, target = teacher.samples(labels, far_points, cfg.imitation_points, generator, cfg.imitation_max_distance)
+    points, target = teacher.samples(
+        labels, far_points, cfg.imitation_points, generator, cfg.imitation_max_distance, cfg.imitation_region_share
+    )
     points, target = points.to(far_points.device), target.to(far_points.device)
     freq, phase = G.deform_net.mapping(torch.cat([labels["z_id"], labels["expression"]], dim=-1))
     _, d = G.deform_net(points, freq, phase)
