@@ -317,20 +317,22 @@ def _decals(scene: _Scene, point: torch.Tensor, image: torch.Tensor, part: torch
     s = (ax - bx) / b_half
     brow_y = by + b_raise * brow + b_arch * (1 - s * s)
     paint((s.abs() < 1) & ((hy - brow_y).abs() < b_thick * (1 - 0.5 * s * s)), row[:, 24:27], PART["brow"])
-    # Eyes: almond whites with iris and pupil; the aperture shrinks with e[2] down to a lash line.
+    # Eyes: almond whites with iris and pupil; with e[2] the upper lid comes down onto the lower one (a lash line).
     (ex, ey), (erx, ery), iris_r, pupil_r = EYE
     dx, dy = (ax - ex) / erx, hy - ey
-    lid = ery * open_ * (1 - dx * dx).clamp_min(0.0)
-    eye = (dx.abs() < 1) & (dy.abs() < lid)
+    half = ery * (1 - dx * dx).clamp_min(0.0)  # the open eye's half height
+    upper = -half + 2 * half * open_  # the upper lid's edge; the lower one stays at -half
+    eye = (dx.abs() < 1) & (dy > -half) & (dy < upper)
     r2 = (ax - ex) ** 2 + dy**2
     paint(eye, (0.95, 0.95, 0.93), PART["eye"])
     paint(eye & (r2 < iris_r**2), row[:, 27:30], PART["eye"])
     paint(eye & (r2 < pupil_r**2), (0.03, 0.03, 0.03), PART["eye"])
-    lash = (dx.abs() < 1) & ((dy.abs() - lid).abs() < LASH * (1 - 0.5 * dx * dx)) & (open_ < 1.2)
+    lash_half = LASH * (1 - 0.5 * dx * dx)
+    lash = (dx.abs() < 1) & (((dy - upper).abs() < lash_half) | ((dy + half).abs() < lash_half)) & (open_ < 1.2)
     paint(lash, (0.12, 0.08, 0.07), PART["eye"])
     # Mouth: lips around a dark opening; corners lift with a smile, the mouth widens.
-    (mx, my), m_half, lip, lip_open, cavity, lift = MOUTH
-    width = m_half * (1 + 0.25 * smile.clamp_min(0.0) - 0.1 * smile.clamp_max(0.0))
+    (mx, my), m_half, lip, lip_open, cavity, lift, widen = MOUTH
+    width = m_half * (1 + widen * smile)
     s = (hx - mx) / width
     centre_y = my - 0.5 * JAW_DROP * mouth_open + lift * smile * s * s
     envelope = (1 - s * s).clamp_min(0.0).sqrt()

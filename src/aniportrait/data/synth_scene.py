@@ -69,13 +69,18 @@ HAIRLINE_FRONT = 0.55  # added at u_z >= HAIRLINE_FRONT_Z
 HAIRLINE_FRONT_Z = (0.15, 0.55)
 HAIRLINE_BACK = -0.45  # added at u_z <= -HAIRLINE_BACK_Z[1]
 HAIRLINE_BACK_Z = (0.25, 0.65)
-# Face decals in the head's nominal frame (x, y) on its front (z > DECAL_MIN_Z).
+# Face decals in the head's nominal frame (x, y) on its front (z > DECAL_MIN_Z). The frame is the generator's
+# canonical (x, y) at the mean shape, and the decals sit where the training's expression teacher has the features:
+# the procedural 3DMM registered to the rig's 68 landmarks (eye corners, lids, brow arch and mouth corners within a
+# millimetre), and they move as it does per unit of each coefficient (the brows up, the smile's corners up and out,
+# the upper lid down onto the lower one), so the deformation the teacher asks for is the one the images show.
 DECAL_MIN_Z = -0.02
-EYE = ((0.027, 0.004), (0.0125, 0.0062), 0.0052, 0.0020)  # (centre of the left eye, (rx, ry), iris r, pupil r)
-LASH = 0.0011  # half thickness of the lash line drawn when the eye is (almost) closed
-BROW = ((0.029, 0.024), 0.017, 0.0032, 0.004, 0.009)  # (centre, half length, half thickness, arch, raise per unit)
-MOUTH = ((0.0, -0.052), 0.020, 0.0045, 0.010, 0.012, 0.010)  # (centre, half width, lip half height, open lip add,
-#                                                              open cavity half height, smile corner lift)
+EYE = ((0.027, -0.0055), (0.014, 0.0042), 0.0045, 0.0018)  # (centre of the left eye, (rx, ry), iris r, pupil r)
+LASH = 0.0011  # half thickness of the lash line at the lids' edges
+BROW = ((0.030, 0.0071), 0.020, 0.0032, 0.0055, 0.0086)  # (centre of its ends, half length, half thickness, arch at
+#                                                          the middle, raise per unit)
+MOUTH = ((0.0, -0.057), 0.0215, 0.0045, 0.010, 0.012, 0.0042, 0.11)  # (centre, half width, lip half height, open
+#                                     lip add, open cavity half height, smile corner lift, smile widening per unit)
 # Body (relative to the mean-pose joints, canonical units).
 NECK_RADIUS = 0.050
 NECK_ENDS = ((0.0, -0.09, 0.008), (0.0, 0.05, 0.0))  # offsets of the neck ends from J12 and J15: long, so the
