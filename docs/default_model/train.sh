@@ -10,7 +10,9 @@
 # About 2 h 30 min on a 2-core CPU (2 h 24 min of training as measured, plus the data; the model card gives the
 # times). Stopped at any point, the same command continues: finished runs are skipped and a stopped run resumes
 # (--resume) from its last checkpoint (every 250 steps, within the warm-ups too), ending as if it had not stopped.
-# The result is OUT/s1e/generator.safetensors.
+# The result is OUT/s1e/generator.safetensors. The built-in default was made on the data of `data synth` before
+# the world's face was repainted where the expression teacher has it (docs/training/README.md, section 30): this
+# script at b70f90f makes it; today's makes the same recipe's model of the repainted world.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
