@@ -9,6 +9,9 @@ import torch
 from aniportrait import cameras, ops
 from aniportrait.data import synth_labels
 from aniportrait.data.synth_scene import BROW, EYE, JAW, MOUTH, SKULL, _body, _build_scene
+from aniportrait.models.face_procedural import procedural_3dmm
+from aniportrait.models.face_registration import rig_landmark_bary
+from aniportrait.train.imitation import ExpressionTeacher
 from tests.data.synth_helpers import HEAD, centroid, in_parts, neutral, pose_offset, render, stack
 
 # -- pose ------------------------------------------------------------------------------------------------------------
@@ -53,6 +56,15 @@ def _on_front(x: float, y: float, ellipsoid) -> tuple[float, float, float]:
     return (x, y, cz + rz * math.sqrt(1.0 - ((x - cx) / rx) ** 2 - ((y - cy) / ry) ** 2))
 
 
+def _to_canonical(figures, posed: torch.Tensor) -> torch.Tensor:
+    """Posed points [B, P, 3] of the figures taken back to the generator's mean-shape canonical space, as it trains:
+    through each point's nearest rig vertex, less that vertex's shape offset."""
+    verts, transforms = _body().inverse_skinning(
+        torch.from_numpy(figures.betas), torch.from_numpy(figures.pose), mean_shape=True
+    )
+    return ops.inverse_lbs(posed, verts, transforms, k=1)[0]
+
+
 def test_the_mean_shape_head_sits_at_the_face_camera_offset():
     fig = stack(neutral(), neutral().with_(pose=pose_offset(0, 1, 0.4)))
     scene = _build_scene(fig)
@@ -79,10 +91,7 @@ def test_painted_features_go_back_to_one_canonical_point_for_every_shape():
     relative = posed - scene.head_position[:, None]  # from the posed J15: the shapes must move the features
     unposed = torch.einsum("bji,bpj->bpi", scene.head_rotation, relative)
     assert (unposed - unposed.mean(0)).norm(dim=-1).max() > 0.008
-    verts, transforms = _body().inverse_skinning(
-        torch.from_numpy(figures.betas), torch.from_numpy(figures.pose), mean_shape=True
-    )
-    canonical = ops.inverse_lbs(posed, verts, transforms, k=1)[0]
+    canonical = _to_canonical(figures, posed)
     assert (canonical - canonical.median(0).values).norm(dim=-1).max() < 0.002
 
 
@@ -92,10 +101,6 @@ def test_painted_features_sit_and_move_where_the_expression_teacher_has_them():
     deformation it teaches moves the wrong pixels (the world's eyes once sat 9.5 mm above the teacher's, and the eye
     closure it taught stretched the painted eye instead of closing it). Per unit of each coefficient the teacher's
     landmarks must also move as the world's decals do."""
-    from aniportrait.models.face_procedural import procedural_3dmm
-    from aniportrait.models.face_registration import rig_landmark_bary
-    from aniportrait.train.imitation import ExpressionTeacher
-
     (ex, ey), (erx, ery), _, _ = EYE
     (bx, by), b_half, _, b_arch, b_raise = BROW
     (mx, my), m_half, _, _, _, lift, widen = MOUTH
@@ -114,11 +119,7 @@ def test_painted_features_sit_and_move_where_the_expression_teacher_has_them():
     figures = synth_labels.sample_figures(5, 1)
     figures = figures.with_(betas=np.zeros_like(figures.betas))
     points = torch.tensor([_on_front(*xy, SKULL if "mouth" not in name else JAW) for name, (xy, _) in nominal.items()])
-    scene = _build_scene(figures)
-    verts, transforms = body.inverse_skinning(
-        torch.from_numpy(figures.betas), torch.from_numpy(figures.pose), mean_shape=True
-    )
-    canonical = ops.inverse_lbs(scene.posed_head_points(points), verts, transforms, k=1)[0][0]
+    canonical = _to_canonical(figures, _build_scene(figures).posed_head_points(points))[0]
     teacher = ExpressionTeacher.on_body(procedural_3dmm(), body, rig_landmark_bary(body), mean_shape=True)
     registered = teacher.register(torch.zeros(1, 10))
 
