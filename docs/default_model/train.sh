@@ -7,12 +7,10 @@
 #
 #   bash docs/default_model/train.sh [OUT]      # OUT defaults to runs/default
 #
-# About 2 h 30 min on a 2-core CPU (2 h 24 min of training as measured, plus the data; the model card gives the
-# times). Stopped at any point, the same command continues: finished runs are skipped and a stopped run resumes
-# (--resume) from its last checkpoint (every 250 steps, within the warm-ups too), ending as if it had not stopped.
-# The result is OUT/s1e/generator.safetensors. The built-in default was made on the data of `data synth` before
-# the world's face was repainted where the expression teacher has it (docs/training/README.md, section 30): this
-# script at b70f90f makes it; today's makes the same recipe's model of the repainted world.
+# About 2 h 30 min on a 2-core CPU (2 h 27 min of training as measured, with other work beside it for part of it,
+# plus the data; the model card gives the times). Stopped at any point, the same command continues: finished runs are
+# skipped and a stopped run resumes (--resume) from its last checkpoint (every 250 steps, within the warm-ups too),
+# ending as if it had not stopped. The result is OUT/s1e/generator.safetensors: the built-in default.
 # There is no stage 2: with field_hr_textures the model's high-resolution textures are its radiance field sampled at
 # the fine texels, and super-resolution is not used.
 set -euo pipefail
@@ -22,12 +20,12 @@ OUT=${1:-runs/default}
 export OMP_NUM_THREADS=${RECIPE_THREADS:-2}
 # The generator settings and the fits' moving average (decay 0.998), the same in every run. The depth gate: the
 # expression's displacement is 0 behind canonical z = -0.04 and 1 in front of -0.025, where the 3DMM face lies.
-# imitation_region_share=0: the imitation loss's surface points drawn uniformly, as when the default was made (the
-# trainer's default is 0.5 since: docs/training/README.md, section 29).
+# imitation_region_share=0.5: half of the imitation loss's surface points drawn where the image's expression moves
+# the face (docs/training/README.md, section 29; the trainer's default, set here so the recipe stays as it was run).
 GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=true \
 --set generator.field_hr_textures=true --set generator.expression_gate_slope=0.5 \
 --set generator.expression_gate_depth_low=-0.04 --set generator.expression_gate_depth_high=-0.025 \
---set generator.hidden_dim=96 --set recon_ema=0.998 --set imitation_region_share=0 ${RECIPE_SETTINGS:-}"
+--set generator.hidden_dim=96 --set recon_ema=0.998 --set imitation_region_share=0.5 ${RECIPE_SETTINGS:-}"
 CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
 
 # train RUN OPTIONS...: skip a finished run, resume a stopped one, else start it with OPTIONS.

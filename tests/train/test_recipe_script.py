@@ -76,5 +76,5 @@ def test_every_run_of_the_recipe_gets_the_generator_settings(stand_in, tmp_path)
     for line in trains:
         assert "generator.field_hr_textures=true" in line and "generator.expression_gate_depth_high=-0.025" in line
         assert "generator.hidden_dim=96" in line and "recon_ema=0.998" in line
-        assert "imitation_region_share=0 " in line  # as the shipped default was made
+        assert "imitation_region_share=0.5 " in line  # as the shipped default was made
         assert "--config small" in line
