@@ -23,8 +23,14 @@ from aniportrait.checkpoint import load_generator
 from aniportrait.models.face3dmm import EXPRESSION_MEANING
 from aniportrait.models.generator import sample_identity_latents
 
-COLUMNS = (("eyes closed", -0.6), ("eyes closed", 0.0), ("eyes closed", 0.5), ("eyes closed", 1.0), ("smile", 1.5),
-           ("mouth open", 1.5))
+COLUMNS = (
+    ("eyes closed", -0.6),
+    ("eyes closed", 0.0),
+    ("eyes closed", 0.5),
+    ("eyes closed", 1.0),
+    ("smile", 1.5),
+    ("mouth open", 1.5),
+)
 ROWS, COLS = slice(36, 66), slice(49, 79)
 
 
@@ -62,7 +68,8 @@ def world_rows(count: int = 3, seed: int = 202) -> list[np.ndarray]:
         expression = np.zeros(64, np.float32)
         expression[EXPRESSION_MEANING.index(name)] = value
         figures = sample_figures(seed, count).with_(
-            camera=np.array([math.pi / 2, math.pi / 2], np.float32), pose=np.zeros((6, 3), np.float32),
+            camera=np.array([math.pi / 2, math.pi / 2], np.float32),
+            pose=np.zeros((6, 3), np.float32),
             expression=expression,
         )
         images, _ = render_figures(figures, res=128)
