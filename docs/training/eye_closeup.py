@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aniportrait import pretrained
-from aniportrait.checkpoint import load_generator
+import aniportrait
 from aniportrait.models.face3dmm import EXPRESSION_MEANING
 from aniportrait.models.generator import sample_identity_latents
 
@@ -40,11 +39,8 @@ def to_uint8(crop: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def model_rows(checkpoint: str | None, seeds: list[int]) -> list[np.ndarray]:
-    if checkpoint:
-        generator, metadata, valid_index = load_generator(checkpoint)
-    else:
-        generator, metadata, valid_index = pretrained.builtin_generator()
-    body = pretrained.body_for_checkpoint(metadata, valid_index, None)
+    portrait = aniportrait.load(checkpoint, device="cpu")  # the built-in default when checkpoint is None
+    generator, body = portrait.generator, portrait.body
     camera = torch.tensor([[math.pi / 2, math.pi / 2]])
     rows = []
     for seed in seeds:

@@ -14,7 +14,8 @@ GEN="--set generator.mean_shape_canonical=true --set generator.color_modulation=
 --set generator.hidden_dim=96 --set recon_ema=0.998"
 CONTINUE="--set shape_prior_steps=0 --set recon_lr=1e-4 --set data_workers=0"
 aniportrait train --data "$DATA" --out "$OUT" --config small $GEN $CONTINUE \
-    --set deform_prior_steps="$DEFORM_STEPS" --set recon_window=32 --set recon_steps=1000 --set imitation_region_share="$SHARE" \
+    --set deform_prior_steps="$DEFORM_STEPS" --set recon_window=32 --set recon_steps=1000 \
+    --set imitation_region_share="$SHARE" \
     --init-from "$(python -c 'from aniportrait.pretrained import builtin_checkpoint_path as p; print(p())')" --quiet
 aniportrait eval --checkpoint "$OUT/generator.safetensors" --data "$HELDOUT" --metrics control,fidelity --num 256 \
     --json "$OUT/evaluation.json"
