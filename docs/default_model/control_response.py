@@ -5,7 +5,8 @@ frame (frontal camera, zero pose, neutral expression) and of one frame per contr
 Reported per control: the mean absolute pixel change (on the [-1, 1] scale) of the frame against the rest frame in
 the whole image, the upper half and the bottom quarter, averaged over the seeds, and the ratios the targets use
 (upper / bottom for expression and head, bottom / upper for the shoulders), and the change in each eighth of the
-image height, top to bottom (``eighths``): where a control acts, beyond the two regions the targets compare. (From
+image height, top to bottom (``eighths``): where a control acts, beyond the two regions the targets compare; and the
+upper / bottom ratio of each seed (``upper / bottom per seed``). (From
 the front at 128x128 the synthetic world's own mouth sits in the fifth and sixth eighths, between those regions.)
 
     python docs/default_model/control_response.py [--checkpoint FILE] [--seeds 0-7] [--json OUT]
@@ -106,19 +107,26 @@ def main() -> None:
     side = next(iter(rest.values())).shape[0]
     regions = {"whole": slice(None), "upper half": slice(0, side // 2), "bottom quarter": slice(side - side // 4, side)}
     changes = {}
-    for name, per_seed in frames.items():
-        row = {
-            r: float(np.mean([np.abs(per_seed[s][rows] - rest[s][rows]).mean() for s in rest]))
+    for name, per_seed_frames in frames.items():
+        # Each seed's mean absolute change in each region, then their mean over the seeds.
+        by_seed = {
+            r: {s: float(np.abs(per_seed_frames[s][rows] - rest[s][rows]).mean()) for s in rest}
             for r, rows in regions.items()
         }
-        row = {k: round(v, 4) for k, v in row.items()}
+        row = {r: round(float(np.mean(list(values.values()))), 4) for r, values in by_seed.items()}
         bands = [slice(k * side // 8, (k + 1) * side // 8) for k in range(8)]
-        eighths = [round(float(np.mean([np.abs(per_seed[s][b] - rest[s][b]).mean() for s in rest])), 4) for b in bands]
+        eighths = [
+            round(float(np.mean([np.abs(per_seed_frames[s][b] - rest[s][b]).mean() for s in rest])), 4) for b in bands
+        ]
         upper, bottom = row["upper half"], row["bottom quarter"]
         # A ratio over a region that does not change (below 1e-4, the rounding of the table) is left out: null.
         row["upper / bottom"] = round(upper / bottom, 2) if bottom >= 1e-4 else None
         row["bottom / upper"] = round(bottom / upper, 2) if upper >= 1e-4 else None
-        changes[name] = {**row, "eighths": eighths}
+        per_seed = {
+            str(s): round(by_seed["upper half"][s] / b, 2) if (b := by_seed["bottom quarter"][s]) >= 1e-4 else None
+            for s in sorted(rest)
+        }
+        changes[name] = {**row, "eighths": eighths, "upper / bottom per seed": per_seed}
     report = {
         "checkpoint": "the synthetic world (data synth)" if args.world else args.checkpoint or "built-in default",
         "seeds": "figures 0-7 of seed 202" if args.world else args.seeds,
