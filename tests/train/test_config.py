@@ -93,6 +93,8 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
         (("recon_hr_face_weight=1",), "recon_hr_face_weight fits the full-size face of a field_hr_textures model"),
         (("recon_hr_face_weight=1", "stage=2", "generator.field_hr_textures=true"), "recon_hr_face_weight fits"),
         (("recon_hr_face_weight=-1",), "recon_hr_face_weight=-1.0 is out of range"),
+        (("recon_gradient_weight=-0.5",), "recon_gradient_weight=-0.5 is out of range"),
+        (("recon_gradient_weight=nan",), "recon_gradient_weight"),
     ],
 )
 def test_bad_full_size_windows_and_face_textures_are_refused(dataset, tmp_path, overrides, message):

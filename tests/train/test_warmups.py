@@ -27,6 +27,7 @@ from aniportrait.train.warmups import (
     fit_density_to_body,
     fit_generator_to_images,
     fit_sr_to_upsampling,
+    image_error,
     onto_code_sphere,
     pca_codes,
     scheduled_lr,
@@ -367,6 +368,54 @@ def test_the_face_weight_scales_the_face_views_share_of_the_error(dataset, tmp_p
         )[0]
     face = first[1.0] - first[0.0]  # the same seed: the same first renders
     assert face > 0.01 and abs(first[3.0] - first[0.0] - 3 * face) < 1e-4 * (1 + first[3.0])
+
+
+def test_the_image_gradient_term_charges_a_blurred_edge_and_not_a_constant_offset():
+    """``image_error``: the L1 plus the weight times the mean L1 of the pixel differences down and along (by hand on
+    a 2x3 image); an offset constant over the image pays only its L1; a blurred copy of a thin line pays the
+    gradient term, and the term grows with the weight while the L1 part stays."""
+    output = torch.tensor([[[[0.0, 1.0, 3.0], [2.0, 2.0, 0.0]]]])
+    target = torch.zeros_like(output, dtype=torch.float64)
+    down = (2 + 1 + 3) / 3
+    along = (1 + 2 + 0 + 2) / 4
+    assert abs(float(image_error(output, target, 2.0)) - (8 / 6 + 2.0 * 0.5 * (down + along))) < 1e-6
+    assert float(image_error(output, target)) == float(image_error(output, target, 0.0))
+    assert abs(float(image_error(output, target)) - 8 / 6) < 1e-6
+
+    line = -torch.ones(2, 3, 16, 16)
+    line[:, :, 7:9, :] = 1.0  # a bright line two pixels thick
+    offset = line + 0.3
+    assert abs(float(image_error(offset, line, 5.0)) - 0.3) < 1e-6
+    kernel = torch.full((3, 1, 5, 1), 0.2)
+    blurred = torch.nn.functional.conv2d(line, kernel, padding=(2, 0), groups=3)
+    plain = float(image_error(blurred, line))
+    assert 0.05 < plain < 0.5
+    with_gradient = [float(image_error(blurred, line, w)) - plain for w in (1.0, 4.0)]
+    assert with_gradient[0] > 0.05 and abs(with_gradient[1] - 4 * with_gradient[0]) < 1e-5
+
+
+def test_the_gradient_weight_adds_each_views_gradient_term_to_the_fit(dataset, tmp_path):
+    """``recon_gradient_weight``: the fit's error is each view's ``image_error`` with that weight (the portrait's
+    plus ``recon_face_weight`` times the face view's); the same seed draws the same first renders."""
+
+    def fit(run, **settings):
+        config = TrainConfig(total_steps=1, recon_codes="prior", recon_face_weight=2.0, **settings, **FAST)
+        return fit_recording(Trainer(config, dataset, tmp_path / run, progress=False), config, 1, "z_noise")
+
+    plain, noise, outputs, images = fit("plain")
+    errors, noise_again, _, _ = fit("gradient", recon_gradient_weight=3.0)
+    assert torch.equal(noise[0], noise_again[0])
+    batch = outputs[0]["image"].shape[0]
+    rows = torch.randint(images["image"].shape[0], (batch,), generator=torch.Generator().manual_seed(0 * 100_057))
+    terms = [
+        float(
+            image_error(outputs[0][view], images[view][rows], 1.0) - image_error(outputs[0][view], images[view][rows])
+        )
+        for view in ("image", "face")
+    ]
+    assert min(terms) > 1e-3
+    expected = plain[0] + 3.0 * (terms[0] + 2.0 * terms[1])
+    assert abs(errors[0] - expected) < 1e-4 * (1 + errors[0])
 
 
 def test_a_full_size_window_adds_its_error_against_the_image_at_full_size(dataset, tmp_path):

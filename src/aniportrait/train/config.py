@@ -78,6 +78,10 @@ class TrainConfig:
     # textures) against the face image at that side, weighted by recon_hr_face_weight (0 = off; docs/training/README.md,
     # section 21)
     recon_hr_face_weight: float = 0.0
+    # [ours] each view's L1 in both fits also weighs, by this factor, the L1 of its differences between neighbouring
+    # pixels (the image-gradient loss), which a blurred render pays at every edge it smooths (0 = off;
+    # docs/training/README.md, section 32)
+    recon_gradient_weight: float = 0.0
     # [ours] both fits end at an exponential moving average of their iterates with this decay instead of their last
     # iterate (0 = off, the last iterate; docs/training/README.md, section 25)
     recon_ema: float = 0.0
@@ -350,6 +354,7 @@ RANGES = {
     "recon_window": (0, 4096, False, False),
     "recon_window_weight": (0.0, 1000.0, False, False),
     "recon_hr_face_weight": (0.0, 1000.0, False, False),
+    "recon_gradient_weight": (0.0, 1000.0, False, False),
     "recon_ema": (0.0, 1.0, False, True),
     "recon_code_lr": (0.0, 10.0, True, False),
     "lr_g": (0.0, 1.0, True, False),

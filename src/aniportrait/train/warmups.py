@@ -327,7 +327,8 @@ def fit_generator_to_images(
 ) -> list[float]:
     """The reconstruction warm-up on ``params`` (stage 1, before step 0); returns the L1 error of each step (the
     portrait's plus ``recon_face_weight`` times the face view's, plus ``recon_window_weight`` times the full-size
-    window's with ``recon_window``, plus ``recon_hr_face_weight`` times the full-size face's).
+    window's with ``recon_window``, plus ``recon_hr_face_weight`` times the full-size face's; with
+    ``recon_gradient_weight`` each view's error also holds its image-gradient term, :func:`image_error`).
 
     Args:
         G: the generator (for ``z_noise_dim``).
@@ -339,8 +340,8 @@ def fit_generator_to_images(
             with ``recon_hr_face_weight``, ``hr_face`` [N, 3, Q, Q], the face at the side of stage 2's face view
             (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
-            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``, ``recon_ema``,
-            ``recon_lr_schedule``, the deformation weights). With ``recon_window`` each step draws one window
+            ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``,
+            ``recon_gradient_weight``, ``recon_ema``, ``recon_lr_schedule``, the deformation weights). With ``recon_window`` each step draws one window
             position for its batch (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``;
             ``render`` must return it as ``window``. With ``recon_hr_face_weight`` it passes Q as
             ``labels["hr_face_size"]``, and ``render`` must return that face as ``hr_face``.
@@ -390,14 +391,14 @@ def fit_generator_to_images(
         if cfg.recon_hr_face_weight:
             labels["hr_face_size"] = images["hr_face"].shape[-1]
         out = render(labels)
-        face_error = (out["face"] - images["face"][rows]).abs().mean()
-        error = (out["image"] - images["image"][rows]).abs().mean() + cfg.recon_face_weight * face_error
+        g = cfg.recon_gradient_weight
+        error = image_error(out["image"], images["image"][rows], g)
+        error = error + cfg.recon_face_weight * image_error(out["face"], images["face"][rows], g)
         if cfg.recon_window:
-            target = images["full"][rows, :, top : top + side, left : left + side].to(out["window"].dtype)
-            error = error + cfg.recon_window_weight * (out["window"] - target).abs().mean()
+            target = images["full"][rows, :, top : top + side, left : left + side]
+            error = error + cfg.recon_window_weight * image_error(out["window"], target, g)
         if cfg.recon_hr_face_weight:
-            target = images["hr_face"][rows].to(out["hr_face"].dtype)
-            error = error + cfg.recon_hr_face_weight * (out["hr_face"] - target).abs().mean()
+            error = error + cfg.recon_hr_face_weight * image_error(out["hr_face"], images["hr_face"][rows], g)
         terms = regularisers(labels, out, rng)
         loss = error + sum(terms.values())
         if learned:
@@ -421,6 +422,21 @@ def fit_generator_to_images(
         for param, average in zip(params, averages):
             param.copy_(average)
     return history
+
+
+def image_error(output: Tensor, target: Tensor, gradient_weight: float = 0.0) -> Tensor:
+    """The fit's error of one view: the mean absolute error of ``output`` against ``target`` [B, C, H, W] (``target``
+    in any float dtype), plus ``gradient_weight`` times the mean absolute error of their differences between
+    neighbouring pixels (down the columns and along the rows, averaged). The second term is the image-gradient loss:
+    a render that blurs an edge of the target pays it at every pixel across the edge, however few pixels the edge
+    covers, while an error that is constant over a region pays nothing there."""
+    diff = output - target.to(output.dtype)
+    error = diff.abs().mean()
+    if gradient_weight:
+        down = (diff[..., 1:, :] - diff[..., :-1, :]).abs().mean()
+        along = (diff[..., :, 1:] - diff[..., :, :-1]).abs().mean()
+        error = error + gradient_weight * 0.5 * (down + along)
+    return error
 
 
 def scheduled_lr(base: float, step: int, steps: int, schedule: str) -> float:
