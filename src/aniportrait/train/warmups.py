@@ -341,10 +341,11 @@ def fit_generator_to_images(
             (any float dtype).
         cfg: the run's config (``batch_size``, ``recon_lr``, ``recon_face_weight``, ``recon_code_lr``,
             ``recon_window``, ``recon_window_weight``, ``recon_window_on``, ``recon_hr_face_weight``,
-            ``recon_gradient_weight``, ``recon_ema``, ``recon_lr_schedule``, the deformation weights). With ``recon_window`` each step draws one window
-            position for its batch (:func:`window_corner`) and passes it to ``render`` as ``labels["hr_window"]``;
-            ``render`` must return it as ``window``. With ``recon_hr_face_weight`` it passes Q as
-            ``labels["hr_face_size"]``, and ``render`` must return that face as ``hr_face``.
+            ``recon_gradient_weight``, ``recon_ema``, ``recon_lr_schedule``, the deformation weights). With
+            ``recon_window`` each step draws one window position for its batch (:func:`window_corner`) and passes it
+            to ``render`` as ``labels["hr_window"]``; ``render`` must return it as ``window``. With
+            ``recon_hr_face_weight`` it passes Q as ``labels["hr_face_size"]``, and ``render`` must return that face
+            as ``hr_face``.
         regularisers: ``(labels, render output, generator) -> weighted terms`` kept on during the fit.
         progress: checkpoints and resumes the fit (:class:`WarmupProgress`; with learned codes they are saved too,
             with ``recon_ema`` the averages).
@@ -376,6 +377,7 @@ def fit_generator_to_images(
     tensors.update({f"ema.{i}": average for i, average in enumerate(averages)})
     start, history = progress.begin(optimizers, tensors)
     label_keys = ("z_id", "betas", "expression", "camera", "pose")
+    g = cfg.recon_gradient_weight
     for step in range(start, steps):
         rng = torch.Generator().manual_seed(seed * 100_057 + step)
         rows = torch.randint(n, (min(cfg.batch_size, n),), generator=rng).to(device)
@@ -391,7 +393,6 @@ def fit_generator_to_images(
         if cfg.recon_hr_face_weight:
             labels["hr_face_size"] = images["hr_face"].shape[-1]
         out = render(labels)
-        g = cfg.recon_gradient_weight
         error = image_error(out["image"], images["image"][rows], g)
         error = error + cfg.recon_face_weight * image_error(out["face"], images["face"][rows], g)
         if cfg.recon_window:
