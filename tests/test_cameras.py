@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aniportrait import cameras, constants
 from aniportrait.geometry import euler_zyx_to_matrix
@@ -151,6 +152,31 @@ def test_orthogonal_rays_grid():
     assert cells[0, 0, 0, 1] < cells[-1, 0, 0, 1]  # row 0 is the lowest y
     z = torch.tensor([0.2, 0.0, -0.2], dtype=torch.float64)  # front to back
     assert_close(cells[..., 2], z.expand(side, side, samples), atol=1e-12)
+
+
+def test_centred_texels_lie_where_their_lookups_read_them():
+    """``centred``: texel j at the centre of the cell an align_corners=False lookup reads it in, for any side, so a
+    texture holding each texel's own x (or y) reads back the looked-up point's x (y) inside the box; the linspace
+    layout reads back side / (side - 1) times it."""
+    points = torch.rand(1, 1, 300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.4 - 0.7
+    for side in (1, 5, 32):
+        grid = cameras.orthogonal_rays(side, 2, dtype=torch.float64, centred=True, lookup_side=7)  # lookup_side unused
+        cells = grid[0, :, 0, :2].reshape(side, side, 2)
+        j = torch.arange(side, dtype=torch.float64)
+        expected = constants.SAMPLE_SCALE * ((2 * j + 1) / side - 1)
+        assert_close(cells[0, :, 0], expected, atol=1e-12)
+        assert_close(cells[:, 0, 1], constants.SAMPLE_CENTER + expected, atol=1e-12)
+        texture = torch.stack([cells[..., 0], cells[..., 1] - constants.SAMPLE_CENTER]).unsqueeze(0)
+        if side < 5:
+            continue  # one texel: a constant texture
+        inner = points * (1 - 1 / side)  # inside the outermost texels' centres, where bilinear reads are exact
+        read = F.grid_sample(texture, inner, mode="bilinear", align_corners=False)[0, :, 0].T
+        assert_close(read, inner[0, 0] * constants.SAMPLE_SCALE, atol=1e-12)
+    linspace = cameras.orthogonal_rays(32, 2, dtype=torch.float64)[0, :, 0, :2].reshape(32, 32, 2)
+    texture = torch.stack([linspace[..., 0], linspace[..., 1] - constants.SAMPLE_CENTER]).unsqueeze(0)
+    inner = points * 0.9
+    read = F.grid_sample(texture, inner, mode="bilinear", align_corners=False)[0, :, 0].T
+    assert_close(read, inner[0, 0] * constants.SAMPLE_SCALE * 32 / 31, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

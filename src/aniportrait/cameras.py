@@ -99,6 +99,7 @@ def orthogonal_rays(
     dtype=torch.float32,
     lookup_side: int | None = None,
     offset: tuple[float, float] | torch.Tensor | None = None,
+    centred: bool = False,
 ) -> torch.Tensor:
     """The canonical grid of manifold super-resolution, [batch, H*W, S, 3].
 
@@ -111,9 +112,15 @@ def orthogonal_rays(
     box's centre. With ``lookup_side`` N (and a different ``resolution``), the texels are placed instead where a
     side-N texture's lookup reads: ``N / (N - 1) * SAMPLE_SCALE * ((2 j + 1) / resolution - 1)``, so the finer
     texture shows the same figure as the side-N one, only sharper (``resolution == N`` gives the linspace itself).
-    ``offset`` = (dx, dy) moves every texel by that fraction of the texel spacing (training's texel jitter).
+    ``centred`` (``lookup_side`` then unused) places texel j at ``SAMPLE_SCALE * ((2 j + 1) / resolution - 1)``, the
+    centre of the cell an ``align_corners=False`` lookup reads it in, so a texture of any side shows the field at
+    the looked-up point (a model's ``texel_centres``). ``offset`` = (dx, dy) moves every texel by that fraction of
+    the texel spacing (training's texel jitter).
     """
-    if lookup_side is None or lookup_side == resolution:
+    if centred:
+        j = torch.arange(resolution, device=device, dtype=dtype)
+        side = constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
+    elif lookup_side is None or lookup_side == resolution:
         side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
     else:
         j = torch.arange(resolution, device=device, dtype=dtype)

@@ -65,6 +65,13 @@ class GeneratorConfig:
     # keeps all the detail the field holds (what stage 1's face view is trained on) and no stage 2 is needed; the
     # super-resolution network is then unused.
     field_hr_textures: bool = False
+    # Texels at the centres of their lookups (off in the release, whose texels lie on a linspace over the texture box
+    # but are looked up with align_corners=False: a side-N texture then shows the field at N / (N - 1) times a
+    # point's offset from the box's centre, 3.2% at 32 texels, and a face view that evaluates the field at its own
+    # intersections shows the face that much nearer the centre than every textured frame does). On, texel j of a
+    # side-N texture lies at the centre of the lookup's cell j, so every texture, at any side, shows the field where
+    # it is: the portrait, the full-size frames and the stage-1 face view agree on where each feature lies.
+    texel_centres: bool = False
     # Neck gate of the expression deformation (0 and 0 in the release: none). When high > low, DeformNet's
     # displacement is scaled by a smoothstep of the canonical height y (the face frame's units, y up), 0 below
     # ``expression_gate_low`` and 1 above ``expression_gate_high``: the expression can move the face and the jaw,

@@ -303,6 +303,37 @@ def test_the_full_size_face_is_the_face_stage_two_renders(body):
 
 
 @torch.no_grad()
+def test_with_texel_centres_every_view_shows_the_field_where_it_is(body, monkeypatch):
+    """``texel_centres``: the coarse and the fine textures, read anywhere inside the box, give a field linear in x
+    and y at the point read; the stage-1 face view through the fine textures equals the one that evaluates the field
+    at its own intersections (the portrait, the full-size frames and the face view agree), and ``face_at_lookup``
+    changes nothing. Without it the textured face differs (the release's layout, the test below)."""
+    torch.manual_seed(0)
+    generator = AniPortraitGenerator(dataclasses.replace(TINY, field_hr_textures=True, texel_centres=True)).eval()
+    init_planar_manifolds(generator)
+    monkeypatch.setattr(generator.radiance_net, "features", _ramp_field)
+    z_id, z_noise, betas = sample_identity_latents(TINY, [0, 1])
+    coarse = generator.manifold_textures(z_id, z_noise, impl="ref")[0][:, :3]
+    fine = generator.manifold_textures(z_id, z_noise, impl="ref", side=TINY.hr_img_size)[0][:, :3]
+    lr = TINY.lr_img_size
+    uv = (torch.rand(1, 1, 500, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1) * (1 - 1 / lr)
+    x = uv[..., 0] * constants.SAMPLE_SCALE
+    y = uv[..., 1] * constants.SAMPLE_SCALE + constants.SAMPLE_CENTER
+    field = torch.stack([0.5 + x, 0.5 + y, 0.5 - x], dim=1)  # _ramp_field at the points read, [1, 3, 1, 500]
+    for texture in (coarse, fine):
+        read = F.grid_sample(texture, uv.expand(texture.shape[0], -1, -1, -1), mode="bilinear", align_corners=False)
+        assert_close(read, field.expand_as(read), atol=1e-5, rtol=0)
+    camera, pose, expression = _controls(2, yaw=0.3, head=0.2)
+    args = (body, z_id, z_noise, betas, expression, camera, pose)
+    read = generator.render_train(*args, face_size=16, impl="ref", face_textures=True)["face"]
+    plain = generator.render_train(*args, face_size=16, impl="ref")["face"]
+    moved = generator.render_train(*args, face_size=16, impl="ref", face_at_lookup=True)["face"]
+    assert_close(read, plain, atol=1e-4, rtol=0)
+    assert torch.equal(moved, plain)
+    assert float((plain - 1).abs().max()) > 0.2  # the figure shows
+
+
+@torch.no_grad()
 def test_a_face_view_through_the_textures_shows_the_field_where_the_lookups_do(body, monkeypatch):
     """Textures are looked up with align_corners=False over linspace-laid texels, so a lookup shows the field at
     N / (N - 1) times the point's offset from the box's centre. With ``face_textures`` the stage-1 face view reads the

@@ -88,6 +88,7 @@ def test_texel_jitter_is_refused_in_stage_two(dataset, tmp_path):
             ("face_at_lookup=true", "face_textures=true", "generator.field_hr_textures=true"),
             "face_at_lookup moves the points",
         ),
+        (("face_at_lookup=true", "generator.texel_centres=true"), "face_at_lookup does nothing with"),
         (("recon_window_weight=-1",), "recon_window_weight=-1.0 is out of range"),
         (("recon_window_on=face",), "recon_window_on='face' is not allowed; use one of frame, figure"),
         (("recon_hr_face_weight=1",), "recon_hr_face_weight fits the full-size face of a field_hr_textures model"),

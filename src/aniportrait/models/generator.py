@@ -136,7 +136,8 @@ def init_planar_manifolds(generator: AniPortraitGenerator) -> None:
 def texture_uv(hits: Tensor) -> Tensor:
     """Texture coordinates [..., 2] of canonical points [..., 3]: u = x / 0.22, v = (y - SAMPLE_CENTER) / 0.22, in
     [-1, 1] over the texture box (looked up with ``align_corners=False`` although the texels were laid out with
-    linspace spacing: the release's half-texel quirk, kept)."""
+    linspace spacing: the release's half-texel quirk, kept unless a model's ``texel_centres`` lays them out at the
+    lookups' cell centres)."""
     return torch.stack([hits[..., 0], hits[..., 1] - constants.SAMPLE_CENTER], dim=-1) / constants.SAMPLE_SCALE
 
 
@@ -399,11 +400,15 @@ class AniPortraitGenerator(nn.Module):
         default ``lr_img_size``) intersected with the manifolds (two-sided rule) -> hits [batch, res * res * M, 3]
         (canonical units), valid [batch, res * res, M]. A finer side is laid out where the low-resolution textures'
         lookup reads (``orthogonal_rays``' ``lookup_side``): the fine textures show the figure that stage 1 trained
-        through the coarse ones. ``rect`` = (row0, row1, col0, col1): only those texels, [batch, rows * cols * M, 3]."""
+        through the coarse ones; with ``texel_centres`` every side's texels lie at the centres of their lookups.
+        ``rect`` = (row0, row1, col0, col1): only those texels, [batch, rows * cols * M, 3]."""
         S = self.config.num_samples
         lr = self.config.lr_img_size
         res = lr if res is None else res
-        grid = orthogonal_rays(res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr, offset=offset)
+        centred = self.config.texel_centres
+        grid = orthogonal_rays(
+            res, S, batch=batch, device=device, dtype=dtype, lookup_side=lr, offset=offset, centred=centred
+        )
         if rect is not None:
             row0, row1, col0, col1 = rect
             grid = grid.reshape(batch, res, res, S, 3)[:, row0:row1, col0:col1].reshape(batch, -1, S, 3)
@@ -920,7 +925,7 @@ class AniPortraitGenerator(nn.Module):
         flat_valid = valid.reshape(B, P * M)
         order = selected_first(flat_valid)
         points = torch.gather(hits.reshape(B, P * M, 3), 1, order[..., None].expand(-1, -1, 3))
-        if lookup:
+        if lookup and not self.config.texel_centres:  # with texel_centres a lookup shows the field where it is
             points = lookup_points(points, self.config.lr_img_size)
         rgb_valid, sigma_valid, _ = self.radiance_net.features(points, freq, phase, view_dir)
         rgb = hits.new_zeros(B, P * M, 3).scatter(1, order[..., None].expand(-1, -1, 3), rgb_valid)

@@ -189,6 +189,11 @@ class TrainConfig:
                 "face_at_lookup moves the points at which the stage-1 face view evaluates the field; set it only with "
                 "stage=1 and without face_textures (which reads the fine textures instead)"
             )
+        if self.face_at_lookup and self.generator.texel_centres:
+            raise ConfigError(
+                "face_at_lookup does nothing with generator.texel_centres=true (every lookup already shows the field "
+                "where it is); leave face_at_lookup off"
+            )
         if self.recon_window > self.generator.hr_img_size:
             raise ConfigError(
                 f"recon_window={self.recon_window} exceeds the full-size frame ({self.generator.hr_img_size}); "

@@ -1,0 +1,104 @@
+"""One model's face rendered the four ways the code can render it, against the data's face crops.
+
+For the first ``--num`` rows of a dataset (each row's labels, noise 0), each model renders the 64x64 face view
+(docs/training/README.md, section 34):
+
+- ``field``: stage 1's face view, RadianceNet evaluated at the view's own intersections (what the fit trains);
+- ``field_at_lookup``: the same at the intersections moved to where a coarse-texture lookup shows them (x and y
+  scaled by N / (N - 1) about the texture box's centre; ``face_at_lookup``);
+- ``fine_textures_S``: stage 1's face view read from fine textures of side S (``face_textures``; S = 128 is the
+  model's own side, 256 and 512 the same field sampled more finely);
+- ``stage2``: the face as evaluation renders it (traced at 16x16, intersections upsampled x4, fine textures).
+
+Per path: the face L1 against the data's crop, the L1 against the ``fine_textures_128`` face, and the eye band's
+detail relative to the data's (docs/training/eye_probe/rows.py). The sheet shows, per row, the data's face and the
+``field``, ``fine_textures_128`` and ``stage2`` faces of each model.
+
+    python docs/training/texel_centres/face_paths.py --data DATA --model NAME=FILE [--model ...] [--num 4]
+        [--sheet PNG] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import aniportrait
+from aniportrait.data.dataset import PortraitDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eye_probe"))
+from rows import detail
+
+FACE = 64
+
+
+@torch.no_grad()
+def face_paths(checkpoint: str, data: dict) -> dict[str, torch.Tensor]:
+    portrait = aniportrait.load(checkpoint, device="cpu")
+    generator, body = portrait.generator, portrait.body
+    generator.eval()
+    n = data["face"].shape[0]
+    labels = (data["id"], torch.zeros(n, generator.config.z_noise_dim))
+    labels += tuple(data[key] for key in ("betas", "expression", "camera", "pose"))
+
+    def face(**options) -> torch.Tensor:
+        return generator.render_train(body, *labels, face_size=FACE, **options)["face"].clamp(-1, 1)
+
+    faces = {"field": face(), "field_at_lookup": face(face_at_lookup=True)}
+    config = generator.config
+    for side in (config.hr_img_size, 2 * config.hr_img_size, 4 * config.hr_img_size):
+        finer = dataclasses.replace(config)
+        object.__setattr__(finer, "hr_img_size", side)  # only the fine textures' side; the config checks 4 x lr
+        object.__setattr__(generator, "config", finer)
+        faces[f"fine_textures_{side}"] = face(face_textures=True)
+        object.__setattr__(generator, "config", config)
+    faces["stage2"] = face(stage=2)
+    return faces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", action="append", required=True, help="NAME=generator file")
+    parser.add_argument("--num", type=int, default=4)
+    parser.add_argument("--sheet", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = PortraitDataset(args.data, check=False)
+    data = dataset.rows(range(min(args.num, len(dataset))))
+    truth = data["face"].float()
+    result = {"data": str(args.data), "num": len(truth), "face_size": FACE, "models": {}}
+    columns = [truth]
+    for spec in args.model:
+        name, path = spec.split("=", 1)
+        faces = face_paths(path, data)
+        own = faces[next(key for key in faces if key.startswith("fine_textures_"))]
+        result["models"][name] = {"checkpoint": path}
+        for key, value in faces.items():
+            result["models"][name][key] = {
+                "face_l1": round(float((value - truth).abs().mean()), 4),
+                "l1_vs_fine_textures": round(float((value - own).abs().mean()), 4),
+                "eye_band_detail_vs_data": round(float(detail(value).mean() / detail(truth).mean()), 3),
+            }
+        columns += [faces["field"], own, faces["stage2"]]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    if args.sheet:
+        grid = torch.cat([torch.cat([column[i] for column in columns], dim=2) for i in range(len(truth))], dim=1)
+        pixels = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        height, width = pixels.shape[:2]
+        Image.fromarray(np.ascontiguousarray(pixels)).resize((width * 2, height * 2), Image.NEAREST).save(args.sheet)
+
+
+if __name__ == "__main__":
+    main()
