@@ -117,14 +117,13 @@ def orthogonal_rays(
     the looked-up point (a model's ``texel_centres``). ``offset`` = (dx, dy) moves every texel by that fraction of
     the texel spacing (training's texel jitter).
     """
-    if centred:
+    if centred or (lookup_side is not None and lookup_side != resolution):
+        # Cell centres, magnified as a side-N lookup shows its texels unless centred.
+        magnify = 1.0 if centred else lookup_side / (lookup_side - 1)
         j = torch.arange(resolution, device=device, dtype=dtype)
-        side = constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
-    elif lookup_side is None or lookup_side == resolution:
-        side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
+        side = magnify * constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
     else:
-        j = torch.arange(resolution, device=device, dtype=dtype)
-        side = lookup_side / (lookup_side - 1) * constants.SAMPLE_SCALE * ((2 * j + 1) / resolution - 1)
+        side = torch.linspace(-constants.SAMPLE_SCALE, constants.SAMPLE_SCALE, resolution, device=device, dtype=dtype)
     if offset is None:
         y, x = torch.meshgrid(side + constants.SAMPLE_CENTER, side, indexing="ij")
     else:
