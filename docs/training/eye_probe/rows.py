@@ -33,6 +33,21 @@ def detail(faces: torch.Tensor) -> torch.Tensor:
     return (faces - blurred)[:, :, EYE_BAND].abs().mean(dim=(1, 2, 3))
 
 
+def first_rows(data: str, num: int) -> dict:
+    """The labels and images of a dataset's first ``num`` rows (one CPU thread for what follows)."""
+    torch.set_num_threads(1)
+    dataset = PortraitDataset(data, check=False)
+    return dataset.rows(range(min(num, len(dataset))))
+
+
+def save_sheet(columns: list[torch.Tensor], rows: int, zoom: int, path: str) -> None:
+    """A PNG of the first ``rows`` rows of ``columns`` (faces [N, 3, H, W] in [-1, 1]) side by side, enlarged."""
+    grid = torch.cat([torch.cat([column[i] for column in columns], dim=2) for i in range(rows)], dim=1)
+    pixels = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    height, width = pixels.shape[:2]
+    Image.fromarray(np.ascontiguousarray(pixels)).resize((width * zoom, height * zoom), Image.NEAREST).save(path)
+
+
 @torch.no_grad()
 def render_faces(checkpoint: str, data: dict) -> torch.Tensor:
     portrait = aniportrait.load(checkpoint, device="cpu")
@@ -63,9 +78,7 @@ def main() -> None:
     parser.add_argument("--sheet", default=None, help="the PNG to write (the first 8 rows)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    dataset = PortraitDataset(args.data, check=False)
-    data = dataset.rows(range(min(args.num, len(dataset))))
+    data = first_rows(args.data, args.num)
     truth = data["face"].float()
     result = {"data": str(args.data), "num": len(truth), "eye_band_rows": [EYE_BAND.start, EYE_BAND.stop], "models": {}}
     columns = [truth]
@@ -84,11 +97,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(text + "\n")
     if args.sheet:
-        rows = min(8, len(truth))
-        grid = torch.cat([torch.cat([column[i] for column in columns], dim=2) for i in range(rows)], dim=1)
-        pixels = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-        height, width = pixels.shape[:2]
-        Image.fromarray(np.ascontiguousarray(pixels)).resize((width * 3, height * 3), Image.NEAREST).save(args.sheet)
+        save_sheet(columns, min(8, len(truth)), 3, args.sheet)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import aniportrait
-from aniportrait.data.dataset import PortraitDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eye_probe"))
-from rows import detail
+from rows import detail, first_rows, save_sheet
 
 FACE = 64
 
@@ -71,9 +68,7 @@ def main() -> None:
     parser.add_argument("--sheet", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    dataset = PortraitDataset(args.data, check=False)
-    data = dataset.rows(range(min(args.num, len(dataset))))
+    data = first_rows(args.data, args.num)
     truth = data["face"].float()
     result = {"data": str(args.data), "num": len(truth), "face_size": FACE, "models": {}}
     columns = [truth]
@@ -94,10 +89,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(text + "\n")
     if args.sheet:
-        grid = torch.cat([torch.cat([column[i] for column in columns], dim=2) for i in range(len(truth))], dim=1)
-        pixels = ((grid + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-        height, width = pixels.shape[:2]
-        Image.fromarray(np.ascontiguousarray(pixels)).resize((width * 2, height * 2), Image.NEAREST).save(args.sheet)
+        save_sheet(columns, len(truth), 2, args.sheet)
 
 
 if __name__ == "__main__":
