@@ -23,6 +23,7 @@ from PIL import Image
 
 import aniportrait
 from aniportrait.data.dataset import PortraitDataset
+from aniportrait.train.loop import reconstruction_rows
 
 EYE_BAND = slice(26, 42)
 
@@ -33,11 +34,14 @@ def detail(faces: torch.Tensor) -> torch.Tensor:
     return (faces - blurred)[:, :, EYE_BAND].abs().mean(dim=(1, 2, 3))
 
 
-def first_rows(data: str, num: int) -> dict:
-    """The labels and images of a dataset's first ``num`` rows (one CPU thread for what follows)."""
+def first_rows(data: str, num: int, fit_rows: int | None = None) -> dict:
+    """The labels and images of a dataset's first ``num`` rows (one CPU thread for what follows); with ``fit_rows``
+    N, the first ``num`` of the N rows that a reconstruction fit of N images (seed 0) draws."""
     torch.set_num_threads(1)
     dataset = PortraitDataset(data, check=False)
-    return dataset.rows(range(min(num, len(dataset))))
+    if fit_rows is None:
+        return dataset.rows(range(min(num, len(dataset))))
+    return dataset.rows(reconstruction_rows(0, fit_rows, len(dataset))[:num])
 
 
 def save_sheet(columns: list[torch.Tensor], rows: int, zoom: int, path: str) -> None:

@@ -14,8 +14,11 @@ Per path: the face L1 against the data's crop, the L1 against the ``fine_texture
 detail relative to the data's (docs/training/eye_probe/rows.py). The sheet shows, per row, the data's face and the
 ``field``, ``fine_textures_128`` and ``stage2`` faces of each model.
 
+With ``--fit-rows N`` the rows are the first ``--num`` of the N that a reconstruction fit of N images (seed 0,
+``recon_images=N``) draws from DATA, instead of DATA's first rows: the images a probe of ``probe.sh`` was fitted to.
+
     python docs/training/texel_centres/face_paths.py --data DATA --model NAME=FILE [--model ...] [--num 4]
-        [--sheet PNG] [--json OUT]
+        [--fit-rows N] [--sheet PNG] [--json OUT]
 """
 
 from __future__ import annotations
@@ -65,12 +68,13 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", action="append", required=True, help="NAME=generator file")
     parser.add_argument("--num", type=int, default=4)
+    parser.add_argument("--fit-rows", type=int, default=None, help="the rows a fit of this many images draws")
     parser.add_argument("--sheet", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    data = first_rows(args.data, args.num)
+    data = first_rows(args.data, args.num, args.fit_rows)
     truth = data["face"].float()
-    result = {"data": str(args.data), "num": len(truth), "face_size": FACE, "models": {}}
+    result = {"data": str(args.data), "num": len(truth), "fit_rows": args.fit_rows, "face_size": FACE, "models": {}}
     columns = [truth]
     for spec in args.model:
         name, path = spec.split("=", 1)
