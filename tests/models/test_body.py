@@ -188,7 +188,9 @@ def test_smpl_forward_equals_smplx(correctives):
     torch.testing.assert_close(verts, to_face_frame(out.vertices, neck), atol=1e-5, rtol=0)
     torch.testing.assert_close(ours, to_face_frame(joints, neck), atol=1e-5, rtol=0)
     skinned, joints_all = body._smpl(betas, rotations, skin=1)
-    torch.testing.assert_close(skinned, verts[:1], atol=0, rtol=0)
+    # One row's correctives and skinning go through other BLAS kernels than three rows' (a matrix-vector product
+    # on some CPUs), which round differently: the same vertices to float32's rounding, not bit for bit.
+    torch.testing.assert_close(skinned, verts[:1], atol=1e-5, rtol=0)
     assert body._smpl(betas, rotations, skin=0)[0] is None
     torch.testing.assert_close(joints_all, ours, atol=0, rtol=0)
 
