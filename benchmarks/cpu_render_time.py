@@ -1,5 +1,7 @@
 """CPU seconds per 512x512 frame (identity cached) and per identity, ``sshq512`` config with random weights.
 
+The frame is timed at each ``--precision``: fp32, bf16-deform (DeformNet in bfloat16) and bf16 (both MLPs).
+
 Usage: ``python benchmarks/cpu_render_time.py [--threads N] [--frames N] [--out benchmarks/results/cpu-NAME.json]``.
 A plain script (not pytest-benchmark): the GPU suites skip without CUDA, and this number is about the CPU.
 """
@@ -46,7 +48,7 @@ def main() -> None:
         start = time.perf_counter()
         identity = generator.prepare_identity(*sample_identity_latents(SSHQ512, [0]), impl="ref")
         result["identity_s"] = round(time.perf_counter() - start, 2)
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16-deform", "bf16"):
             generator.render_frame(identity, body, camera, pose, expression, impl="ref", precision=precision)  # warm-up
             times = []
             for _ in range(args.frames):
